@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Sets up (idempotent), then lints, type-checks and runs the test suite. Extra args go to pytest,
+# e.g. `scripts/test.sh -m "not slow"` for the fast suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+export MUJOCO_GL=${MUJOCO_GL:-egl}
+.venv/bin/ruff check .
+.venv/bin/ruff format --check .
+.venv/bin/mypy
+.venv/bin/python -m pytest "$@"

@@ -1,0 +1,1 @@
+"""Building blocks: encoders, attention, fusion designs, temporal memory, action heads."""

@@ -1,0 +1,14 @@
+"""Fusion designs behind one registry. Importing this package registers every design."""
+
+from mmvla.modules.fusion.base import Fusion, FusionConfig, FusionOutput, ModalityTokens
+from mmvla.modules.fusion.registry import available_fusions, build_fusion, register_fusion
+
+__all__ = [
+    "Fusion",
+    "FusionConfig",
+    "FusionOutput",
+    "ModalityTokens",
+    "available_fusions",
+    "build_fusion",
+    "register_fusion",
+]
