@@ -1,0 +1,231 @@
+"""Multi-head attention on ``F.scaled_dot_product_attention``, plus the small blocks fusions reuse.
+
+One mask convention: bool, **True = keep** (attend to / valid token). Masks come in two forms and may be
+combined: a key mask ``(B, Nk)`` (padding) and a full mask ``(B, Nq, Nk)`` (or ``(Nq, Nk)``, e.g. causal).
+A query row whose keys are all masked attends to nothing: its attention result is zeros (and its weights
+are all zero), never NaN. SDPA itself returns NaN on such rows, so they are unmasked for the kernel and
+zeroed afterwards.
+
+File order (nanoGPT): mask helpers, attention, MLP, transformer block, pooling.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+def combine_masks(
+    batch: int, nq: int, nk: int, key_mask: Tensor | None = None, attn_mask: Tensor | None = None
+) -> Tensor | None:
+    """Merge a key mask and a full mask into one ``(B, 1, Nq|1, Nk)`` keep-mask (None if both are None).
+
+    Args:
+        batch, nq, nk: batch size, query and key lengths.
+        key_mask: (B, Nk) bool, True = keep.
+        attn_mask: (B, Nq, Nk) or (Nq, Nk) bool, True = keep.
+    """
+    keep: Tensor | None = None
+    if key_mask is not None:
+        if key_mask.dtype != torch.bool or tuple(key_mask.shape) != (batch, nk):
+            raise ValueError(
+                f"key_mask must be bool ({batch}, {nk}), got {key_mask.dtype} {tuple(key_mask.shape)}"
+            )
+        keep = key_mask[:, None, None, :]  # (B, 1, 1, Nk)
+    if attn_mask is not None:
+        if (
+            attn_mask.dtype != torch.bool
+            or tuple(attn_mask.shape[-2:]) != (nq, nk)
+            or attn_mask.dim() not in (2, 3)
+        ):
+            raise ValueError(
+                f"attn_mask must be bool (B, {nq}, {nk}) or ({nq}, {nk}), got {attn_mask.dtype} {tuple(attn_mask.shape)}"
+            )
+        full = attn_mask.reshape(-1, 1, nq, nk)  # (B|1, 1, Nq, Nk)
+        keep = full if keep is None else keep & full
+    return keep
+
+
+def _guard_empty_rows(keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Return (safe keep-mask with fully masked rows unmasked, (B, 1, Nq|1, 1) bool: row has a kept key)."""
+    row_ok = keep.any(dim=-1, keepdim=True)  # (B, 1, Nq|1, 1)
+    return keep | ~row_ok, row_ok
+
+
+class AttentionOutput(NamedTuple):
+    """Output of :meth:`MultiHeadAttention.forward_with_weights`.
+
+    Attributes:
+        out: (B, Nq, D) attention output after the output projection.
+        weights: (B, H, Nq, Nk) softmax weights; 0 on masked keys, all 0 on fully masked rows.
+    """
+
+    out: Tensor
+    weights: Tensor
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head self- or cross-attention.
+
+    ``forward(x)`` is self-attention (one fused QKV projection); ``forward(x, context)`` is
+    cross-attention (queries from ``x``, keys/values from ``context`` with one fused KV projection).
+    The packed ``in_proj_weight`` (3D, D) has the same layout as ``nn.MultiheadAttention``'s, so weights
+    copy over one to one.
+
+    ``forward`` is the fast path (SDPA). ``forward_with_weights`` computes the softmax explicitly and also
+    returns the per-head weights, for heatmaps; both give the same output.
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True) -> None:
+        super().__init__()
+        if dim <= 0 or num_heads <= 0 or dim % num_heads:
+            raise ValueError(
+                f"MultiHeadAttention: dim={dim} must be positive and divisible by num_heads={num_heads}"
+            )
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout}")
+        self.dim, self.num_heads, self.head_dim, self.dropout = dim, num_heads, dim // num_heads, dropout
+        self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))  # rows: q, k, v
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim)) if bias else None
+        self.out_proj = nn.Linear(dim, dim, bias=bias)
+        nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+        """(B, Nq, D), (B, Nk, D) -> q (B, H, Nq, hd), k and v (B, H, Nk, hd)."""
+        w, b, d = self.in_proj_weight, self.in_proj_bias, self.dim
+        if context is None:
+            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)  # 3 x (B, Nq, D), one GEMM
+        else:
+            q = F.linear(x, w[:d], None if b is None else b[:d])  # (B, Nq, D)
+            k, v = F.linear(context, w[d:], None if b is None else b[d:]).chunk(2, dim=-1)  # 2 x (B, Nk, D)
+        B, H, hd = x.shape[0], self.num_heads, self.head_dim
+        q = q.reshape(B, -1, H, hd).transpose(1, 2)  # (B, H, Nq, hd)
+        k = k.reshape(B, -1, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
+        v = v.reshape(B, -1, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
+        return q, k, v
+
+    def _merge(self, y: Tensor) -> Tensor:
+        """(B, H, Nq, hd) -> (B, Nq, D) through the output projection."""
+        B, _, Nq, _ = y.shape
+        return self.out_proj(y.transpose(1, 2).reshape(B, Nq, self.dim))
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """Fast path.
+
+        Args:
+            x: (B, Nq, D) queries (and keys/values when ``context`` is None).
+            context: (B, Nk, D) keys/values for cross-attention, or None for self-attention.
+            key_mask: (B, Nk) bool, True = keep.
+            attn_mask: (B, Nq, Nk) or (Nq, Nk) bool, True = keep.
+
+        Returns:
+            (B, Nq, D). A fully masked query row gets a zero attention result (so ``out_proj.bias``).
+        """
+        q, k, v = self._project(x, context)
+        keep = combine_masks(x.shape[0], q.shape[2], k.shape[2], key_mask, attn_mask)
+        p = self.dropout if self.training else 0.0
+        if keep is None:
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, Nq, hd)
+        else:
+            safe, row_ok = _guard_empty_rows(keep)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=p)  # (B, H, Nq, hd)
+            y = y * row_ok  # zero the rows that had no key to attend to
+        return self._merge(y)
+
+    def forward_with_weights(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> AttentionOutput:
+        """Slow path: explicit softmax; same arguments and output as :meth:`forward`, plus (B, H, Nq, Nk) weights."""
+        q, k, v = self._project(x, context)
+        att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, Nq, Nk)
+        keep = combine_masks(x.shape[0], q.shape[2], k.shape[2], key_mask, attn_mask)
+        if keep is not None:
+            safe, row_ok = _guard_empty_rows(keep)
+            att = att.masked_fill(~safe, float("-inf"))
+        weights = att.softmax(dim=-1)  # (B, H, Nq, Nk)
+        if keep is not None:
+            weights = weights * row_ok
+        p = self.dropout if self.training else 0.0
+        y = F.dropout(weights, p, training=True) @ v if p > 0 else weights @ v  # (B, H, Nq, hd)
+        return AttentionOutput(self._merge(y), weights)
+
+
+class MLP(nn.Module):
+    """Linear -> GELU -> dropout -> Linear: (..., D) -> (..., D_out)."""
+
+    def __init__(self, dim: int, hidden: int, out: int | None = None, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.fc2 = nn.Linear(hidden, dim if out is None else out)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(..., D) -> (..., D_out)."""
+        return self.fc2(self.drop(F.gelu(self.fc1(x))))
+
+
+class TransformerBlock(nn.Module):
+    """Pre-norm block: ``x + Attn(LN(x) [, context])`` then ``x + MLP(LN(x))``.
+
+    Self-attention by default; pass ``context`` to ``forward`` for cross-attention (context is used as is,
+    normalise it beforehand if needed).
+    """
+
+    def __init__(self, dim: int, num_heads: int, *, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.ln1 = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
+        self.ln2 = nn.LayerNorm(dim)
+        self.mlp = MLP(dim, max(1, int(dim * mlp_ratio)), dropout=dropout)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self,
+        x: Tensor,
+        context: Tensor | None = None,
+        *,
+        key_mask: Tensor | None = None,
+        attn_mask: Tensor | None = None,
+    ) -> Tensor:
+        """(B, N, D) -> (B, N, D); masks as in :meth:`MultiHeadAttention.forward` (True = keep)."""
+        x = x + self.drop(self.attn(self.ln1(x), context, key_mask=key_mask, attn_mask=attn_mask))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+def masked_mean(x: Tensor, mask: Tensor | None = None) -> Tensor:
+    """Mean over valid tokens: (B, N, D), (B, N) bool True = keep -> (B, D); zeros for a fully masked row."""
+    if mask is None:
+        return x.mean(dim=1)
+    w = mask.to(x.dtype).unsqueeze(-1)  # (B, N, 1)
+    return (x * w).sum(dim=1) / w.sum(dim=1).clamp(min=1.0)
+
+
+class AttentionPool(nn.Module):
+    """A learned query attends over the valid tokens: (B, N, D), (B, N) mask -> (B, D)."""
+
+    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.query = nn.Parameter(torch.randn(1, 1, dim) * dim**-0.5)
+        self.ln = nn.LayerNorm(dim)
+        self.attn = MultiHeadAttention(dim, num_heads, dropout=dropout)
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """(B, N, D) -> (B, D); a row with no valid token pools to ``attn.out_proj.bias``."""
+        q = self.query.expand(x.shape[0], -1, -1)  # (B, 1, D)
+        return self.attn(q, self.ln(x), key_mask=mask).squeeze(1)  # (B, D)
