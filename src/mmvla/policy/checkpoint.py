@@ -1,0 +1,105 @@
+"""Policy checkpoints: ``model.safetensors`` + ``config.json`` + ``stats.json``; nothing is unpickled.
+
+A checkpoint directory is written atomically: a crash mid-save leaves the previous one intact.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mmvla import __version__
+from mmvla.io import atomic_directory, atomic_write_json, read_json
+from mmvla.policy.config import PolicyConfig
+from mmvla.policy.normalize import Normalizer
+
+if TYPE_CHECKING:
+    from mmvla.policy.model import VLAPolicy
+
+WEIGHTS = "model.safetensors"
+CONFIG = "config.json"
+STATS = "stats.json"
+
+
+def write_policy_files(policy: VLAPolicy, directory: Path, extra: dict[str, Any] | None = None) -> None:
+    """Write the three checkpoint files into an existing ``directory`` (not atomic by itself)."""
+    state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
+    save_file(state, str(directory / WEIGHTS), metadata={"format": "pt", "mmvla_version": __version__})
+    atomic_write_json(directory / CONFIG, {**policy.cfg.to_dict(), **({"extra": extra} if extra else {})})
+    atomic_write_json(directory / STATS, policy.normalizer.to_dict())
+
+
+def save_pretrained(
+    policy: VLAPolicy, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None
+) -> Path:
+    """Atomically (re)write a checkpoint directory for ``policy``; returns its path."""
+    directory = Path(directory)
+    with atomic_directory(directory, overwrite=True) as tmp:
+        write_policy_files(policy, tmp, extra)
+    return directory
+
+
+def load_config(directory: str | os.PathLike[str]) -> tuple[PolicyConfig, dict[str, Any]]:
+    """Read and validate ``config.json``; returns (config, extra metadata)."""
+    d = read_json(Path(directory) / CONFIG, "policy config")
+    if not isinstance(d, dict):
+        raise ValueError(f"policy config {Path(directory) / CONFIG} must be a JSON object")
+    extra = d.pop("extra", {})
+    try:
+        return PolicyConfig.from_dict(d), extra
+    except TypeError as e:
+        raise ValueError(f"policy config {Path(directory) / CONFIG} is malformed: {e}") from e
+
+
+def from_pretrained(directory: str | os.PathLike[str], map_location: str = "cpu") -> VLAPolicy:
+    """Load a policy saved by :func:`save_pretrained`, in eval mode.
+
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and tensor for a
+    malformed config, missing statistics, or weights of the wrong names or shapes.
+    """
+    from mmvla.policy.model import VLAPolicy
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    cfg, _ = load_config(directory)
+    normalizer = Normalizer.from_dict(read_json(directory / STATS, "normalisation statistics"))
+    policy = VLAPolicy(cfg, normalizer)
+    path = directory / WEIGHTS
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint weights not found: {path}")
+    try:
+        state = load_file(str(path), device=map_location)
+    except (SafetensorError, OSError) as e:
+        raise ValueError(f"checkpoint weights {path} are unreadable: {e}") from e
+    load_state_strict(policy, state, str(path))
+    return policy.eval()
+
+
+def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """``load_state_dict`` that names every missing, unexpected or mis-shaped tensor of ``source``."""
+    own = module.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    shapes = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    problems = []
+    if missing:
+        problems.append(f"missing tensors: {', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}")
+    if unexpected:
+        problems.append(
+            f"unexpected tensors: {', '.join(unexpected[:8])}{' …' if len(unexpected) > 8 else ''}"
+        )
+    if shapes:
+        problems.append("wrong shapes: " + "; ".join(shapes[:8]))
+    if problems:
+        raise ValueError(f"checkpoint {source} does not match the policy config: " + " | ".join(problems))
+    module.load_state_dict(state, strict=True)

@@ -1,0 +1,115 @@
+"""The policy's one JSON-serialisable config; every sub-module's config is built from it."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from mmvla.modules.fusion import FusionConfig, available_fusions
+from mmvla.modules.heads import HeadConfig
+
+CONFIG_VERSION = 1
+
+
+@dataclass
+class PolicyConfig:
+    """Everything needed to rebuild a policy (weights and statistics live in separate files).
+
+    Attributes:
+        cameras: camera names the policy reads, any subset of the environment's cameras.
+        image_size: square image side in pixels the encoder expects.
+        state_dim: proprioceptive state width (tabletop: ee x, y, z, yaw, gripper opening).
+        action_dim: action width (7: Δx, Δy, Δz, Δroll, Δpitch, Δyaw, gripper).
+        instructions: canonical instructions; the word tokenizer's vocabulary is built from them.
+        dim: token width D shared by encoders, fusion and head.
+        vision: options of the vision encoder (``kind``: cnn | patch | efficientnet_lite0, ...).
+        language: options of the language encoder (``kind``: lstm | transformer | minilm, ...).
+        fusion: registry name of the fusion design.
+        fusion_options: extra FusionConfig fields (num_layers, num_heads, ...).
+        use_proprio: feed the robot state as a token.
+        head: HeadConfig fields (kind: regression | bins | flow, chunk_size, ...).
+        camera_dropout: training-time probability of dropping each camera of a sample.
+        instruction_dropout: training-time probability of dropping the instruction of a sample.
+        action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
+    """
+
+    cameras: tuple[str, ...] = ("front", "wrist")
+    image_size: int = 64
+    state_dim: int = 5
+    action_dim: int = 7
+    instructions: tuple[str, ...] = ()
+    dim: int = 128
+    vision: dict[str, Any] = field(default_factory=lambda: {"kind": "cnn"})
+    language: dict[str, Any] = field(default_factory=lambda: {"kind": "lstm"})
+    fusion: str = "film"
+    fusion_options: dict[str, Any] = field(default_factory=dict)
+    use_proprio: bool = True
+    head: dict[str, Any] = field(default_factory=lambda: {"kind": "regression", "chunk_size": 4})
+    camera_dropout: float = 0.1
+    instruction_dropout: float = 0.0
+    action_norm: str = "mean_std"
+
+    def __post_init__(self) -> None:
+        self.cameras = tuple(self.cameras)
+        self.instructions = tuple(self.instructions)
+        if not self.cameras or len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"PolicyConfig.cameras must be non-empty and unique, got {self.cameras}")
+        if self.image_size < 16:
+            raise ValueError(f"PolicyConfig.image_size must be >= 16, got {self.image_size}")
+        if self.fusion not in available_fusions():
+            raise ValueError(
+                f"PolicyConfig.fusion: unknown fusion {self.fusion!r}; available: {', '.join(available_fusions())}"
+            )
+        for name in ("camera_dropout", "instruction_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"PolicyConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.action_norm not in ("mean_std", "min_max"):
+            raise ValueError(
+                f"PolicyConfig.action_norm must be 'mean_std' or 'min_max', got {self.action_norm!r}"
+            )
+        # Build the sub-configs once so a bad field fails here, naming itself.
+        self.fusion_config()
+        self.head_config()
+
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        """Modality names the fusion sees."""
+        return ("language", "vision", *(("proprio",) if self.use_proprio else ()))
+
+    def fusion_config(self) -> FusionConfig:
+        """The FusionConfig implied by this policy config."""
+        return FusionConfig(dim=self.dim, modalities=self.modalities, **self.fusion_options)
+
+    def head_config(self) -> HeadConfig:
+        """The HeadConfig implied by this policy config."""
+        return HeadConfig(dim=self.dim, action_dim=self.action_dim, **self.head)
+
+    @property
+    def chunk_size(self) -> int:
+        """Actions predicted per step (k)."""
+        return self.head_config().chunk_size
+
+    def effective_action_norm(self) -> str:
+        """Bins need a bounded range, so they always normalise actions with min/max."""
+        return "min_max" if self.head_config().kind == "bins" else self.action_norm
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (tuples become lists), with a format version."""
+        d = dataclasses.asdict(self)
+        d["config_version"] = CONFIG_VERSION
+        return json.loads(json.dumps(d))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PolicyConfig:
+        """Inverse of :meth:`to_dict`; unknown keys are an error that names them."""
+        d = dict(d)
+        version = d.pop("config_version", CONFIG_VERSION)
+        if version != CONFIG_VERSION:
+            raise ValueError(f"policy config version {version} is not supported (expected {CONFIG_VERSION})")
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"policy config has unknown field(s): {', '.join(unknown)}")
+        return cls(**d)

@@ -1,0 +1,198 @@
+"""The VLA policy: camera images + instruction (+ robot state) -> a chunk of future actions.
+
+::
+
+    images {cam: (B,3,H,W) uint8} ─► shared vision encoder ─► + camera embedding ─┐ "vision" (B, C·N, D)
+    instruction [str] * B ─────────► language encoder ─────────────────────────────┤ "language" (B, L, D)
+    state (B, S) ─► normalise ─────► proprio MLP ──────────────────────────────────┤ "proprio" (B, 1, D)
+                                                                                    ▼
+                                                fusion (registry name) ─► FusionOutput
+                                                                                    ▼
+                                       action head (regression | bins | flow) ─► (B, k, A)
+
+Modality dropout (training only) masks out a camera's tokens or the instruction of single samples, so no
+modality dominates and a missing camera is survivable. ``act`` (one step, with chunk execution or
+temporal ensembling) lives in :mod:`mmvla.policy.runtime`; saving and loading in
+:mod:`mmvla.policy.checkpoint`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
+from mmvla.modules.heads import build_head
+from mmvla.modules.language import LanguageConfig, WordTokenizer, build_language_encoder
+from mmvla.modules.proprio import ProprioEncoder
+from mmvla.modules.vision import VisionConfig, build_vision_encoder
+from mmvla.policy import checkpoint
+from mmvla.policy.config import PolicyConfig
+from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.policy.observation import observation_to_batch, validate_observation
+from mmvla.policy.runtime import ActionChunker
+
+
+def _build_dataclass(cls: Any, options: Mapping[str, Any], **forced: Any) -> Any:
+    """Instantiate config dataclass ``cls`` from ``options`` plus ``forced`` fields; unknown keys are named."""
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(options) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown option(s) {', '.join(unknown)}")
+    return cls(**{**options, **{k: v for k, v in forced.items() if k in known}})
+
+
+class VLAPolicy(nn.Module):
+    """Vision-language-action policy assembled from a :class:`PolicyConfig`.
+
+    Args:
+        cfg: the policy config.
+        normalizer: state/action statistics (from the dataset); saved beside the weights.
+    """
+
+    def __init__(self, cfg: PolicyConfig, normalizer: Normalizer) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.normalizer = normalizer
+        for key, width in ((STATE_KEY, cfg.state_dim), (ACTION_KEY, cfg.action_dim)):
+            if key not in normalizer.modes:
+                raise ValueError(f"normaliser has no statistics for {key!r}")
+            if normalizer.dim(key) != width:
+                raise ValueError(
+                    f"statistics for {key!r} have width {normalizer.dim(key)}, config expects {width}"
+                )
+        D = cfg.dim
+        self.vision = build_vision_encoder(
+            _build_dataclass(VisionConfig, cfg.vision, dim=D, image_size=cfg.image_size)
+        )
+        self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), D))  # one learned vector per camera
+        nn.init.normal_(self.camera_embed, std=0.02)
+        tokenizer = WordTokenizer.from_texts(list(cfg.instructions))
+        self.language = build_language_encoder(
+            _build_dataclass(LanguageConfig, cfg.language, dim=D), tokenizer
+        )
+        self.proprio = ProprioEncoder(cfg.state_dim, D) if cfg.use_proprio else None
+        self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
+        self.head = build_head(cfg.head_config())
+
+    # ---------------------------------------------------------------- encoding
+    def encode(
+        self, images: Mapping[str, Tensor], instructions: Sequence[str], state: Tensor
+    ) -> ModalityTokens:
+        """Encode one time step of every modality.
+
+        Args:
+            images: camera -> (B, 3, H, W) uint8 (or float in [0, 1]); every camera of the config.
+            instructions: B instruction strings.
+            state: (B, S) raw robot state.
+        Returns:
+            ModalityTokens with "vision" (B, C·N, D), "language" (B, L, D), optionally "proprio" (B, 1, D).
+        """
+        cams = self.cfg.cameras
+        missing = [c for c in cams if c not in images]
+        if missing:
+            raise ValueError(
+                f"missing camera image(s): {', '.join(missing)} (policy reads {', '.join(cams)})"
+            )
+        x = torch.stack([images[c] for c in cams], dim=1)  # (B, C, 3, H, W)
+        B, C = x.shape[:2]
+        x = x.float() / 255.0 if not torch.is_floating_point(x) else x.float()
+        vis = self.vision(x.flatten(0, 1))  # tokens (B·C, N, D)
+        N = vis.tokens.shape[1]
+        v = vis.tokens.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, N, D)
+        cam_keep = torch.ones(B, C, dtype=torch.bool, device=v.device)
+        lang = self.language(list(instructions))
+        lang_tokens, lang_mask = lang.tokens, lang.mask  # (B, L, D), (B, L)
+        if self.training:
+            g = self.cfg
+            if g.camera_dropout > 0:
+                cam_keep = torch.rand(B, C, device=v.device) >= g.camera_dropout
+            if g.instruction_dropout > 0:
+                keep_txt = torch.rand(B, 1, device=v.device) >= g.instruction_dropout  # (B, 1)
+                lang_mask = lang_mask & keep_txt
+                lang_tokens = lang_tokens * keep_txt[..., None]
+        v = v * cam_keep[:, :, None, None]
+        tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·N, D), (B, L, D)
+        masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
+        if self.proprio is not None:
+            tokens["proprio"] = self.proprio(self.normalizer.normalize(STATE_KEY, state.float()))  # (B, 1, D)
+        return ModalityTokens(tokens=tokens, masks=masks)
+
+    def fuse(self, images: Mapping[str, Tensor], instructions: Sequence[str], state: Tensor) -> FusionOutput:
+        """Encode and fuse one time step -> FusionOutput (pooled (B, D), tokens (B, N, D))."""
+        return self.fusion(self.encode(images, instructions, state))
+
+    # ---------------------------------------------------------------- training
+    def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        """Training loss on a batch from :class:`mmvla.data.VLADataset`.
+
+        Args:
+            batch: "images" {cam: (B, 3, H, W)}, "instruction" [str]*B, "state" (B, S),
+                "action" (B, k, A) raw, "action_mask" (B, k) bool.
+        Returns:
+            (scalar loss, {"loss_action": ..., "loss_aux": ...}).
+        """
+        fused = self.fuse(batch["images"], batch["instruction"], batch["state"])
+        target = self.normalizer.normalize(ACTION_KEY, batch["action"].float())  # (B, k, A)
+        k = self.cfg.chunk_size
+        if target.shape[1] != k:
+            raise ValueError(
+                f"batch holds {target.shape[1]} actions per sample, policy predicts chunks of {k}"
+            )
+        action_loss = self.head.loss(fused, target, batch["action_mask"])
+        loss = action_loss + fused.aux_loss
+        return loss, {"loss_action": float(action_loss.detach()), "loss_aux": float(fused.aux_loss.detach())}
+
+    @torch.no_grad()
+    def predict_chunk(
+        self,
+        images: Mapping[str, Tensor],
+        instructions: Sequence[str],
+        state: Tensor,
+        generator: torch.Generator | None = None,
+    ) -> tuple[Tensor, FusionOutput]:
+        """Predict the next k actions in raw units: (B, k, A), clipped to [-1, 1]; also the fused features."""
+        fused = self.fuse(images, instructions, state)
+        pred = self.head.predict(fused, generator=generator)  # (B, k, A) normalised
+        return self.normalizer.unnormalize(ACTION_KEY, pred).clamp(-1.0, 1.0), fused
+
+    # ---------------------------------------------------------------- acting
+    def reset(self, chunk_mode: str | None = None) -> None:
+        """Start a new episode: clear stored chunks (optionally switch "ensemble"/"execute" mode)."""
+        mode = chunk_mode or (getattr(self, "_chunker", None) and self._chunker.mode) or "ensemble"
+        self._chunker = ActionChunker(self.cfg.chunk_size, mode=mode)
+
+    @torch.inference_mode()
+    def act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """One control step: validated observation -> (A,) float32 action in [-1, 1].
+
+        ``observation`` holds one uint8 (H, W, 3) image per camera, "state" (S,) and "instruction".
+        Call :meth:`reset` at every episode start.
+        """
+        c = self.cfg
+        validate_observation(observation, c.cameras, c.image_size, c.state_dim)
+        if not hasattr(self, "_chunker"):
+            self.reset()
+        if self.training:
+            raise RuntimeError("act() needs eval mode: call policy.eval() first")
+        if self._chunker.needs_prediction():
+            images, texts, state = observation_to_batch(observation, c.cameras)
+            chunk, _ = self.predict_chunk(images, texts, state)
+            self._chunker.push(chunk[0].cpu().numpy())
+        return self._chunker.pop()
+
+    def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
+        """Atomically write weights (safetensors), config.json and stats.json to ``directory``."""
+        return checkpoint.save_pretrained(self, directory, extra)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | os.PathLike[str], map_location: str = "cpu") -> VLAPolicy:
+        """Load a policy written by :meth:`save_pretrained` (eval mode); never unpickles anything."""
+        return checkpoint.from_pretrained(directory, map_location)
