@@ -81,6 +81,7 @@ class VLAPolicy(nn.Module):
         self.proprio = ProprioEncoder(cfg.state_dim, D) if cfg.use_proprio else None
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
         self.head = build_head(cfg.head_config())
+        self.chunk_mode = "ensemble"  # run-time chunk use: "ensemble" or "execute" (see ActionChunker)
 
     # ---------------------------------------------------------------- encoding
     def encode(
@@ -166,8 +167,9 @@ class VLAPolicy(nn.Module):
     # ---------------------------------------------------------------- acting
     def reset(self, chunk_mode: str | None = None) -> None:
         """Start a new episode: clear stored chunks (optionally switch "ensemble"/"execute" mode)."""
-        mode = chunk_mode or (getattr(self, "_chunker", None) and self._chunker.mode) or "ensemble"
-        self._chunker = ActionChunker(self.cfg.chunk_size, mode=mode)
+        if chunk_mode is not None:
+            self.chunk_mode = chunk_mode
+        self._chunker = ActionChunker(self.cfg.chunk_size, mode=self.chunk_mode)
 
     @torch.inference_mode()
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
