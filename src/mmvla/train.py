@@ -1,0 +1,368 @@
+"""The training loop: behaviour cloning of a :class:`VLAPolicy` on a recorded dataset.
+
+One process or many (``torchrun``: DDP over gloo on CPU, nccl on GPU) run the same code. A run
+directory holds::
+
+    run.json                     policy + train config, dataset path
+    log.csv                      one row per ``log_every`` steps (loss, lr, grad norms, samples/s)
+    checkpoints/last/            atomic checkpoint: policy files + trainer_state.{safetensors,json}
+    policy/                      the final policy (EMA weights when enabled)
+
+``resume=True`` continues exactly where ``checkpoints/last`` stopped: weights, optimiser moments,
+step count, EMA and every random generator state are restored, so a killed-and-resumed run ends
+with the same weights as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import io
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from mmvla.data.dataset import VLADataset
+from mmvla.io import atomic_directory, atomic_write_json, atomic_write_text, read_json
+from mmvla.modules.augment import color_jitter, random_shift
+from mmvla.policy import PolicyConfig, VLAPolicy
+from mmvla.policy.checkpoint import load_state_strict, write_policy_files
+from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.seeding import seed_everything
+from mmvla.train_config import TrainConfig
+
+LOG_FIELDS = (
+    "step",
+    "loss",
+    "loss_action",
+    "loss_aux",
+    "lr",
+    "grad_norm",
+    "grad_vision",
+    "grad_language",
+    "grad_proprio",
+    "grad_fusion",
+    "grad_head",
+    "samples_per_s",
+    "elapsed_s",
+)
+MODULE_GROUPS = ("vision", "language", "proprio", "fusion", "head")
+
+
+@dataclass
+class TrainResult:
+    """What a finished run produced."""
+
+    run_dir: Path
+    policy_dir: Path
+    steps: int
+    final_loss: float
+    train_seconds: float
+    samples_per_s: float
+
+
+# ------------------------------------------------------------------------ helpers
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Learning rate at optimiser step ``step`` (0-based): linear warm-up, then cosine to min_lr_ratio·lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    span = max(1, cfg.steps - cfg.warmup_steps)
+    progress = min(1.0, (step - cfg.warmup_steps) / span)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """AdamW groups: decay on rank ≥ 2 weights; none on biases, norms and other 1-D parameters."""
+    decay, no_decay = [], []
+    for _, p in sorted(model.named_parameters()):
+        if p.requires_grad:
+            (decay if p.dim() >= 2 else no_decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def dataset_normalizer(dataset: VLADataset, policy_cfg: PolicyConfig) -> Normalizer:
+    """Normaliser for state (mean/std) and actions (the policy's mode) from the dataset's stats.json."""
+    modes = {STATE_KEY: "mean_std", ACTION_KEY: policy_cfg.effective_action_norm()}
+    return Normalizer({k: dataset.stats[k] for k in modes if k in dataset.stats}, modes)
+
+
+def _grad_norm(params: list[nn.Parameter]) -> float:
+    norms = [p.grad.detach().float().norm() for p in params if p.grad is not None]
+    return float(torch.linalg.vector_norm(torch.stack(norms))) if norms else 0.0
+
+
+class _Augment:
+    """Random shift + colour jitter on a batch of uint8 images, drawn from one generator."""
+
+    def __init__(self, cfg: TrainConfig, generator: torch.Generator) -> None:
+        self.cfg, self.g = cfg, generator
+
+    def __call__(self, images: dict[str, Tensor]) -> dict[str, Tensor]:
+        out = {}
+        for cam in sorted(images):
+            x = images[cam].float() / 255.0  # (B, 3, H, W)
+            if self.cfg.augment_shift:
+                x = random_shift(x, self.cfg.augment_shift, generator=self.g)
+            if self.cfg.augment_jitter:
+                x = color_jitter(x, self.cfg.augment_jitter, generator=self.g)
+            out[cam] = x
+        return out
+
+
+# ------------------------------------------------------------------------ distributed
+def _init_distributed() -> tuple[int, int, torch.device]:
+    """(rank, world size, device); initialises the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not dist.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        dist.init_process_group(backend=backend)
+    rank = dist.get_rank() if dist.is_initialized() else 0
+    if torch.cuda.is_available():
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return rank, world, torch.device("cuda", local)
+    return rank, world, torch.device("cpu")
+
+
+# ------------------------------------------------------------------------ trainer state
+def _save_trainer_state(
+    directory: Path, step: int, optimizer: torch.optim.Optimizer, ema: nn.Module | None, gen: torch.Generator
+) -> None:
+    """Optimiser moments, EMA weights and RNG states as safetensors + JSON (no pickle)."""
+    sd = optimizer.state_dict()
+    tensors: dict[str, Tensor] = {}
+    for idx, entry in sd["state"].items():
+        for name, value in entry.items():
+            tensors[f"optim.{idx}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    if ema is not None:
+        for k, v in ema.state_dict().items():
+            tensors[f"ema.{k}"] = v.detach().cpu().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.sampler"] = gen.get_state()
+    save_file(tensors, str(directory / "trainer_state.safetensors"))
+    groups = [{k: (list(v) if isinstance(v, tuple) else v) for k, v in g.items()} for g in sd["param_groups"]]
+    atomic_write_json(directory / "trainer_state.json", {"step": step, "param_groups": groups})
+
+
+def _load_trainer_state(
+    directory: Path, optimizer: torch.optim.Optimizer, ema: nn.Module | None, gen: torch.Generator
+) -> int:
+    """Restore what :func:`_save_trainer_state` wrote; returns the step to continue from."""
+    meta = read_json(directory / "trainer_state.json", "trainer state")
+    tensors = load_file(str(directory / "trainer_state.safetensors"))
+    state: dict[int, dict[str, Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, idx, name = key.split(".", 2)
+            state.setdefault(int(idx), {})[name] = value
+    groups = [{k: (tuple(v) if k == "betas" else v) for k, v in g.items()} for g in meta["param_groups"]]
+    optimizer.load_state_dict({"state": state, "param_groups": groups})
+    if ema is not None:
+        load_state_strict(ema, {k[4:]: v for k, v in tensors.items() if k.startswith("ema.")}, str(directory))
+    torch.set_rng_state(tensors["rng.torch"])
+    gen.set_state(tensors["rng.sampler"])
+    return int(meta["step"])
+
+
+# ------------------------------------------------------------------------ main loop
+def train(
+    data_dir: str | os.PathLike[str],
+    out_dir: str | os.PathLike[str],
+    policy_cfg: PolicyConfig,
+    train_cfg: TrainConfig,
+    resume: bool = False,
+    init_from: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+    stop_after: int | None = None,
+    on_log: Callable[[dict[str, float]], None] | None = None,
+) -> TrainResult:
+    """Train a policy by behaviour cloning and write the run directory (see the module docstring).
+
+    Args:
+        data_dir: dataset written by ``mmvla collect``.
+        out_dir: run directory (created; with ``resume`` it must hold ``checkpoints/last``).
+        policy_cfg: the policy to build; ``instructions`` is filled from the dataset when empty.
+        train_cfg: optimisation settings.
+        resume: continue from ``out_dir/checkpoints/last``.
+        init_from: a directory with ``encoders.safetensors`` (from ``mmvla pretrain``) or a policy
+            checkpoint whose matching tensors initialise the new policy.
+        progress: show a progress bar (rank 0 only).
+        stop_after: stop (as if killed) after this many steps of this invocation; for tests.
+        on_log: called with every log row.
+    """
+    rank, world, device = _init_distributed()
+    out = Path(out_dir)
+    last = out / "checkpoints" / "last"
+    if resume and not (last / "trainer_state.json").is_file():
+        raise FileNotFoundError(f"cannot resume: no checkpoint at {last}")
+    if train_cfg.threads:
+        torch.set_num_threads(train_cfg.threads)
+    seed_everything(train_cfg.seed + rank)  # per-rank dropout / flow noise; weights are synced below
+
+    cameras = policy_cfg.cameras
+    dataset = VLADataset(
+        data_dir, cameras=cameras, chunk_size=policy_cfg.chunk_size, progress=progress and rank == 0
+    )
+    if not policy_cfg.instructions:
+        policy_cfg = PolicyConfig.from_dict(
+            {**policy_cfg.to_dict(), "instructions": sorted(dataset.instructions)}
+        )
+    torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
+    policy = VLAPolicy(policy_cfg, dataset_normalizer(dataset, policy_cfg)).to(device)
+    if init_from is not None:
+        from mmvla.policy.init import init_from_directory
+
+        init_from_directory(policy, init_from)
+    torch.manual_seed(train_cfg.seed + rank)
+    ema = copy.deepcopy(policy).eval().requires_grad_(False) if train_cfg.ema_decay > 0 else None
+    model: nn.Module = policy
+    if world > 1:
+        model = nn.parallel.DistributedDataParallel(
+            policy,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=policy_cfg.fusion == "moe",  # top-k routing may skip an expert
+        )
+    optimizer = torch.optim.AdamW(
+        param_groups(policy, train_cfg.weight_decay), lr=train_cfg.lr, betas=(0.9, 0.95)
+    )
+    gen = torch.Generator().manual_seed(train_cfg.seed * 1000 + rank)
+    augment = _Augment(train_cfg, gen)
+
+    step = 0
+    if resume:
+        load_state_strict(policy, load_file(str(last / "model.safetensors")), str(last))
+        step = _load_trainer_state(last, optimizer, ema, gen)
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(
+            out / "run.json",
+            {
+                "policy": policy_cfg.to_dict(),
+                "train": train_cfg.to_dict(),
+                "data": str(Path(data_dir).resolve()),
+                "world_size": world,
+            },
+        )
+    log_path = out / "log.csv"
+    log_rows = _read_log(log_path, upto=step) if (resume and rank == 0) else []
+
+    groups = {
+        name: [p for p in getattr(policy, name).parameters()] if getattr(policy, name) is not None else []
+        for name in MODULE_GROUPS
+    }
+    autocast_device = "cuda" if device.type == "cuda" else "cpu"
+    policy.train()
+    bar = tqdm(
+        total=train_cfg.steps, initial=step, disable=not (progress and rank == 0), desc="train", unit="step"
+    )
+    t_start = time.perf_counter()
+    t_window, n_window, start_step = t_start, 0, step
+    loss_value = float("nan")
+    while step < train_cfg.steps and (stop_after is None or step - start_step < stop_after):
+        lr = lr_at(step, train_cfg)
+        for g in optimizer.param_groups:
+            g["lr"] = lr
+        idx = torch.randint(len(dataset), (train_cfg.batch_size,), generator=gen)
+        batch = dataset.get_batch(idx)
+        batch["images"] = {k: v.to(device) for k, v in augment(batch["images"]).items()}
+        for key in ("state", "action", "action_mask"):
+            batch[key] = batch[key].to(device)
+        with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=train_cfg.bf16):
+            loss, parts = model(batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float(nn.utils.clip_grad_norm_(policy.parameters(), train_cfg.grad_clip or float("inf")))
+        optimizer.step()
+        if ema is not None:
+            with torch.no_grad():
+                for pe, p in zip(ema.parameters(), policy.parameters(), strict=True):
+                    pe.lerp_(p, 1 - train_cfg.ema_decay)
+        step += 1
+        n_window += train_cfg.batch_size * world
+        loss_value = float(loss.detach())
+        bar.update(1)
+        if rank == 0 and (step % train_cfg.log_every == 0 or step == train_cfg.steps):
+            now = time.perf_counter()
+            row = {
+                "step": step,
+                "loss": loss_value,
+                **parts,
+                "lr": lr,
+                "grad_norm": grad_norm,
+                **{f"grad_{n}": _grad_norm(ps) for n, ps in groups.items()},
+                "samples_per_s": n_window / max(now - t_window, 1e-9),
+                "elapsed_s": now - t_start,
+            }
+            t_window, n_window = now, 0
+            log_rows.append(row)
+            _write_log(log_path, log_rows)
+            bar.set_postfix(loss=f"{loss_value:.4f}", sps=f"{row['samples_per_s']:.0f}")
+            if on_log is not None:
+                on_log(row)
+        if step % train_cfg.checkpoint_every == 0 or step == train_cfg.steps:
+            _checkpoint(last, policy, optimizer, ema, gen, step, rank)
+    bar.close()
+    elapsed = time.perf_counter() - t_start
+    policy_dir = out / "policy"
+    if rank == 0 and step == train_cfg.steps:
+        final = ema if ema is not None else policy
+        final.save_pretrained(policy_dir, extra={"steps": step, "data": str(Path(data_dir).resolve())})
+    if dist.is_initialized():
+        dist.barrier()
+    done = step - start_step
+    return TrainResult(
+        out, policy_dir, step, loss_value, elapsed, done * train_cfg.batch_size * world / max(elapsed, 1e-9)
+    )
+
+
+def _checkpoint(
+    last: Path,
+    policy: VLAPolicy,
+    optimizer: torch.optim.Optimizer,
+    ema: nn.Module | None,
+    gen: torch.Generator,
+    step: int,
+    rank: int,
+) -> None:
+    if rank == 0:
+        with atomic_directory(last, overwrite=True) as tmp:
+            write_policy_files(policy, tmp, extra={"step": step})
+            _save_trainer_state(tmp, step, optimizer, ema, gen)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write_text(path, buf.getvalue())
+
+
+def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
+    """Rows of an existing log up to step ``upto`` (rows a killed run wrote later are dropped)."""
+    if not path.is_file():
+        return []
+    with path.open() as f:
+        return [
+            {k: float(v) for k, v in row.items() if v != ""}
+            for row in csv.DictReader(f)
+            if float(row["step"]) <= upto
+        ]
+
+
+def read_log(path: str | os.PathLike[str]) -> dict[str, list[float]]:
+    """A run's ``log.csv`` as columns: name -> values."""
+    rows = _read_log(Path(path), upto=2**62)
+    return {k: [r[k] for r in rows if k in r] for k in LOG_FIELDS}
