@@ -1,0 +1,272 @@
+"""Closed-loop evaluation of a policy in the tabletop simulator, in parallel worker processes.
+
+Reports success per split and per task family with 95% Wilson intervals, episode lengths, and the
+blind controls that prove fusion works (blank images; an instruction naming another object).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmvla.io import atomic_write_json
+
+SPLITS = ("train", "unseen")
+CONTROLS = ("none", "blank_images", "wrong_instruction")
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% (by default) Wilson score interval of a binomial proportion; (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalConfig:
+    """How to evaluate.
+
+    Attributes:
+        episodes: episodes per split.
+        split: "train", "unseen" or "all" (both).
+        workers: parallel processes (each runs one torch thread).
+        seed: first episode seed; episode i of a split uses seed + i (disjoint from collection seeds).
+        families: task families to cycle through (None: the environment's defaults).
+        control: "none", "blank_images" (vision-blind) or "wrong_instruction" (language-blind).
+        chunk_mode: "ensemble" or "execute" action chunks.
+        video_episodes: episodes per split recorded as GIFs with the instruction drawn on them.
+        rephrase: canonical instruction -> the user's wording given to the policy instead.
+        max_steps: episode step limit (None: the environment's own).
+    """
+
+    episodes: int = 100
+    split: str = "all"
+    workers: int = 2
+    seed: int = 1_000_000
+    families: tuple[str, ...] | None = None
+    control: str = "none"
+    chunk_mode: str = "ensemble"
+    video_episodes: int = 0
+    rephrase: dict[str, str] = field(default_factory=dict)
+    max_steps: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.workers < 1:
+            raise ValueError(
+                f"EvalConfig: episodes and workers must be >= 1, got {self.episodes}, {self.workers}"
+            )
+        if self.split not in (*SPLITS, "all"):
+            raise ValueError(f"EvalConfig.split must be train, unseen or all, got {self.split!r}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"EvalConfig.control must be one of {CONTROLS}, got {self.control!r}")
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        return SPLITS if self.split == "all" else (self.split,)
+
+
+@dataclass
+class EpisodeResult:
+    """One rollout."""
+
+    split: str
+    seed: int
+    family: str
+    instruction: str
+    given_instruction: str
+    success: bool
+    length: int
+    frames: list[np.ndarray] | None = None
+
+
+def read_rephrase_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Lines ``canonical instruction<TAB>user's wording`` -> dict; blank lines and # comments skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"rephrase file not found: {path}")
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise ValueError(f"{path}:{n}: expected 'canonical instruction<TAB>user wording', got {line!r}")
+        out[parts[0].strip()] = parts[1].strip()
+    return out
+
+
+# ------------------------------------------------------------------------ worker side
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(checkpoint: str) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    import torch
+
+    from mmvla.policy import VLAPolicy
+
+    torch.set_num_threads(1)
+    _WORKER["policy"] = VLAPolicy.from_pretrained(checkpoint)
+
+
+def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> EpisodeResult:
+    split, seed, family, opts, record = job
+    import mmvla.sim  # noqa: F401  (registers the environment)
+    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tasks import all_instructions
+
+    policy = _WORKER["policy"]
+    pcfg = policy.cfg
+    env = TabletopEnv(cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"])
+    try:
+        obs, info = env.reset(seed=seed, options={"family": family} if family else None)
+        canonical = str(obs["instruction"])
+        given = opts["rephrase"].get(canonical, canonical)
+        if opts["control"] == "wrong_instruction":
+            rng = np.random.default_rng(seed)
+            others = [
+                s for s in all_instructions(split) if s != canonical and s.split()[0] == canonical.split()[0]
+            ]
+            given = str(rng.choice(others))
+        policy.reset(chunk_mode=opts["chunk_mode"])
+        frames: list[np.ndarray] | None = [] if record else None
+        success, steps = bool(info.get("success", False)), 0
+        done = False
+        while not done:
+            model_obs = dict(obs, instruction=given)
+            if opts["control"] == "blank_images":
+                model_obs.update({c: np.zeros_like(obs[c]) for c in pcfg.cameras})
+            action = policy.act(model_obs)
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            success = success or bool(info.get("success", False))
+            if frames is not None:
+                frames.append(np.concatenate([obs[c] for c in pcfg.cameras], axis=1))
+            done = terminated or truncated or success
+        return EpisodeResult(
+            split, seed, str(info.get("family", family)), canonical, given, success, steps, frames
+        )
+    finally:
+        env.close()
+
+
+# ------------------------------------------------------------------------ driver
+def _jobs(
+    cfg: EvalConfig, families: Sequence[str] | None, env_kwargs: dict[str, Any]
+) -> Iterator[tuple[str, int, str | None, dict[str, Any], bool]]:
+    opts = {"control": cfg.control, "chunk_mode": cfg.chunk_mode, "rephrase": cfg.rephrase, "env": env_kwargs}
+    for split in cfg.splits:
+        for i in range(cfg.episodes):
+            family = families[i % len(families)] if families else None
+            yield split, cfg.seed + i, family, opts, i < cfg.video_episodes
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str],
+    cfg: EvalConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run closed-loop episodes and return (and write to ``out_dir/metrics.json``) the metrics dict.
+
+    Args:
+        checkpoint: policy directory (``save_pretrained``).
+        cfg: the evaluation settings.
+        out_dir: where metrics.json and videos go (None: nothing written).
+    """
+    from mmvla.policy.checkpoint import load_config
+
+    families = cfg.families
+    env_kwargs: dict[str, Any] = {}
+    if cfg.max_steps is not None:
+        env_kwargs["max_steps"] = cfg.max_steps
+    if families:
+        env_kwargs["families"] = tuple(families)
+    load_config(checkpoint)  # fail early, in this process, on a bad checkpoint
+    jobs = list(_jobs(cfg, families, env_kwargs))
+    t0 = time.perf_counter()
+    results: list[EpisodeResult] = []
+    bar = tqdm(total=len(jobs), disable=not progress, desc="eval", unit="ep")
+    ckpt = str(checkpoint)
+    if cfg.workers == 1:
+        _worker_init(ckpt)
+        for job in jobs:
+            results.append(_run_episode(job))
+            bar.update(1)
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(ckpt,)) as pool:
+            for r in pool.imap_unordered(_run_episode, jobs, chunksize=1):
+                results.append(r)
+                bar.update(1)
+                bar.set_postfix(success=f"{np.mean([x.success for x in results]):.2f}")
+    bar.close()
+    results.sort(key=lambda r: (r.split, r.seed))
+    metrics = summarise(results)
+    metrics.update(
+        {
+            "control": cfg.control,
+            "checkpoint": str(checkpoint),
+            "seconds": time.perf_counter() - t0,
+            "config": {k: v for k, v in asdict(cfg).items() if k != "rephrase"},
+            "rephrased": sum(r.instruction != r.given_instruction for r in results) if cfg.rephrase else 0,
+        }
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(
+            out / "episodes.json", [{k: v for k, v in asdict(r).items() if k != "frames"} for r in results]
+        )
+        from mmvla.video import write_episode_gif
+
+        for r in results:
+            if r.frames:
+                write_episode_gif(
+                    out / "videos" / f"{r.split}_{r.seed}_{'ok' if r.success else 'fail'}.gif",
+                    r.frames,
+                    r.given_instruction,
+                    r.success,
+                )
+    return metrics
+
+
+def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Metrics dict (success, ci95, per_family, episodes, lengths) from episode results."""
+    m: dict[str, Any] = {"success": {}, "ci95": {}, "per_family": {}, "episodes": {}, "length": {}}
+    for split in sorted({r.split for r in results}):
+        rs = [r for r in results if r.split == split]
+        k = sum(r.success for r in rs)
+        m["success"][split] = k / len(rs)
+        m["ci95"][split] = list(wilson_interval(k, len(rs)))
+        m["episodes"][split] = len(rs)
+        ok = [r.length for r in rs if r.success]
+        m["length"][split] = {
+            "mean": float(np.mean([r.length for r in rs])),
+            "mean_success": float(np.mean(ok)) if ok else None,
+        }
+        fam: dict[str, Any] = {}
+        for f in sorted({r.family for r in rs}):
+            fr = [r for r in rs if r.family == f]
+            kf = sum(r.success for r in fr)
+            fam[f] = {
+                "success": kf / len(fr),
+                "ci95": list(wilson_interval(kf, len(fr))),
+                "episodes": len(fr),
+            }
+        m["per_family"][split] = fam
+    return m
