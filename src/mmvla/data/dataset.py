@@ -1,0 +1,353 @@
+"""A PyTorch dataset over a LeRobot v3.0 dataset written by :mod:`mmvla.data.lerobot_format`.
+
+Every PNG is decoded once, at construction, into one uint8 array per camera held in memory
+(datasets here are ~300 episodes x 60 frames x 2 cameras x 64² ≈ 150 MB), so reads are array
+indexing: :meth:`VLADataset.get_batch` serves a whole batch with a few fancy-indexing operations.
+
+Item layout (T = history + 1, K = chunk_size)::
+
+    images        {camera: uint8 (3, H, W)}, or (T, 3, H, W) with history > 0 (oldest first)
+    state         float32 (5,), or (T, 5) with history > 0
+    history_mask  bool (T,), True = a real frame (only with history > 0; frames before the episode
+                  start repeat its first frame and are False)
+    action        float32 (K, 7): actions t .. t+K-1 of the same episode, past its end repeating the last
+    action_mask   bool (K,), True = a real action of this episode
+    instruction   str
+    episode_index, frame_index, task_index   int
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import torch
+from torch.utils.data import Dataset
+
+from mmvla.data.lerobot_format import (
+    ACTION_KEY,
+    STATE_KEY,
+    decode_png,
+    image_features,
+    read_episodes,
+    read_info,
+    read_parquet,
+    read_stats,
+    read_tasks,
+)
+
+_BOOK_COLUMNS = ("frame_index", "episode_index", "index", "task_index")
+
+
+def _vector_column(table: pa.Table, name: str, dim: int, path: Path) -> np.ndarray:
+    """float32 (N, dim) from a fixed_size_list / list column; ValueError naming file and feature."""
+    col = table.column(name)
+    typ = col.type
+    if not (pa.types.is_fixed_size_list(typ) or pa.types.is_list(typ) or pa.types.is_large_list(typ)):
+        raise ValueError(
+            f"data file {path}: feature '{name}' has type {typ}, expected fixed_size_list<float>"
+        )
+    arr = col.combine_chunks()
+    if arr.null_count:
+        raise ValueError(f"data file {path}: feature '{name}' has {arr.null_count} null row(s)")
+    values = arr.flatten()
+    if len(values) != len(arr) * dim:
+        raise ValueError(f"data file {path}: feature '{name}' rows do not all have length {dim}")
+    try:
+        return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(arr), dim)
+    except (pa.ArrowException, ValueError, TypeError) as e:
+        raise ValueError(f"data file {path}: feature '{name}' is not numeric: {e}") from e
+
+
+def _int_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
+    col = table.column(name)
+    if not pa.types.is_integer(col.type):
+        raise ValueError(f"data file {path}: column '{name}' has type {col.type}, expected int64")
+    if col.null_count:
+        raise ValueError(f"data file {path}: column '{name}' has null values")
+    return np.asarray(col.to_numpy(), dtype=np.int64)
+
+
+class VLADataset(Dataset[dict[str, Any]]):
+    """Frames of a LeRobot v3.0 dataset, decoded into memory, with action chunks and history frames.
+
+    Args:
+        root: dataset directory (the one holding ``meta/`` and ``data/``).
+        cameras: cameras to load (default: every image feature, in schema order).
+        chunk_size: K, the number of future actions per item (>= 1).
+        history: number of past frames added to images/state (>= 0).
+        image_size: if given, the stored images must be this size (int or (H, W)); ValueError otherwise.
+        episodes: restrict to these episode indices (e.g. a train/validation split); default all.
+        progress: show a tqdm bar while decoding images.
+
+    Attributes:
+        meta: ``meta/info.json``; ``stats``: feature -> statistic -> float64 array (images (3, 1, 1) in
+        [0, 1] units); ``tasks``: instruction strings by task_index; ``episodes``: column -> list, one
+        entry per loaded episode (including mmvla extras such as ``family``, ``split``, ``seed``).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        cameras: Sequence[str] | None = None,
+        chunk_size: int = 1,
+        history: int = 0,
+        image_size: int | tuple[int, int] | None = None,
+        episodes: Sequence[int] | None = None,
+        progress: bool = True,
+    ) -> None:
+        if chunk_size < 1:
+            raise ValueError(f"VLADataset: chunk_size must be >= 1, got {chunk_size}")
+        if history < 0:
+            raise ValueError(f"VLADataset: history must be >= 0, got {history}")
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset directory not found: {self.root}")
+        self.chunk_size = int(chunk_size)
+        self.history = int(history)
+        self.meta: dict[str, Any] = read_info(self.root)
+        feats = self.meta["features"]
+        available = image_features(self.meta)
+        if cameras is None:
+            cameras = list(available)
+        unknown = [c for c in cameras if c not in available]
+        if unknown or not cameras:
+            raise ValueError(
+                f"{self.root}: camera(s) {unknown or list(cameras)} not in the dataset; available: {list(available)}"
+            )
+        self.cameras: tuple[str, ...] = tuple(cameras)
+        self.image_keys = {cam: available[cam] for cam in self.cameras}
+        shapes = {tuple(feats[k]["shape"][:2]) for k in self.image_keys.values()}
+        if len(shapes) != 1:
+            raise ValueError(f"{self.root}: cameras {list(self.cameras)} have different image sizes {shapes}")
+        (hw,) = shapes
+        self.image_shape: tuple[int, int] = (int(hw[0]), int(hw[1]))
+        if image_size is not None:
+            want = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+            if tuple(want) != self.image_shape:
+                raise ValueError(
+                    f"{self.root}: images are {self.image_shape[0]}x{self.image_shape[1]} "
+                    f"(meta/info.json), but image_size={image_size} was requested"
+                )
+        self.state_dim = int(feats[STATE_KEY]["shape"][0])
+        self.action_dim = int(feats[ACTION_KEY]["shape"][0])
+
+        self.tasks: list[str] = read_tasks(self.root)
+        self.stats: dict[str, dict[str, np.ndarray]] = read_stats(
+            self.root, [STATE_KEY, ACTION_KEY, *self.image_keys.values()]
+        )
+        all_eps = read_episodes(self.root)
+        total = len(all_eps["episode_index"])
+        if total != self.meta["total_episodes"]:
+            raise ValueError(
+                f"{self.root}: episodes table has {total} rows but meta/info.json says total_episodes="
+                f"{self.meta['total_episodes']}"
+            )
+        if episodes is None:
+            keep = list(range(total))
+        else:
+            pos = {e: i for i, e in enumerate(all_eps["episode_index"])}
+            missing = [e for e in episodes if e not in pos]
+            if missing:
+                raise ValueError(f"{self.root}: episode(s) {missing} not in the dataset (0..{total - 1})")
+            keep = sorted({pos[e] for e in episodes})
+        self.episodes: dict[str, list[Any]] = {k: [v[i] for i in keep] for k, v in all_eps.items()}
+        self._load_frames(progress)
+
+    # -- loading --------------------------------------------------------------------------------------
+
+    def _load_frames(self, progress: bool) -> None:
+        from tqdm.auto import tqdm
+
+        eps = self.episodes
+        n_ep = len(eps["episode_index"])
+        lengths = np.asarray(eps["length"], dtype=np.int64)
+        n = int(lengths.sum())
+        h, w = self.image_shape
+        self.images: dict[str, np.ndarray] = {
+            cam: np.empty((n, 3, h, w), dtype=np.uint8) for cam in self.cameras
+        }  # (N, 3, H, W)
+        self.state = np.empty((n, self.state_dim), dtype=np.float32)  # (N, S)
+        self.action = np.empty((n, self.action_dim), dtype=np.float32)  # (N, A)
+        book = {k: np.empty(n, dtype=np.int64) for k in _BOOK_COLUMNS}
+        self.episode_start = np.empty(n, dtype=np.int64)  # (N,) row of the episode's first frame
+        self.episode_end = np.empty(n, dtype=np.int64)  # (N,) row one past the episode's last frame
+
+        by_file: dict[tuple[int, int], list[int]] = {}
+        for i in range(n_ep):
+            by_file.setdefault((int(eps["data/chunk_index"][i]), int(eps["data/file_index"][i])), []).append(
+                i
+            )
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        columns = [*self.image_keys.values(), STATE_KEY, ACTION_KEY, *_BOOK_COLUMNS]
+        bar = tqdm(total=n, desc=f"decoding {self.root.name}", unit="frame", disable=not progress)
+        try:
+            for (chunk, file), ep_rows in sorted(by_file.items()):
+                path = self.root / self.meta["data_path"].format(chunk_index=chunk, file_index=file)
+                table = read_parquet(path, "data file", columns)
+                file_book = {k: _int_column(table, k, path) for k in _BOOK_COLUMNS}
+                file_state = _vector_column(table, STATE_KEY, self.state_dim, path)
+                file_action = _vector_column(table, ACTION_KEY, self.action_dim, path)
+                for key in self.image_keys.values():
+                    typ = table.column(key).type
+                    if not pa.types.is_struct(typ) or typ.get_field_index("bytes") < 0:
+                        raise ValueError(
+                            f"data file {path}: feature '{key}' has type {typ}, expected struct<bytes, path>"
+                        )
+                global_index = file_book["index"]
+                for i in ep_rows:
+                    lo, hi = int(eps["dataset_from_index"][i]), int(eps["dataset_to_index"][i])
+                    ep_idx = int(eps["episode_index"][i])
+                    rows = np.flatnonzero((global_index >= lo) & (global_index < hi))
+                    if len(rows) != hi - lo or hi - lo != lengths[i]:
+                        raise ValueError(
+                            f"data file {path}: episode {ep_idx} should hold frames index {lo}..{hi - 1} "
+                            f"({lengths[i]} frames) but {len(rows)} were found (truncated or inconsistent)"
+                        )
+                    rows = rows[np.argsort(global_index[rows], kind="stable")]
+                    if not (
+                        np.array_equal(file_book["frame_index"][rows], np.arange(hi - lo))
+                        and np.all(file_book["episode_index"][rows] == ep_idx)
+                    ):
+                        raise ValueError(
+                            f"data file {path}: frames of episode {ep_idx} have inconsistent "
+                            "frame_index/episode_index columns"
+                        )
+                    dst = slice(int(offsets[i]), int(offsets[i + 1]))
+                    self.state[dst] = file_state[rows]
+                    self.action[dst] = file_action[rows]
+                    for k in _BOOK_COLUMNS:
+                        book[k][dst] = file_book[k][rows]
+                    self.episode_start[dst] = offsets[i]
+                    self.episode_end[dst] = offsets[i + 1]
+                    for cam, key in self.image_keys.items():
+                        blobs = table.column(key).take(pa.array(rows)).combine_chunks().field("bytes")
+                        out = self.images[cam]
+                        for frame, blob in enumerate(blobs.to_pylist()):
+                            if blob is None:
+                                raise ValueError(
+                                    f"data file {path}: feature '{key}' has no image bytes at episode "
+                                    f"{ep_idx} frame {frame}"
+                                )
+                            try:
+                                img = decode_png(blob)
+                            except Exception as e:
+                                raise ValueError(
+                                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "
+                                    f"image does not decode ({type(e).__name__}: {e})"
+                                ) from e
+                            if img.shape != (h, w, 3):
+                                raise ValueError(
+                                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "
+                                    f"image is {img.shape}, meta/info.json says {(h, w, 3)}"
+                                )
+                            out[dst.start + frame] = img.transpose(2, 0, 1)
+                    bar.update(hi - lo)
+        finally:
+            bar.close()
+        bad_task = (book["task_index"] < 0) | (book["task_index"] >= len(self.tasks))
+        if np.any(bad_task):
+            raise ValueError(
+                f"{self.root}: data column 'task_index' refers to task {int(book['task_index'][bad_task][0])} "
+                f"but meta/tasks.parquet has {len(self.tasks)} task(s)"
+            )
+        self.frame_index = book["frame_index"]  # (N,)
+        self.episode_index = book["episode_index"]  # (N,)
+        self.global_index = book["index"]  # (N,)
+        self.task_index = book["task_index"]  # (N,)
+
+    # -- access ---------------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return int(self.state.shape[0])
+
+    @property
+    def num_episodes(self) -> int:
+        """Number of loaded episodes."""
+        return len(self.episodes["episode_index"])
+
+    @property
+    def instructions(self) -> list[str]:
+        """Distinct instruction strings of the loaded frames, sorted."""
+        return sorted({self.tasks[int(t)] for t in np.unique(self.task_index)})
+
+    @property
+    def fps(self) -> int:
+        """Frames per second of the recording (meta/info.json)."""
+        return int(self.meta["fps"])
+
+    def _rows(self, idx: np.ndarray) -> dict[str, np.ndarray]:
+        """Row indices for a batch ``idx`` (B,): action rows (B, K) + mask, history rows (B, T) + mask."""
+        k = np.arange(self.chunk_size)
+        act = idx[:, None] + k[None, :]  # (B, K)
+        end = self.episode_end[idx][:, None]  # (B, 1)
+        act_mask = act < end
+        act = np.minimum(act, end - 1)
+        out = {"action": act, "action_mask": act_mask}
+        if self.history:
+            t = np.arange(-self.history, 1)
+            hist = idx[:, None] + t[None, :]  # (B, T)
+            start = self.episode_start[idx][:, None]
+            out["history_mask"] = hist >= start
+            out["history"] = np.maximum(hist, start)
+        return out
+
+    def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, Any]:
+        """Stacked batch for row ``indices`` (B,): the item layout of the module docstring with a leading B.
+
+        ``instruction`` is a list of B strings; integer fields are int64 tensors (B,).
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        n = len(self)
+        if idx.size and (idx.min() < -n or idx.max() >= n):
+            raise IndexError(f"VLADataset: index out of range for {n} frames")
+        idx = np.where(idx < 0, idx + n, idx)
+        rows = self._rows(idx)
+        obs_rows = rows["history"] if self.history else idx  # (B, T) or (B,)
+        batch: dict[str, Any] = {
+            "images": {cam: torch.from_numpy(self.images[cam][obs_rows]) for cam in self.cameras},
+            "state": torch.from_numpy(self.state[obs_rows]),
+            "action": torch.from_numpy(self.action[rows["action"]]),  # (B, K, A)
+            "action_mask": torch.from_numpy(rows["action_mask"]),  # (B, K)
+            "instruction": [self.tasks[t] for t in self.task_index[idx]],
+            "episode_index": torch.from_numpy(self.episode_index[idx]),
+            "frame_index": torch.from_numpy(self.frame_index[idx]),
+            "task_index": torch.from_numpy(self.task_index[idx]),
+        }
+        if self.history:
+            batch["history_mask"] = torch.from_numpy(rows["history_mask"])  # (B, T)
+        return batch
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"VLADataset: index {i} out of range for {n} frames")
+        i = int(i) % n
+        idx = np.array([i])
+        rows = self._rows(idx)
+        obs = rows["history"][0] if self.history else i
+        item: dict[str, Any] = {
+            "images": {cam: torch.from_numpy(self.images[cam][obs].copy()) for cam in self.cameras},
+            "state": torch.from_numpy(self.state[obs].copy()),
+            "action": torch.from_numpy(self.action[rows["action"][0]]),
+            "action_mask": torch.from_numpy(rows["action_mask"][0]),
+            "instruction": self.tasks[int(self.task_index[i])],
+            "episode_index": int(self.episode_index[i]),
+            "frame_index": int(self.frame_index[i]),
+            "task_index": int(self.task_index[i]),
+        }
+        if self.history:
+            item["history_mask"] = torch.from_numpy(rows["history_mask"][0])
+        return item
+
+    def episode_rows(self, episode_index: int) -> slice:
+        """Rows of this dataset holding ``episode_index`` (for evaluation or visualisation)."""
+        try:
+            i = self.episodes["episode_index"].index(episode_index)
+        except ValueError:
+            raise ValueError(f"VLADataset: episode {episode_index} is not loaded") from None
+        start = int(np.sum(self.episodes["length"][:i]))
+        return slice(start, start + int(self.episodes["length"][i]))
