@@ -270,3 +270,19 @@ def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
             }
         m["per_family"][split] = fam
     return m
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of success per split and family."""
+    lines = [f"{'split':<8} {'family':<8} {'success':>8} {'95% CI':>15} {'n':>5}"]
+    for split, rate in metrics["success"].items():
+        lo, hi = metrics["ci95"][split]
+        lines.append(
+            f"{split:<8} {'all':<8} {rate:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} {metrics['episodes'][split]:>5}"
+        )
+        for fam, m in metrics["per_family"][split].items():
+            flo, fhi = m["ci95"]
+            lines.append(
+                f"{'':<8} {fam:<8} {m['success']:>8.1%} {f'[{flo:.2f}, {fhi:.2f}]':>15} {m['episodes']:>5}"
+            )
+    return "\n".join(lines)
