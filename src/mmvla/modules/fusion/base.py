@@ -92,6 +92,7 @@ class FusionConfig:
         max_tokens: per-modality maximum sequence length for learned position embeddings.
         num_experts: experts for ``moe``.
         balance_weight: weight of the MoE load-balancing loss in ``aux_loss``.
+        top_k: experts each token is routed to in ``moe`` (1 = Switch, 2 = GShard style).
     """
 
     dim: int = 128
@@ -103,6 +104,7 @@ class FusionConfig:
     max_tokens: int = 256
     num_experts: int = 4
     balance_weight: float = 0.01
+    top_k: int = 2
 
     def __post_init__(self) -> None:
         self.modalities = tuple(sorted(self.modalities))
@@ -118,6 +120,20 @@ class FusionConfig:
             raise ValueError(f"FusionConfig: modalities must be non-empty and unique, got {self.modalities}")
         if self.num_experts < 1:
             raise ValueError(f"FusionConfig: num_experts must be >= 1, got {self.num_experts}")
+        if not 1 <= self.top_k <= self.num_experts:
+            raise ValueError(
+                f"FusionConfig: top_k={self.top_k} must be in [1, num_experts={self.num_experts}]"
+            )
+        if self.max_tokens < 1 or self.mlp_ratio <= 0 or self.balance_weight < 0:
+            raise ValueError(
+                f"FusionConfig: need max_tokens >= 1, mlp_ratio > 0, balance_weight >= 0; got "
+                f"{self.max_tokens}, {self.mlp_ratio}, {self.balance_weight}"
+            )
+
+    @property
+    def hidden(self) -> int:
+        """Hidden width of feed-forward blocks: ``max(1, round(dim * mlp_ratio))``."""
+        return max(1, round(self.dim * self.mlp_ratio))
 
 
 class Fusion(nn.Module):
@@ -126,6 +142,14 @@ class Fusion(nn.Module):
     def __init__(self, cfg: FusionConfig) -> None:
         super().__init__()
         self.cfg = cfg
+
+    def check_inputs(self, x: ModalityTokens) -> None:
+        """Raise ``ValueError`` unless ``x`` has valid shapes and exactly the modalities of ``cfg``."""
+        x.validate(self.cfg.dim)
+        if tuple(x.names()) != self.cfg.modalities:
+            raise ValueError(
+                f"{type(self).__name__}: got modalities {tuple(x.names())}, built for {self.cfg.modalities}"
+            )
 
     def forward(self, x: ModalityTokens) -> FusionOutput:  # pragma: no cover - abstract
         raise NotImplementedError
