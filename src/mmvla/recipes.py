@@ -1,0 +1,22 @@
+"""Named, measured training recipes (the demo's built-in defaults live here, not in the CLI)."""
+
+from __future__ import annotations
+
+from mmvla.policy import PolicyConfig
+from mmvla.train_config import TrainConfig
+
+
+def demo_configs(steps: int = 3000, seed: int = 0) -> tuple[PolicyConfig, TrainConfig]:
+    """Policy and training settings of ``mmvla demo``: sized for ~6 minutes of training on 2 CPU cores."""
+    policy = PolicyConfig(
+        cameras=("front", "wrist"),
+        image_size=64,
+        dim=128,
+        vision={"kind": "cnn"},
+        language={"kind": "lstm"},
+        fusion="film",
+        head={"kind": "regression", "chunk_size": 4, "loss": "l1"},
+        camera_dropout=0.1,
+    )
+    train = TrainConfig(steps=steps, batch_size=64, lr=1e-3, warmup_steps=100, seed=seed, augment_shift=4)
+    return policy, train
