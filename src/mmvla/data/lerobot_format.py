@@ -562,8 +562,12 @@ class LeRobotWriter:
 # ----------------------------------------------------------------------------------------------------
 
 
-def read_parquet(path: str | Path, what: str, columns: Sequence[str] | None = None) -> pa.Table:
-    """Read ``columns`` of a parquet file; every failure names the file (and the missing column).
+def read_parquet(
+    path: str | Path, what: str, columns: Sequence[str] | None = None, required: Sequence[str] = ()
+) -> pa.Table:
+    """Read ``columns`` (default all) of a parquet file; every failure names the file (and the column).
+
+    ``required`` columns must be present even when all columns are read.
 
     Raises ``FileNotFoundError`` when the file is absent and ``ValueError`` when it is truncated, corrupt
     or lacks a column.
@@ -574,8 +578,9 @@ def read_parquet(path: str | Path, what: str, columns: Sequence[str] | None = No
     try:
         pf = pq.ParquetFile(path)
         names = pf.schema_arrow.names
-        if columns is not None:
-            missing = [c for c in columns if c not in names]
+        wanted = [*(columns or ()), *required]
+        if wanted:
+            missing = [c for c in dict.fromkeys(wanted) if c not in names]
             if missing:
                 raise ValueError(f"{what} {path} is missing column(s) {missing} (present: {names})")
         return pf.read(columns=list(columns) if columns is not None else None)
@@ -659,7 +664,7 @@ def read_episodes(root: str | Path) -> dict[str, list[Any]]:
     paths = sorted(ep_dir.glob("chunk-*/file-*.parquet"))
     if not paths:
         raise FileNotFoundError(f"episodes table not found: no {ep_dir}/chunk-*/file-*.parquet")
-    tables = [read_parquet(p, "episodes table", EPISODE_COLUMNS) for p in paths]
+    tables = [read_parquet(p, "episodes table", required=EPISODE_COLUMNS) for p in paths]
     try:
         table = pa.concat_tables(tables, promote_options="default")
     except pa.ArrowException as e:

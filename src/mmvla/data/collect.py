@@ -1,0 +1,361 @@
+"""Collect scripted-expert demonstrations in parallel and write them as a LeRobot v3.0 dataset.
+
+Episode ``i`` (0 <= i < episodes) is always simulated with seed ``seed + i`` for both the environment
+reset and the expert's noise, so the dataset does not depend on the number of workers or on the order
+in which they finish: results are written in seed order and failed episodes are dropped (and
+counted). Workers PNG-encode frames and histogram pixels themselves; the parent only writes parquet.
+
+The whole dataset is built in a hidden sibling directory and renamed into place at the end
+(:func:`mmvla.io.atomic_directory`): an interrupted collect never leaves a dataset that looks complete,
+and ``overwrite=True`` keeps the old dataset intact until the new one is complete.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Generator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmvla.data.lerobot_format import (
+    DEFAULT_DATA_FILES_SIZE_IN_MB,
+    DEFAULT_PNG_COMPRESS_LEVEL,
+    EncodedEpisode,
+    Episode,
+    LeRobotWriter,
+    encode_episode,
+)
+from mmvla.io import atomic_directory, atomic_write_json
+
+DEFAULT_NOISE_STD = 0.1
+MMVLA_META_PATH = "meta/mmvla.json"  # collection provenance; LeRobot ignores unknown meta files
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """What every worker needs to simulate one episode (picklable, validated on construction)."""
+
+    split: str = "train"
+    image_size: int = 64
+    cameras: tuple[str, ...] = ("front", "wrist")
+    families: tuple[str, ...] = ("pick", "push")
+    noise_std: float = DEFAULT_NOISE_STD
+    compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
+
+    def __post_init__(self) -> None:
+        if not self.cameras:
+            raise ValueError("collect: at least one camera is required")
+        if not self.families:
+            raise ValueError("collect: at least one task family is required")
+        if not isinstance(self.image_size, int) or self.image_size < 16:
+            raise ValueError(f"collect: image_size must be an int >= 16, got {self.image_size!r}")
+        if not (np.isfinite(self.noise_std) and self.noise_std >= 0):
+            raise ValueError(f"collect: noise_std must be a finite number >= 0, got {self.noise_std}")
+        if not 0 <= self.compress_level <= 9:
+            raise ValueError(f"collect: compress_level must be in 0..9, got {self.compress_level}")
+
+
+@dataclass
+class EpisodeResult:
+    """One simulated episode: success, its encoded frames (None when dropped) and metadata."""
+
+    index: int
+    seed: int
+    success: bool
+    family: str
+    steps: int
+    episode: EncodedEpisode | None
+    fps: int
+
+
+@dataclass
+class CollectSummary:
+    """What a collect run produced."""
+
+    out: Path
+    requested: int
+    kept: int
+    dropped: int
+    frames: int
+    seconds: float
+    workers: int
+    dropped_seeds: list[int] = field(default_factory=list)
+    kept_per_family: dict[str, int] = field(default_factory=dict)
+    dropped_per_family: dict[str, int] = field(default_factory=dict)
+    bytes_on_disk: int = 0
+
+    @property
+    def frames_per_second(self) -> float:
+        """Frames written per wall-clock second (simulation, encoding and writing together)."""
+        return self.frames / self.seconds if self.seconds > 0 else float("nan")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable summary."""
+        d = asdict(self)
+        d["out"] = str(self.out)
+        d["frames_per_second"] = self.frames_per_second
+        return d
+
+    def format(self) -> str:
+        """Human-readable multi-line summary."""
+        fam = ", ".join(f"{k} {v}" for k, v in sorted(self.kept_per_family.items()))
+        lines = [
+            f"episodes kept    {self.kept} / {self.requested} ({fam})",
+            f"episodes dropped {self.dropped} (expert failed)"
+            + (
+                f": seeds {self.dropped_seeds[:10]}{' ...' if self.dropped > 10 else ''}"
+                if self.dropped
+                else ""
+            ),
+            f"frames           {self.frames}",
+            f"seconds          {self.seconds:.1f} ({self.workers} worker{'s' if self.workers != 1 else ''})",
+            f"frames/s         {self.frames_per_second:.1f}",
+            f"size on disk     {self.bytes_on_disk / 2**20:.1f} MiB",
+            f"output           {self.out}",
+        ]
+        return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Worker side
+# ----------------------------------------------------------------------------------------------------
+
+_WORKER: dict[str, Any] = {}
+
+
+def _init_worker(cfg: CollectConfig) -> None:
+    """Build one environment per worker process (MUJOCO_GL=egl before mujoco is imported)."""
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from mmvla.sim.env import TabletopEnv
+
+    env = TabletopEnv(cameras=cfg.cameras, image_size=cfg.image_size, split=cfg.split, families=cfg.families)
+    _WORKER.clear()
+    # one recorded frame per control step
+    _WORKER.update(env=env, cfg=cfg, fps=round(float(TabletopEnv.metadata["render_fps"])))
+
+
+def record_episode(index: int, seed: int) -> EpisodeResult:
+    """Simulate episode ``index`` with ``seed`` in this worker's environment; encode it if successful."""
+    from mmvla.sim.expert import ScriptedExpert
+
+    env, cfg = _WORKER["env"], _WORKER["cfg"]
+    obs, info = env.reset(seed=seed)
+    expert = ScriptedExpert(env, noise_std=cfg.noise_std, seed=seed)
+    expert.reset()
+    instruction = str(info["instruction"])
+    family = str(info["family"])
+    target = str(info["target"])
+    frames: dict[str, list[np.ndarray]] = {cam: [] for cam in cfg.cameras}
+    states: list[np.ndarray] = []
+    actions: list[np.ndarray] = []
+    while True:
+        executed = np.asarray(expert.act(obs), dtype=np.float32)
+        for cam in cfg.cameras:
+            frames[cam].append(np.array(obs[cam], dtype=np.uint8, copy=True))
+        states.append(np.array(obs["state"], dtype=np.float32, copy=True))
+        actions.append(np.array(expert.last_clean_action, dtype=np.float32, copy=True))  # the label
+        obs, _reward, terminated, truncated, info = env.step(executed)
+        if terminated or truncated:
+            break
+    success = bool(info["success"])
+    encoded = None
+    if success:
+        episode = Episode(
+            images={cam: np.stack(f) for cam, f in frames.items()},
+            state=np.stack(states),
+            action=np.stack(actions),
+            task=instruction,
+            extra={
+                "family": family,
+                "split": cfg.split,
+                "seed": int(seed),
+                "target": target,
+            },
+        )
+        encoded = encode_episode(episode, cfg.compress_level)
+    return EpisodeResult(
+        index=index,
+        seed=seed,
+        success=success,
+        family=family,
+        steps=len(actions),
+        episode=encoded,
+        fps=_WORKER["fps"],
+    )
+
+
+def _record_star(args: tuple[int, int]) -> EpisodeResult:
+    return record_episode(*args)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Parent side
+# ----------------------------------------------------------------------------------------------------
+
+
+def _results(
+    cfg: CollectConfig, jobs: list[tuple[int, int]], workers: int
+) -> Generator[EpisodeResult, None, None]:
+    """Yield results as they finish (any order)."""
+    if workers == 1:
+        _init_worker(cfg)
+        try:
+            for job in jobs:
+                yield record_episode(*job)
+        finally:
+            env = _WORKER.pop("env", None)
+            if env is not None:
+                env.close()
+        return
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(processes=workers, initializer=_init_worker, initargs=(cfg,)) as pool:
+        yield from pool.imap_unordered(_record_star, jobs, chunksize=1)
+
+
+def _normalise_permissions(root: Path) -> None:
+    """Give the dataset the usual umask permissions (temporary files and dirs are created 0600/0700)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(root, 0o777 & ~umask)
+    for p in root.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~umask)
+
+
+def _dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+def collect_dataset(
+    out: str | os.PathLike[str],
+    episodes: int,
+    workers: int = 1,
+    seed: int = 0,
+    split: str = "train",
+    image_size: int = 64,
+    cameras: Sequence[str] = ("front", "wrist"),
+    families: Sequence[str] = ("pick", "push"),
+    noise_std: float = DEFAULT_NOISE_STD,
+    overwrite: bool = False,
+    progress: bool = True,
+    data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
+    compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
+) -> CollectSummary:
+    """Run the scripted expert for ``episodes`` seeds in ``workers`` processes and write a dataset.
+
+    Args:
+        out: dataset directory to create (must not exist or be empty unless ``overwrite``).
+        episodes: number of episodes to simulate (seeds ``seed .. seed + episodes - 1``); failed ones
+            are dropped, so the dataset may hold fewer.
+        workers: parallel simulation processes (spawn context); 1 runs in this process.
+        seed: base seed.
+        split, image_size, cameras, families: environment settings (see ``TabletopConfig``).
+        noise_std: std of the expert's action noise (the recorded label is its clean action).
+        overwrite: replace an existing dataset (atomically, once the new one is complete).
+        progress: show a tqdm bar over episodes.
+        data_files_size_in_mb, compress_level: layout knobs (parquet file roll-over, PNG zlib level).
+
+    Returns:
+        A :class:`CollectSummary`. Raises ``ValueError`` if every episode failed (nothing is written).
+    """
+    from tqdm.auto import tqdm
+
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"collect: episodes must be a positive int, got {episodes!r}")
+    if not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"collect: workers must be a positive int, got {workers!r}")
+    if seed < 0:
+        raise ValueError(f"collect: seed must be >= 0, got {seed}")
+    cfg = CollectConfig(
+        split=split,
+        image_size=image_size,
+        cameras=tuple(cameras),
+        families=tuple(families),
+        noise_std=float(noise_std),
+        compress_level=compress_level,
+    )
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from mmvla.sim.config import TabletopConfig
+
+    sim_cfg = TabletopConfig(
+        cameras=cfg.cameras, image_size=cfg.image_size, split=cfg.split, families=cfg.families
+    )  # validates the environment settings before any process starts
+    workers = min(workers, episodes)
+    out = Path(out)
+    jobs = [(i, seed + i) for i in range(episodes)]
+    t0 = time.perf_counter()
+    kept: dict[str, int] = {}
+    dropped: dict[str, int] = {}
+    dropped_seeds: list[int] = []
+    with atomic_directory(out, overwrite=overwrite) as tmp:
+        writer: LeRobotWriter | None = None
+        pending: dict[int, EpisodeResult] = {}
+        next_index = 0
+        bar = tqdm(total=episodes, desc="collect", unit="ep", disable=not progress)
+        results = _results(cfg, jobs, workers)
+        try:
+            for res in results:
+                pending[res.index] = res
+                bar.update(1)
+                while next_index in pending:  # write in seed order, whatever order workers finish in
+                    r = pending.pop(next_index)
+                    next_index += 1
+                    if r.episode is None:
+                        dropped[r.family] = dropped.get(r.family, 0) + 1
+                        dropped_seeds.append(r.seed)
+                        continue
+                    if writer is None:
+                        writer = LeRobotWriter(
+                            tmp,
+                            cameras=cfg.cameras,
+                            image_size=cfg.image_size,
+                            fps=r.fps,
+                            data_files_size_in_mb=data_files_size_in_mb,
+                            compress_level=cfg.compress_level,
+                        )
+                    writer.add_episode(r.episode)
+                    kept[r.family] = kept.get(r.family, 0) + 1
+                bar.set_postfix(kept=sum(kept.values()), dropped=len(dropped_seeds))
+            if writer is None:
+                raise ValueError(f"collect: all {episodes} episodes failed; nothing was written to {out}")
+            writer.finish(split=cfg.split)
+        except BaseException:
+            if writer is not None:
+                writer.abort()
+            raise
+        finally:
+            results.close()  # stops the worker pool at once on error or Ctrl-C
+            bar.close()
+        seconds = time.perf_counter() - t0
+        summary = CollectSummary(
+            out=out,
+            requested=episodes,
+            kept=writer.num_episodes,
+            dropped=len(dropped_seeds),
+            frames=writer.num_frames,
+            seconds=seconds,
+            workers=workers,
+            dropped_seeds=dropped_seeds,
+            kept_per_family=kept,
+            dropped_per_family=dropped,
+        )
+        atomic_write_json(
+            tmp / MMVLA_META_PATH,
+            {
+                "seed": seed,
+                "episodes_requested": episodes,
+                "noise_std": cfg.noise_std,
+                "sim": sim_cfg.to_dict(),
+                "dropped_seeds": dropped_seeds,
+                "kept_per_family": kept,
+                "dropped_per_family": dropped,
+            },
+        )
+        summary.bytes_on_disk = _dir_size(tmp)
+        _normalise_permissions(tmp)
+    summary.seconds = time.perf_counter() - t0
+    return summary
