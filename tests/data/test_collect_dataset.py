@@ -47,6 +47,7 @@ def test_episodes_sorted_by_seed_and_failures_dropped(
     assert s.frames == sum(e.length for e in kept)
     assert s.kept_per_family == {"pick": 3, "push": 3} and s.dropped_per_family == {"pick": 1, "push": 1}
     assert "episodes dropped 2" in s.format() and str(out) in s.format()
+    assert str(s).startswith("kept 6/8 episodes (dropped 2)")
     ds = VLADataset(out, progress=False)
     assert ds.episodes["seed"] == [10, 11, 13, 14, 16, 17]
     np.testing.assert_array_equal(ds.action, np.concatenate([e.action for e in kept]))

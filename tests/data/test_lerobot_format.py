@@ -229,3 +229,38 @@ def test_writer_validates_its_input(tmp_path: Path) -> None:
     (tmp_path / "e" / "junk").write_text("x")
     with pytest.raises(FileExistsError):
         LeRobotWriter(tmp_path / "e", cameras=CAMERAS, image_size=16, fps=10)
+
+
+def test_tasks_index_with_pandas(dataset_root: Path) -> None:
+    """LeRobot reads meta/tasks.parquet with pandas and looks tasks up by the index (optional check)."""
+    pd = pytest.importorskip("pandas")
+    tasks = pd.read_parquet(dataset_root / "meta/tasks.parquet")
+    assert tasks.index.name == "task" and list(tasks.columns) == ["task_index"]
+    assert [int(tasks.loc[t, "task_index"]) for t in TASKS] == [0, 1, 2]
+
+
+def test_loads_like_lerobot_with_hf_datasets(dataset_root: Path, episodes: list[Episode]) -> None:
+    """LeRobot's loader path: HF features from info.json, Dataset.from_parquet (optional check)."""
+    datasets = pytest.importorskip("datasets")
+    info = json.loads((dataset_root / "meta/info.json").read_text())
+    hf = {}
+    for key, ft in info["features"].items():
+        if ft["dtype"] == "image":
+            hf[key] = datasets.Image()
+        elif ft["shape"] == [1]:
+            hf[key] = datasets.Value(dtype=ft["dtype"])
+        else:
+            hf[key] = datasets.Sequence(length=ft["shape"][0], feature=datasets.Value(dtype=ft["dtype"]))
+    data = datasets.Dataset.from_parquet(
+        str(dataset_root / "data/chunk-000/file-000.parquet"),
+        features=datasets.Features(hf),
+        cache_dir=str(dataset_root.parent / "hf-cache"),
+    )
+    row = data[episodes[0].length + 0]  # first frame of episode 1
+    np.testing.assert_array_equal(np.asarray(row["observation.images.front"]), episodes[1].images["front"][0])
+    np.testing.assert_array_equal(np.asarray(row["action"], dtype=np.float32), episodes[1].action[0])
+    eps = datasets.Dataset.from_parquet(
+        str(dataset_root / "meta/episodes/chunk-000/file-000.parquet"),
+        cache_dir=str(dataset_root.parent / "hf-cache"),
+    )
+    assert eps[1]["dataset_from_index"] == episodes[0].length

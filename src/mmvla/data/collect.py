@@ -101,6 +101,12 @@ class CollectSummary:
         d["frames_per_second"] = self.frames_per_second
         return d
 
+    def __str__(self) -> str:
+        return (
+            f"kept {self.kept}/{self.requested} episodes (dropped {self.dropped}), {self.frames} frames "
+            f"in {self.seconds:.1f} s ({self.frames_per_second:.0f} frames/s) -> {self.out}"
+        )
+
     def format(self) -> str:
         """Human-readable multi-line summary."""
         fam = ", ".join(f"{k} {v}" for k, v in sorted(self.kept_per_family.items()))
