@@ -52,8 +52,8 @@ from mmvla.sim.tasks import (
 )
 
 # ---- workspace (metres, world frame) ----------------------------------------------------------------
-OBJECT_X = (-0.14, 0.14)  # object centres are drawn in this box
-OBJECT_Y = (-0.10, 0.12)
+OBJECT_X = (-0.13, 0.13)  # object centres are drawn in this box
+OBJECT_Y = (-0.09, 0.11)
 HAND_LOW = np.array([-0.24, -0.20, scene.FINGER_TIP_BELOW - 0.002])  # end-effector target bounds
 HAND_HIGH = np.array([0.24, 0.22, 0.25])
 YAW_LIMIT = math.pi / 2

@@ -28,21 +28,25 @@ import numpy as np
 from mmvla.sim import scene
 from mmvla.sim.env import SceneObject, TabletopEnv
 
-GAIN = 0.35  # fraction of the position error corrected per step
+GAIN = 0.2  # fraction of the position error corrected per step
 YAW_GAIN = 0.6
 FUNNEL_HEIGHT = 0.09  # metres above the grasp height while far from the target
 FUNNEL_SIGMA = 0.03  # metres: horizontal error at which ~63% of FUNNEL_HEIGHT is kept
 YAW_TO_METRES = 0.05  # a yaw error of 1 rad counts as this many metres of misalignment
-GRIP_SIGMA = 0.012  # metres: gripper command is ~0 at this 3-D alignment error
+GRIP_SIGMA = 0.012  # metres: gripper command is ~0 at this 3-D alignment error ...
+GRIP_Z_WEIGHT = 2.0  # ... where height errors count double (close low, for a deep grasp)
+AIM_BELOW = 0.003  # the descent aims this far below the grasp height, so it does not crawl at the end
 GRASP_Z_MIN = scene.FINGER_TIP_BELOW + 0.003  # grasp point height keeping the tips 3 mm off the table
 GRASP_WIDTH = 2 * scene.CUBE_HALF  # every shape is 4.5 cm wide across its grasp axis
 LIFT_Z = 0.13  # absolute height the hand lifts to once the fingers hold the object
 PUSH_Z = GRASP_Z_MIN
+RELEASE_SIGMA = 0.008  # place: the gripper opens as the object settles within ~1 cm of its spot on the base
 PUSH_BACKOFF = 0.015  # the hand waits this far behind the contact point until aligned
 PUSH_ADVANCE = 0.04  # ... then aims this far beyond it, pushing the object along
 PUSH_AHEAD_SIGMA = 0.012  # steep funnel on the side of the object where the hand would hit it
 PUSH_ALIGN_SIGMA = 0.01
 PADDLE_HALF = scene.FINGER_HALF[0]  # closed fingers' half depth along the push axis (hand x)
+PADDLE_HALF_WIDTH = 2 * scene.FINGER_HALF[1]  # closed fingers' half width across it (hand y)
 
 
 def _smoothstep(x: float) -> float:
@@ -66,12 +70,28 @@ def grasp_yaw(shape: str, object_yaw: float) -> float:
     return (object_yaw + period / 2) % period - period / 2
 
 
-def footprint_half_extent_x(shape: str, object_yaw: float) -> float:
-    """Half extent of the object's footprint along world x, metres."""
+def push_contact_offset(shape: str, object_yaw: float, sign: float, half_width: float) -> float:
+    """How far behind the object's centre (along ``-sign * x``) its footprint reaches within the strip
+    ``|y - y_centre| <= half_width``: where a paddle of that half width, centred on the object's line
+    and pushing towards ``sign * x``, first touches it. Metres."""
     hx, hy, _ = scene.SHAPE_HALF_EXTENTS[shape]
     if shape == "cylinder":
         return hx
-    return abs(hx * math.cos(object_yaw)) + abs(hy * math.sin(object_yaw))
+    c, s = math.cos(object_yaw), math.sin(object_yaw)
+    poly = [(c * px - s * py, s * px + c * py) for px, py in ((hx, hy), (-hx, hy), (-hx, -hy), (hx, -hy))]
+    for bound in (half_width, -half_width):  # clip to y <= w, then to y >= -w
+        out: list[tuple[float, float]] = []
+        for i, (x0, y0) in enumerate(poly):
+            x1, y1 = poly[(i + 1) % len(poly)]
+            in0 = y0 <= bound if bound > 0 else y0 >= bound
+            in1 = y1 <= bound if bound > 0 else y1 >= bound
+            if in0:
+                out.append((x0, y0))
+            if in0 != in1:
+                t = (bound - y0) / (y1 - y0)
+                out.append((x0 + t * (x1 - x0), bound))
+        poly = out
+    return max(-sign * x for x, _ in poly)
 
 
 class ScriptedExpert:
@@ -162,34 +182,42 @@ class ScriptedExpert:
         d = math.hypot(math.hypot(grasp[0] - ee[0], grasp[1] - ee[1]), YAW_TO_METRES * yaw_err)
         # How far the fingers have closed towards the object's width: 0 open, 1 touching.
         closure = (2 * scene.FINGER_MAX - ee[4]) / (2 * scene.FINGER_MAX - GRASP_WIDTH)
-        lift = _smoothstep((closure - 0.7) / 0.3)
+        # Lift weight: rises as the pads reach the object's width, falls again if they close well past
+        # it (nothing between them: the grasp missed, so open and try again).
+        lift = _smoothstep((closure - 0.7) / 0.3) * (1.0 - _smoothstep((closure - 1.15) / 0.15))
         return grasp, yaw_goal, d, lift
 
     def _pick(self, obj: SceneObject) -> tuple[np.ndarray, float, float]:
         ee = self.env.ee_state()
         grasp, yaw_goal, d, lift = self._grasp_terms(obj)
-        funnel_z = grasp[2] + FUNNEL_HEIGHT * (1.0 - math.exp(-((d / FUNNEL_SIGMA) ** 2)))
+        funnel_z = grasp[2] - AIM_BELOW + FUNNEL_HEIGHT * (1.0 - math.exp(-((d / FUNNEL_SIGMA) ** 2)))
         goal = np.array([grasp[0], grasp[1], (1.0 - lift) * funnel_z + lift * LIFT_Z])
-        err3 = math.hypot(d, grasp[2] - ee[2]) if lift < 1.0 else d
-        err3 = math.hypot(d, (1.0 - lift) * (grasp[2] - ee[2]))
-        grip = 1.0 - 2.0 * math.exp(-((err3 / GRIP_SIGMA) ** 2))
+        grip = self._grip(d, grasp[2] - ee[2], lift)
         return goal, yaw_goal, grip
+
+    @staticmethod
+    def _grip(d: float, dz: float, lift: float) -> float:
+        """Gripper command: closes smoothly as the 3-D alignment error shrinks, and stays closed
+        while the pads hold something the object's width (``lift`` near 1)."""
+        err3 = math.hypot(d, GRIP_Z_WEIGHT * dz)
+        close = max(math.exp(-((err3 / GRIP_SIGMA) ** 2)), lift)
+        return 1.0 - 2.0 * close
 
     def _push(self, obj: SceneObject, right: bool) -> tuple[np.ndarray, float, float]:
         env = self.env
         ee = env.ee_state()
         pos = env.object_position(obj)
         sign = 1.0 if right else -1.0
-        contact = footprint_half_extent_x(obj.shape, env.object_yaw(obj)) + PADDLE_HALF
+        contact = push_contact_offset(obj.shape, env.object_yaw(obj), sign, PADDLE_HALF_WIDTH) + PADDLE_HALF
         # Signed position of the hand along the push axis relative to the contact point (>0: past it).
         along = (ee[0] - pos[0]) * sign + contact
         lateral = pos[1] - ee[1]
-        ahead = max(0.0, along)
+        ahead = max(0.0, along - 0.004)  # a few mm of contact penetration is not 'over the object'
         behind = max(0.0, -along - 0.03)
         d2 = (lateral / FUNNEL_SIGMA) ** 2 + (ahead / PUSH_AHEAD_SIGMA) ** 2 + (behind / FUNNEL_SIGMA) ** 2
         z = PUSH_Z + FUNNEL_HEIGHT * (1.0 - math.exp(-d2))
         aligned = math.exp(
-            -((lateral / PUSH_ALIGN_SIGMA) ** 2) - (((ee[2] - PUSH_Z) / PUSH_ALIGN_SIGMA) ** 2)
+            -((lateral / PUSH_ALIGN_SIGMA) ** 2) - (((ee[2] - PUSH_Z) / (1.5 * PUSH_ALIGN_SIGMA)) ** 2)
         )
         x = pos[0] - sign * (contact + PUSH_BACKOFF) + sign * (PUSH_BACKOFF + PUSH_ADVANCE) * aligned
         return np.array([x, pos[1], z]), 0.0, -1.0
@@ -203,19 +231,20 @@ class ScriptedExpert:
         place_z = bpos[2] + scene.SHAPE_HALF_EXTENTS[base.shape][2] + scene.SHAPE_HALF_EXTENTS[obj.shape][2]
         # Readiness to release: the object sits where it should, on the base.
         e_place = math.hypot(math.hypot(pos[0] - bpos[0], pos[1] - bpos[1]), pos[2] - place_z)
-        release = math.exp(-((e_place / 0.006) ** 2))
+        release = math.exp(-((e_place / RELEASE_SIGMA) ** 2))
         # Pick part (before the fingers hold it).
-        funnel_z = grasp[2] + FUNNEL_HEIGHT * (1.0 - math.exp(-((d / FUNNEL_SIGMA) ** 2)))
-        err3 = math.hypot(d, (1.0 - lift) * (grasp[2] - ee[2]))
-        grip = 1.0 - 2.0 * math.exp(-((err3 / GRIP_SIGMA) ** 2))
+        funnel_z = grasp[2] - AIM_BELOW + FUNNEL_HEIGHT * (1.0 - math.exp(-((d / FUNNEL_SIGMA) ** 2)))
+        grip = self._grip(d, grasp[2] - ee[2], lift)
         # Carry part: over the base, height funnel around it; horizontal motion waits for some height.
         offset = grasp - pos
         d_base = math.hypot(bpos[0] - pos[0], bpos[1] - pos[1])
         carry_z = (
             place_z + offset[2] + 0.003 + FUNNEL_HEIGHT * (1.0 - math.exp(-((d_base / FUNNEL_SIGMA) ** 2)))
         )
-        height = _smoothstep((pos[2] - scene.SHAPE_HALF_EXTENTS[obj.shape][2] - 0.03) / 0.03)
-        carry_xy = (1.0 - height) * grasp[:2] + height * (bpos[:2] + offset[:2])
+        clear = _smoothstep((pos[2] - scene.SHAPE_HALF_EXTENTS[obj.shape][2] - 0.03) / 0.03)
+        near = math.exp(-((d_base / FUNNEL_SIGMA) ** 2))
+        move = 1.0 - (1.0 - clear) * (1.0 - near)  # move sideways once clear of the table, or near the base
+        carry_xy = (1.0 - move) * grasp[:2] + move * (bpos[:2] + offset[:2])
         goal = np.empty(3)
         goal[:2] = (1.0 - lift) * grasp[:2] + lift * carry_xy
         goal[2] = (1.0 - lift) * funnel_z + lift * carry_z

@@ -57,8 +57,8 @@ CONTROL_DT = TIMESTEP * SUBSTEPS  # 0.05 s: 20 Hz control
 
 # ---- cameras ---------------------------------------------------------------------------------------
 FRONT_CAMERA_POS = (0.0, -0.34, 0.50)
-FRONT_CAMERA_TARGET = (0.0, 0.01, 0.0)
-FRONT_CAMERA_FOVY = 40.0
+FRONT_CAMERA_TARGET = (0.0, 0.015, 0.0)
+FRONT_CAMERA_FOVY = 36.0
 WRIST_CAMERA_FOVY = 95.0
 
 TABLE_RGBA = (0.50, 0.50, 0.50, 1.0)
@@ -171,7 +171,7 @@ def build_mjcf(offscreen_size: int = 256) -> str:
     <joint name="finger_coupling" joint1="finger_r" joint2="finger_l" polycoef="0 1 0 0 0"/>
   </equality>
   <actuator>
-    <position name="gripper" joint="finger_l" kp="300" ctrlrange="0 {FINGER_MAX:g}" forcerange="-20 20"/>
+    <position name="gripper" joint="finger_l" kp="500" ctrlrange="0 {FINGER_MAX:g}" forcerange="-25 25"/>
   </actuator>
 </mujoco>
 """
