@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from mmvla.modules.attention import AttentionPool, MultiHeadAttention, TransformerBlock, masked_mean
+from mmvla.modules.attention import IMPLS, AttentionPool, MultiHeadAttention, TransformerBlock, masked_mean
 
 B, NQ, NK, D, H = 3, 5, 7, 16, 4
 
@@ -41,9 +41,12 @@ def naive_attention(
     return y @ wo.T + bo, weights
 
 
-def make(seed: int = 0) -> MultiHeadAttention:
+PATHS = ["slow", *IMPLS]  # the explicit-softmax path and every fast-path implementation
+
+
+def make(seed: int = 0, impl: str = "auto") -> MultiHeadAttention:
     torch.manual_seed(seed)
-    m = MultiHeadAttention(D, H).eval()
+    m = MultiHeadAttention(D, H, impl=impl).eval()
     with torch.no_grad():
         m.in_proj_bias.normal_()  # nonzero biases so they are checked too
         m.out_proj.bias.normal_()
@@ -60,9 +63,10 @@ def masks(seed: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
 
 @pytest.mark.parametrize("cross", [False, True])
 @pytest.mark.parametrize("mask_kind", ["none", "key", "full", "both"])
-@pytest.mark.parametrize("slow", [False, True])
-def test_matches_float64_naive(cross: bool, mask_kind: str, slow: bool) -> None:
-    m = make()
+@pytest.mark.parametrize("path", PATHS)
+def test_matches_float64_naive(cross: bool, mask_kind: str, path: str) -> None:
+    slow = path == "slow"
+    m = make(impl="auto" if slow else path)
     x = torch.randn(B, NQ, D)
     ctx = torch.randn(B, NK, D) if cross else None
     nk = NK if cross else NQ
@@ -94,9 +98,10 @@ def test_2d_attn_mask_broadcasts_over_batch() -> None:
         torch.testing.assert_close(m(x, attn_mask=causal).double(), ref, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("slow", [False, True])
-def test_padding_never_changes_valid_outputs(slow: bool) -> None:
-    m = make()
+@pytest.mark.parametrize("path", PATHS)
+def test_padding_never_changes_valid_outputs(path: str) -> None:
+    slow = path == "slow"
+    m = make(impl="auto" if slow else path)
     x, ctx = torch.randn(B, NQ, D), torch.randn(B, NK, D)
     key_mask, _ = masks()
     ctx2 = ctx.clone()
@@ -107,7 +112,7 @@ def test_padding_never_changes_valid_outputs(slow: bool) -> None:
         b = f(x, ctx2, key_mask=key_mask)
     a = a.out if slow else a
     b = b.out if slow else b
-    assert torch.equal(a, b)
+    torch.testing.assert_close(a, b, atol=1e-6, rtol=0)  # exact for SDPA; folds may reorder sums
 
 
 def test_self_attention_padded_queries_do_not_leak() -> None:
@@ -124,9 +129,10 @@ def test_self_attention_padded_queries_do_not_leak() -> None:
     assert torch.equal(a[mask], b[mask])
 
 
-@pytest.mark.parametrize("slow", [False, True])
-def test_fully_masked_rows_are_finite_zero(slow: bool) -> None:
-    m = make()
+@pytest.mark.parametrize("path", PATHS)
+def test_fully_masked_rows_are_finite_zero(path: str) -> None:
+    slow = path == "slow"
+    m = make(impl="auto" if slow else path)
     x, ctx = torch.randn(B, NQ, D, requires_grad=True), torch.randn(B, NK, D)
     key_mask = torch.ones(B, NK, dtype=torch.bool)
     key_mask[1] = False  # batch row 1 has no valid key at all
@@ -159,9 +165,10 @@ def test_slow_weights_sum_to_one_over_kept_keys() -> None:
     assert torch.all(sums[~has_key] == 0)
 
 
+@pytest.mark.parametrize("impl", IMPLS)
 @pytest.mark.parametrize("cross", [False, True])
-def test_fast_and_slow_paths_agree_with_grads(cross: bool) -> None:
-    m = make()
+def test_fast_and_slow_paths_agree_with_grads(cross: bool, impl: str) -> None:
+    m = make(impl=impl)
     x = torch.randn(B, NQ, D, requires_grad=True)
     ctx = torch.randn(B, NK, D) if cross else None
     key_mask = masks()[0][:, : (NK if cross else NQ)]
@@ -171,6 +178,36 @@ def test_fast_and_slow_paths_agree_with_grads(cross: bool) -> None:
     (gs,) = torch.autograd.grad(slow.square().sum(), x)
     torch.testing.assert_close(fast, slow, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(gf, gs, atol=1e-4, rtol=1e-4)
+    pf = torch.autograd.grad(m(x, ctx, key_mask=key_mask).sum(), list(m.parameters()))
+    ps = torch.autograd.grad(
+        m.forward_with_weights(x, ctx, key_mask=key_mask).out.sum(), list(m.parameters())
+    )
+    for a, b in zip(pf, ps, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("impl", ["fold_keys", "fold_queries"])
+def test_folds_match_at_benchmark_like_shapes(impl: str) -> None:
+    """Wide model, few keys/queries (where auto picks a fold): same as SDPA to float32 rounding."""
+    torch.manual_seed(0)
+    fold = MultiHeadAttention(256, 8, impl=impl).eval()
+    sdpa = MultiHeadAttention(256, 8, impl="sdpa").eval()
+    sdpa.load_state_dict(fold.state_dict())
+    nq, nk = (49, 6) if impl == "fold_keys" else (6, 49)
+    assert MultiHeadAttention(256, 8).choose_impl(nq, nk, cross=True) == impl
+    x, ctx = torch.randn(4, nq, 256), torch.randn(4, nk, 256)
+    km = torch.rand(4, nk) > 0.3
+    km[0] = False
+    with torch.no_grad():
+        torch.testing.assert_close(fold(x, ctx, key_mask=km), sdpa(x, ctx, key_mask=km), atol=2e-5, rtol=1e-5)
+
+
+def test_auto_uses_sdpa_for_self_attention_and_balanced_cross() -> None:
+    m = MultiHeadAttention(64, 4)
+    assert m.choose_impl(50, 50, cross=False) == "sdpa"
+    assert m.choose_impl(50, 40, cross=True) == "sdpa"
+    assert MultiHeadAttention(768, 8).choose_impl(196, 20, cross=True) == "fold_keys"
+    assert MultiHeadAttention(768, 8).choose_impl(20, 196, cross=True) == "fold_queries"
 
 
 def test_weights_copy_from_nn_multihead_attention() -> None:
@@ -195,6 +232,8 @@ def test_mask_validation() -> None:
         m(x, attn_mask=torch.ones(B, NQ, NQ + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(10, 3)
+    with pytest.raises(ValueError, match="impl"):
+        MultiHeadAttention(16, 4, impl="flash")
 
 
 def test_masked_mean_and_pool() -> None:

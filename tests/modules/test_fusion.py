@@ -236,3 +236,34 @@ def test_transformer_rejects_too_many_tokens() -> None:
 def test_config_validation() -> None:
     with pytest.raises(ValueError, match="top_k"):
         FusionConfig(num_experts=2, top_k=3)
+
+
+@pytest.mark.parametrize("name", ["cross_attention", "hierarchical"])
+def test_folded_attention_in_fusion_matches_sdpa(name: str) -> None:
+    """At a width where MultiHeadAttention picks a folded projection, the fusion equals its SDPA twin."""
+    from mmvla.modules.attention import MultiHeadAttention
+
+    torch.manual_seed(0)
+    cfg = FusionConfig(dim=128, num_heads=4, num_layers=1, modalities=ALL)
+    fusion = build_fusion(name, cfg).eval()
+    twin = build_fusion(name, cfg).eval()
+    twin.load_state_dict(fusion.state_dict())
+    attns = [m for m in twin.modules() if isinstance(m, MultiHeadAttention)]
+    assert any(m.choose_impl(49, 6, cross=True) != "sdpa" for m in attns)
+    for m in attns:
+        m.impl = "sdpa"
+    g = torch.Generator().manual_seed(0)
+    lang_mask = torch.tensor([[True] * 6, [False] * 6, [True] * 3 + [False] * 3])
+    x = ModalityTokens(
+        tokens={
+            "language": torch.randn(B, 6, 128, generator=g),
+            "vision": torch.randn(B, 49, 128, generator=g),
+            "proprio": torch.randn(B, 1, 128, generator=g),
+        },
+        masks={"language": lang_mask},
+    )
+    with torch.no_grad():
+        a, b = fusion(x), twin(x)
+    assert torch.isfinite(a.pooled).all()
+    torch.testing.assert_close(a.pooled, b.pooled, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(a.tokens[a.mask], b.tokens[b.mask], atol=1e-5, rtol=1e-5)

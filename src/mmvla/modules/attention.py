@@ -4,7 +4,8 @@ One mask convention: bool, **True = keep** (attend to / valid token). Masks come
 combined: a key mask ``(B, Nk)`` (padding) and a full mask ``(B, Nq, Nk)`` (or ``(Nq, Nk)``, e.g. causal).
 A query row whose keys are all masked attends to nothing: its attention result is zeros (and its weights
 are all zero), never NaN. SDPA itself returns NaN on such rows, so they are unmasked for the kernel and
-zeroed afterwards.
+zeroed afterwards. Cross-attention with one short side (20 words vs 196 patches) may instead fold the
+projections onto the short side: same result, far fewer multiply-adds (see ``MultiHeadAttention``).
 
 File order (nanoGPT): mask helpers, attention, MLP, transformer block, pooling.
 """
@@ -56,6 +57,17 @@ def _guard_empty_rows(keep: Tensor) -> tuple[Tensor, Tensor]:
     return keep | ~row_ok, row_ok
 
 
+def _masked_softmax(scores: Tensor, keep: Tensor | None) -> Tensor:
+    """Softmax over the last axis with a broadcastable keep-mask; fully masked rows give all-zero weights."""
+    if keep is None:
+        return scores.softmax(dim=-1)
+    safe, row_ok = _guard_empty_rows(keep)
+    return scores.masked_fill(~safe, float("-inf")).softmax(dim=-1) * row_ok
+
+
+IMPLS = ("auto", "sdpa", "fold_keys", "fold_queries")
+
+
 class AttentionOutput(NamedTuple):
     """Output of :meth:`MultiHeadAttention.forward_with_weights`.
 
@@ -76,11 +88,26 @@ class MultiHeadAttention(nn.Module):
     The packed ``in_proj_weight`` (3D, D) has the same layout as ``nn.MultiheadAttention``'s, so weights
     copy over one to one.
 
-    ``forward`` is the fast path (SDPA). ``forward_with_weights`` computes the softmax explicitly and also
-    returns the per-head weights, for heatmaps; both give the same output.
+    ``forward`` is the fast path; ``forward_with_weights`` computes the softmax explicitly and also returns
+    the per-head weights, for heatmaps. All paths give the same output (up to float rounding).
+
+    Fast-path implementations (``impl``), all exact re-associations of the same product:
+
+    - ``"sdpa"``: project q, k, v, then ``F.scaled_dot_product_attention``.
+    - ``"fold_keys"`` (few keys, e.g. 196 patches attending to 20 words): per head, fold W_q into the
+      keys (k_h W_q,h: Nk x D) and W_o into the values (v_h W_o,h^T: Nk x D), so the long side is never
+      projected: scores = x @ folded keys, out = softmax @ folded values. Costs 4·Nk·D² + 2·Nq·Nk·H·D
+      multiply-adds instead of 2·(Nq + Nk)·D² + 2·Nq·Nk·D.
+    - ``"fold_queries"`` (few queries, e.g. 20 words attending to 196 patches): fold W_k into the queries
+      and apply W_v after the weighted sum of the raw context (the key bias cancels in the softmax).
+      Costs 4·Nq·D² + 2·Nq·Nk·H·D.
+    - ``"auto"`` (default): SDPA for self-attention; for cross-attention the cheapest of the three by the
+      counts above, a fold only when it saves at least 25 %. Chosen from shapes alone.
     """
 
-    def __init__(self, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True) -> None:
+    def __init__(
+        self, dim: int, num_heads: int, *, dropout: float = 0.0, bias: bool = True, impl: str = "auto"
+    ) -> None:
         super().__init__()
         if dim <= 0 or num_heads <= 0 or dim % num_heads:
             raise ValueError(
@@ -88,11 +115,29 @@ class MultiHeadAttention(nn.Module):
             )
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"MultiHeadAttention: dropout must be in [0, 1), got {dropout}")
+        if impl not in IMPLS:
+            raise ValueError(f"MultiHeadAttention: impl must be one of {IMPLS}, got {impl!r}")
         self.dim, self.num_heads, self.head_dim, self.dropout = dim, num_heads, dim // num_heads, dropout
+        self.impl = impl
         self.in_proj_weight = nn.Parameter(torch.empty(3 * dim, dim))  # rows: q, k, v
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim)) if bias else None
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         nn.init.xavier_uniform_(self.in_proj_weight)
+
+    def choose_impl(self, nq: int, nk: int, cross: bool) -> str:
+        """The fast-path implementation ``forward`` uses for Nq queries and Nk keys (see class docstring)."""
+        if self.impl != "auto":
+            return self.impl
+        if not cross:
+            return "sdpa"
+        D, H = self.dim, self.num_heads
+        cost = {
+            "sdpa": 2 * (nq + nk) * D * D + 2 * nq * nk * D,
+            "fold_keys": 4 * nk * D * D + 2 * nq * nk * H * D,
+            "fold_queries": 4 * nq * D * D + 2 * nq * nk * H * D,
+        }
+        best = min(cost, key=cost.__getitem__)
+        return best if cost[best] * 1.25 <= cost["sdpa"] else "sdpa"
 
     def _project(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
         """(B, Nq, D), (B, Nk, D) -> q (B, H, Nq, hd), k and v (B, H, Nk, hd)."""
@@ -121,7 +166,7 @@ class MultiHeadAttention(nn.Module):
         key_mask: Tensor | None = None,
         attn_mask: Tensor | None = None,
     ) -> Tensor:
-        """Fast path.
+        """Fast path: SDPA, or a folded projection for skewed cross-attention (see :meth:`choose_impl`).
 
         Args:
             x: (B, Nq, D) queries (and keys/values when ``context`` is None).
@@ -132,8 +177,14 @@ class MultiHeadAttention(nn.Module):
         Returns:
             (B, Nq, D). A fully masked query row gets a zero attention result (so ``out_proj.bias``).
         """
+        ctx = x if context is None else context
+        keep = combine_masks(x.shape[0], x.shape[1], ctx.shape[1], key_mask, attn_mask)  # (B|1, 1, Nq|1, Nk)
+        impl = self.choose_impl(x.shape[1], ctx.shape[1], context is not None)
+        if impl == "fold_keys":
+            return self._fold_keys(x, ctx, keep)
+        if impl == "fold_queries":
+            return self._fold_queries(x, ctx, keep)
         q, k, v = self._project(x, context)
-        keep = combine_masks(x.shape[0], q.shape[2], k.shape[2], key_mask, attn_mask)
         p = self.dropout if self.training else 0.0
         if keep is None:
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p)  # (B, H, Nq, hd)
@@ -141,6 +192,44 @@ class MultiHeadAttention(nn.Module):
             safe, row_ok = _guard_empty_rows(keep)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=safe, dropout_p=p)  # (B, H, Nq, hd)
             y = y * row_ok  # zero the rows that had no key to attend to
+        return self._merge(y)
+
+    def _drop(self, a: Tensor) -> Tensor:
+        """Attention dropout on explicit weights (training only)."""
+        return F.dropout(a, self.dropout, training=True) if self.training and self.dropout > 0 else a
+
+    def _fold_keys(self, x: Tensor, ctx: Tensor, keep: Tensor | None) -> Tensor:
+        """Few keys: W_q folded into the keys, W_o into the values. (B, Nq, D), (B, Nk, D) -> (B, Nq, D)."""
+        B, Nq, D = x.shape
+        Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        k, v = F.linear(ctx, w[D:], None if b is None else b[D:]).chunk(2, dim=-1)  # 2 x (B, Nk, D)
+        k = k.reshape(B, Nk, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
+        v = v.reshape(B, Nk, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
+        kq = (k @ w[:D].view(H, hd, D)) * hd**-0.5  # (B, H, Nk, D): q_h·k_h = x·(k_h W_q,h)
+        s = (x @ kq.reshape(B, H * Nk, D).transpose(1, 2)).view(B, Nq, H, Nk)  # (B, Nq, H, Nk)
+        if b is not None:  # the query bias adds b_q,h·k_h per key
+            s = s + ((k @ b[:D].view(H, hd, 1)).squeeze(-1) * hd**-0.5)[:, None]  # + (B, 1, H, Nk)
+        a = self._drop(_masked_softmax(s, None if keep is None else keep.transpose(1, 2)))  # (B, Nq, H, Nk)
+        vo = v @ self.out_proj.weight.view(D, H, hd).permute(1, 2, 0)  # (B, H, Nk, D): v_h W_o,h^T
+        out = a.reshape(B, Nq, H * Nk) @ vo.reshape(B, H * Nk, D)  # (B, Nq, D)
+        return out if self.out_proj.bias is None else out + self.out_proj.bias
+
+    def _fold_queries(self, x: Tensor, ctx: Tensor, keep: Tensor | None) -> Tensor:
+        """Few queries: W_k folded into the queries, W_v after the weighted sum. (B, Nq, D), (B, Nk, D) -> (B, Nq, D)."""
+        B, Nq, D = x.shape
+        Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        q = (
+            F.linear(x, w[:D], None if b is None else b[:D]).reshape(B, Nq, H, hd).transpose(1, 2)
+        )  # (B, H, Nq, hd)
+        qk = (q @ w[D : 2 * D].view(H, hd, D)) * hd**-0.5  # (B, H, Nq, D): q_h·k_h = (q_h W_k,h)·ctx + const
+        s = (qk.reshape(B, H * Nq, D) @ ctx.transpose(1, 2)).view(B, H, Nq, Nk)  # (B, H, Nq, Nk)
+        a = self._drop(_masked_softmax(s, keep))  # (B, H, Nq, Nk); key bias cancelled in the softmax
+        z = (a.reshape(B, H * Nq, Nk) @ ctx).view(B, H, Nq, D)  # (B, H, Nq, D) weighted sum of raw context
+        y = z @ w[2 * D :].view(H, hd, D).transpose(1, 2)  # (B, H, Nq, hd)
+        if b is not None:  # value bias, weighted by the row's total weight (0 for a fully masked row)
+            y = y + a.sum(dim=-1, keepdim=True) * b[2 * D :].view(H, 1, hd)
         return self._merge(y)
 
     def forward_with_weights(
@@ -155,14 +244,8 @@ class MultiHeadAttention(nn.Module):
         q, k, v = self._project(x, context)
         att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(self.head_dim))  # (B, H, Nq, Nk)
         keep = combine_masks(x.shape[0], q.shape[2], k.shape[2], key_mask, attn_mask)
-        if keep is not None:
-            safe, row_ok = _guard_empty_rows(keep)
-            att = att.masked_fill(~safe, float("-inf"))
-        weights = att.softmax(dim=-1)  # (B, H, Nq, Nk)
-        if keep is not None:
-            weights = weights * row_ok
-        p = self.dropout if self.training else 0.0
-        y = F.dropout(weights, p, training=True) @ v if p > 0 else weights @ v  # (B, H, Nq, hd)
+        weights = _masked_softmax(att, keep)  # (B, H, Nq, Nk)
+        y = self._drop(weights) @ v  # (B, H, Nq, hd)
         return AttentionOutput(self._merge(y), weights)
 
 

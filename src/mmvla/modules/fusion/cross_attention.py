@@ -24,6 +24,11 @@ from mmvla.modules.fusion.registry import register_fusion
 APPENDED = ("proprio",)  # modalities that are appended as tokens rather than attending
 
 
+def _cat(xs: list[Tensor]) -> Tensor:
+    """Concatenate along the token axis without copying a lone tensor."""
+    return xs[0] if len(xs) == 1 else torch.cat(xs, dim=1)
+
+
 class CrossModalLayer(nn.Module):
     """One bidirectional cross-attention layer (post-norm, as the design source), optional feed-forward.
 
@@ -44,12 +49,18 @@ class CrossModalLayer(nn.Module):
         self.ln_mlp = nn.ModuleDict({m: nn.LayerNorm(dim) for m in names}) if hidden else None
 
     def forward(self, tokens: dict[str, Tensor], masks: dict[str, Tensor]) -> dict[str, Tensor]:
-        """name -> (B, N_m, D) tokens and (B, N_m) keep-masks -> name -> (B, N_m, D)."""
+        """name -> (B, N_m, D) tokens and (B, N_m) keep-masks (a missing mask = all valid) -> name -> (B, N_m, D)."""
         out = {}
         for m in self.names:
             others = [o for o in self.names if o != m] or [m]
-            ctx = torch.cat([tokens[o] for o in others], dim=1)  # (B, N_ctx, D)
-            ctx_mask = torch.cat([masks[o] for o in others], dim=1)  # (B, N_ctx)
+            ctx = _cat([tokens[o] for o in others])  # (B, N_ctx, D)
+            ctx_mask = None
+            if any(o in masks for o in others):
+                keep = [
+                    masks[o] if o in masks else tokens[o].new_ones(tokens[o].shape[:2], dtype=torch.bool)
+                    for o in others
+                ]
+                ctx_mask = _cat(keep)  # (B, N_ctx)
             h = self.ln[m](tokens[m] + self.attn[m](tokens[m], ctx, key_mask=ctx_mask))  # (B, N_m, D)
             if self.mlp is not None and self.ln_mlp is not None:
                 h = self.ln_mlp[m](h + self.mlp[m](h))
