@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import hashlib
 import io
 import math
 import os
@@ -83,7 +84,8 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """AdamW groups: decay on rank ≥ 2 weights; none on biases, norms and other 1-D parameters."""
-    decay, no_decay = [], []
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
     for _, p in sorted(model.named_parameters()):
         if p.requires_grad:
             (decay if p.dim() >= 2 else no_decay).append(p)
@@ -114,7 +116,8 @@ class _Augment:
             if self.cfg.augment_shift:
                 x = random_shift(x, self.cfg.augment_shift, generator=self.g)
             if self.cfg.augment_jitter:
-                x = color_jitter(x, self.cfg.augment_jitter, generator=self.g)
+                j = self.cfg.augment_jitter
+                x = color_jitter(x, brightness=j, contrast=j, saturation=j, generator=self.g)
             out[cam] = x
         return out
 
@@ -211,7 +214,7 @@ def train(
 
     cameras = policy_cfg.cameras
     dataset = VLADataset(
-        data_dir, cameras=cameras, chunk_size=policy_cfg.chunk_size, progress=progress and rank == 0
+        Path(data_dir), cameras=cameras, chunk_size=policy_cfg.chunk_size, progress=progress and rank == 0
     )
     if not policy_cfg.instructions:
         policy_cfg = PolicyConfig.from_dict(
@@ -318,11 +321,25 @@ def train(
         final = ema if ema is not None else policy
         final.save_pretrained(policy_dir, extra={"steps": step, "data": str(Path(data_dir).resolve())})
     if dist.is_initialized():
+        # Replicas must agree bit for bit: gather every rank's weight hash, rank 0 records them.
+        hashes: list[str | None] = [None] * world
+        dist.all_gather_object(hashes, weights_sha256(policy.state_dict()))
+        if rank == 0:
+            atomic_write_json(out / "replicas.json", {"world_size": world, "weight_sha256": hashes})
         dist.barrier()
     done = step - start_step
     return TrainResult(
         out, policy_dir, step, loss_value, elapsed, done * train_cfg.batch_size * world / max(elapsed, 1e-9)
     )
+
+
+def weights_sha256(state: dict[str, Tensor]) -> str:
+    """SHA-256 over every tensor of a state dict (sorted names, raw CPU bytes)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        h.update(name.encode())
+        h.update(state[name].detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _checkpoint(

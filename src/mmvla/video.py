@@ -20,7 +20,7 @@ def annotate_frames(
     out = []
     for i, f in enumerate(frames):
         img = Image.fromarray(np.asarray(f, dtype=np.uint8)).resize(
-            (f.shape[1] * scale, f.shape[0] * scale), Image.NEAREST
+            (f.shape[1] * scale, f.shape[0] * scale), Image.Resampling.NEAREST
         )
         canvas = Image.new("RGB", (img.width, img.height + 16), (0, 0, 0))
         canvas.paste(img, (0, 16))

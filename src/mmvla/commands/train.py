@@ -3,6 +3,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mmvla.policy import PolicyConfig
+    from mmvla.train_config import TrainConfig
 
 HELP = (
     "Train a policy on a dataset (torchrun --standalone --nproc_per_node=N -m mmvla.cli train ... for DDP)."
@@ -33,7 +38,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def build_configs(args: argparse.Namespace) -> tuple[object, object]:
+def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
     """(PolicyConfig, TrainConfig) from --config plus flags."""
     from mmvla.io import read_json
     from mmvla.policy import PolicyConfig

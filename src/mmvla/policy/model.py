@@ -2,8 +2,8 @@
 
 ::
 
-    images {cam: (B,3,H,W) uint8} ─► shared vision encoder ─► + camera embedding ─┐ "vision" (B, C·N, D)
-    instruction [str] * B ─────────► language encoder ─────────────────────────────┤ "language" (B, L, D)
+    images {cam: (B,3,H,W) uint8} ─► shared vision encoder ─► + camera embedding ─┐ "vision" (B, C·(1+N), D)
+    instruction [str] * B ─────────► language encoder ─────────────────────────────┤ "language" (B, 1+L, D)
     state (B, S) ─► normalise ─────► proprio MLP ──────────────────────────────────┤ "proprio" (B, 1, D)
                                                                                     ▼
                                                 fusion (registry name) ─► FusionOutput
@@ -31,7 +31,7 @@ from torch import Tensor, nn
 from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
 from mmvla.modules.heads import build_head
 from mmvla.modules.language import LanguageConfig, WordTokenizer, build_language_encoder
-from mmvla.modules.proprio import ProprioEncoder
+from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
 from mmvla.policy import checkpoint
 from mmvla.policy.config import PolicyConfig
@@ -74,11 +74,13 @@ class VLAPolicy(nn.Module):
         )
         self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), D))  # one learned vector per camera
         nn.init.normal_(self.camera_embed, std=0.02)
-        tokenizer = WordTokenizer.from_texts(list(cfg.instructions))
+        tokenizer = WordTokenizer.build(cfg.instructions)
         self.language = build_language_encoder(
             _build_dataclass(LanguageConfig, cfg.language, dim=D), tokenizer
         )
-        self.proprio = ProprioEncoder(cfg.state_dim, D) if cfg.use_proprio else None
+        self.proprio = (
+            ProprioEncoder(ProprioConfig(state_dim=cfg.state_dim, dim=D)) if cfg.use_proprio else None
+        )
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
         self.head = build_head(cfg.head_config())
         self.chunk_mode = "ensemble"  # run-time chunk use: "ensemble" or "execute" (see ActionChunker)
@@ -94,7 +96,8 @@ class VLAPolicy(nn.Module):
             instructions: B instruction strings.
             state: (B, S) raw robot state.
         Returns:
-            ModalityTokens with "vision" (B, C·N, D), "language" (B, L, D), optionally "proprio" (B, 1, D).
+            ModalityTokens with "vision" (B, C·(1 + N), D) (per camera: pooled token, then the N grid
+            tokens), "language" (B, 1 + L, D) (sentence summary, then words), optionally "proprio" (B, 1, D).
         """
         cams = self.cfg.cameras
         missing = [c for c in cams if c not in images]
@@ -105,12 +108,16 @@ class VLAPolicy(nn.Module):
         x = torch.stack([images[c] for c in cams], dim=1)  # (B, C, 3, H, W)
         B, C = x.shape[:2]
         x = x.float() / 255.0 if not torch.is_floating_point(x) else x.float()
-        vis = self.vision(x.flatten(0, 1))  # tokens (B·C, N, D)
-        N = vis.tokens.shape[1]
-        v = vis.tokens.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, N, D)
+        vis = self.vision(x.flatten(0, 1))  # tokens (B·C, N, D), pooled (B·C, D)
+        # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
+        per_cam = torch.cat([vis.pooled[:, None], vis.tokens], dim=1)  # (B·C, 1 + N, D)
+        N = per_cam.shape[1]
+        v = per_cam.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, 1 + N, D)
         cam_keep = torch.ones(B, C, dtype=torch.bool, device=v.device)
         lang = self.language(list(instructions))
-        lang_tokens, lang_mask = lang.tokens, lang.mask  # (B, L, D), (B, L)
+        # The sentence summary first, then the word tokens; the summary is valid when any word is.
+        lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
+        lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)
         if self.training:
             g = self.cfg
             if g.camera_dropout > 0:
@@ -120,7 +127,7 @@ class VLAPolicy(nn.Module):
                 lang_mask = lang_mask & keep_txt
                 lang_tokens = lang_tokens * keep_txt[..., None]
         v = v * cam_keep[:, :, None, None]
-        tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·N, D), (B, L, D)
+        tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·(1 + N), D), (B, 1 + L, D)
         masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
         if self.proprio is not None:
             tokens["proprio"] = self.proprio(self.normalizer.normalize(STATE_KEY, state.float()))  # (B, 1, D)
