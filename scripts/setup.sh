@@ -16,6 +16,6 @@ pip() { "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2>&1 | gre
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
   pip install "torch==${MMVLA_TORCH_VERSION:-2.13.0}"
 fi
-pip install -e ".[dev,pretrained]"
+pip install -e ".[dev,pretrained,metaworld]"
 "$VENV/bin/python" -c "import mmvla, torch, mujoco" # fail here, not later, if the install is broken
 echo "$want" >"$STAMP"
