@@ -36,6 +36,7 @@ from tqdm.auto import tqdm
 from mmvla.data.dataset import VLADataset
 from mmvla.io import atomic_directory, atomic_write_json, atomic_write_text, read_json
 from mmvla.modules.augment import color_jitter, random_shift
+from mmvla.modules.memory import MemoryConfig
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_state_strict, write_policy_files
 from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
@@ -112,13 +113,14 @@ class _Augment:
     def __call__(self, images: dict[str, Tensor]) -> dict[str, Tensor]:
         out = {}
         for cam in sorted(images):
-            x = images[cam].float() / 255.0  # (B, 3, H, W)
+            shape = images[cam].shape  # (B, 3, H, W) or, with history, (B, T, 3, H, W)
+            x = images[cam].float().reshape(-1, *shape[-3:]) / 255.0  # (B·T, 3, H, W)
             if self.cfg.augment_shift:
                 x = random_shift(x, self.cfg.augment_shift, generator=self.g)
             if self.cfg.augment_jitter:
                 j = self.cfg.augment_jitter
                 x = color_jitter(x, brightness=j, contrast=j, saturation=j, generator=self.g)
-            out[cam] = x
+            out[cam] = x.view(shape)
         return out
 
 
@@ -213,8 +215,17 @@ def train(
     seed_everything(train_cfg.seed + rank)  # per-rank dropout / flow noise; weights are synced below
 
     cameras = policy_cfg.cameras
+    history = (
+        MemoryConfig(**{**policy_cfg.temporal, "dim": policy_cfg.dim}).context - 1
+        if policy_cfg.temporal
+        else 0
+    )
     dataset = VLADataset(
-        Path(data_dir), cameras=cameras, chunk_size=policy_cfg.chunk_size, progress=progress and rank == 0
+        Path(data_dir),
+        cameras=cameras,
+        chunk_size=policy_cfg.chunk_size,
+        history=history,
+        progress=progress and rank == 0,
     )
     if not policy_cfg.instructions:
         policy_cfg = PolicyConfig.from_dict(
@@ -278,7 +289,7 @@ def train(
         idx = torch.randint(len(dataset), (train_cfg.batch_size,), generator=gen)
         batch = dataset.get_batch(idx)
         batch["images"] = {k: v.to(device) for k, v in augment(batch["images"]).items()}
-        for key in ("state", "action", "action_mask"):
+        for key in ("state", "action", "action_mask", *(("history_mask",) if history else ())):
             batch[key] = batch[key].to(device)
         with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=train_cfg.bf16):
             loss, parts = model(batch)

@@ -30,6 +30,8 @@ class PolicyConfig:
         fusion_options: extra FusionConfig fields (num_layers, num_heads, ...).
         use_proprio: feed the robot state as a token.
         head: HeadConfig fields (kind: regression | bins | flow, chunk_size, ...).
+        temporal: MemoryConfig fields (context K, reader lstm | attention) for a per-episode memory of
+            the last K fused features, or None for a memoryless policy.
         camera_dropout: training-time probability of dropping each camera of a sample.
         instruction_dropout: training-time probability of dropping the instruction of a sample.
         action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
@@ -47,6 +49,7 @@ class PolicyConfig:
     fusion_options: dict[str, Any] = field(default_factory=dict)
     use_proprio: bool = True
     head: dict[str, Any] = field(default_factory=lambda: {"kind": "regression", "chunk_size": 4})
+    temporal: dict[str, Any] | None = None
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
     action_norm: str = "mean_std"

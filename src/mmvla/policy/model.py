@@ -8,6 +8,8 @@
                                                                                     ▼
                                                 fusion (registry name) ─► FusionOutput
                                                                                     ▼
+                          [temporal memory over the last K pooled features, per episode]
+                                                                                    ▼
                                        action head (regression | bins | flow) ─► (B, k, A)
 
 Modality dropout (training only) masks out a camera's tokens or the instruction of single samples, so no
@@ -31,6 +33,7 @@ from torch import Tensor, nn
 from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
 from mmvla.modules.heads import build_head
 from mmvla.modules.language import LanguageConfig, WordTokenizer, build_language_encoder
+from mmvla.modules.memory import MemoryConfig, TemporalMemory
 from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
 from mmvla.policy import checkpoint
@@ -82,6 +85,13 @@ class VLAPolicy(nn.Module):
             ProprioEncoder(ProprioConfig(state_dim=cfg.state_dim, dim=D)) if cfg.use_proprio else None
         )
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
+        self.memory = (
+            TemporalMemory(_build_dataclass(MemoryConfig, cfg.temporal, dim=D)) if cfg.temporal else None
+        )
+        self.memory_proj = nn.Linear(D, D) if self.memory is not None else None
+        if self.memory_proj is not None:
+            nn.init.zeros_(self.memory_proj.weight)
+            nn.init.zeros_(self.memory_proj.bias)
         self.head = build_head(cfg.head_config())
         self.chunk_mode = "ensemble"  # run-time chunk use: "ensemble" or "execute" (see ActionChunker)
 
@@ -137,17 +147,53 @@ class VLAPolicy(nn.Module):
         """Encode and fuse one time step -> FusionOutput (pooled (B, D), tokens (B, N, D))."""
         return self.fusion(self.encode(images, instructions, state))
 
+    # ---------------------------------------------------------------- temporal context
+    @property
+    def history_frames(self) -> int:
+        """Past frames each training sample needs (temporal context K - 1; 0 without memory)."""
+        return self.memory.cfg.context - 1 if self.memory is not None else 0
+
+    def _with_context(self, fused: FusionOutput, context: Tensor) -> FusionOutput:
+        """Add the memory's read-out (B, D) to the pooled feature; a zero-initialised projection makes
+        a fresh temporal policy start exactly as its memoryless twin."""
+        assert self.memory_proj is not None, "policy has no temporal memory"
+        return dataclasses.replace(fused, pooled=fused.pooled + self.memory_proj(context))
+
+    def fuse_window(self, batch: Mapping[str, Any]) -> FusionOutput:
+        """Fuse a training batch; with memory, batch images are (B, T, 3, H, W), state (B, T, S) and
+        "history_mask" (B, T): every frame is fused, the memory reads the pooled window and the
+        result is the current (last) frame's FusionOutput with context added."""
+        if self.memory is None:
+            return self.fuse(batch["images"], batch["instruction"], batch["state"])
+        state = batch["state"]  # (B, T, S)
+        B, T = state.shape[:2]
+        images = {c: x.flatten(0, 1) for c, x in batch["images"].items()}  # (B·T, 3, H, W)
+        texts = [t for t in batch["instruction"] for _ in range(T)]
+        fused = self.fuse(images, texts, state.flatten(0, 1))
+        pooled = fused.pooled.view(B, T, -1)  # (B, T, D)
+        current = FusionOutput(
+            tokens=fused.tokens.view(B, T, *fused.tokens.shape[1:])[:, -1],
+            mask=fused.mask.view(B, T, -1)[:, -1],
+            pooled=pooled[:, -1],
+            aux_loss=fused.aux_loss,
+            info={
+                k: v.view(B, T, *v.shape[1:])[:, -1] for k, v in fused.info.items() if v.shape[:1] == (B * T,)
+            },
+        )
+        return self._with_context(current, self.memory.read(pooled, batch["history_mask"]))
+
     # ---------------------------------------------------------------- training
     def forward(self, batch: Mapping[str, Any]) -> tuple[Tensor, dict[str, float]]:
         """Training loss on a batch from :class:`mmvla.data.VLADataset`.
 
         Args:
             batch: "images" {cam: (B, 3, H, W)}, "instruction" [str]*B, "state" (B, S),
-                "action" (B, k, A) raw, "action_mask" (B, k) bool.
+                "action" (B, k, A) raw, "action_mask" (B, k) bool; with temporal memory images and
+                state carry a time axis T and "history_mask" (B, T) (see :meth:`fuse_window`).
         Returns:
             (scalar loss, {"loss_action": ..., "loss_aux": ...}).
         """
-        fused = self.fuse(batch["images"], batch["instruction"], batch["state"])
+        fused = self.fuse_window(batch)
         target = self.normalizer.normalize(ACTION_KEY, batch["action"].float())  # (B, k, A)
         k = self.cfg.chunk_size
         if target.shape[1] != k:
@@ -166,10 +212,14 @@ class VLAPolicy(nn.Module):
         state: Tensor,
         generator: torch.Generator | None = None,
     ) -> tuple[Tensor, FusionOutput]:
-        """Predict the next k actions in raw units: (B, k, A), clipped to [-1, 1]; also the fused features."""
+        """Predict the next k actions of single frames in raw units: (B, k, A), clipped to [-1, 1];
+        also the fused features. Stateless: temporal memory is only used through :meth:`act`."""
         fused = self.fuse(images, instructions, state)
+        return self._decode(fused, generator), fused
+
+    def _decode(self, fused: FusionOutput, generator: torch.Generator | None = None) -> Tensor:
         pred = self.head.predict(fused, generator=generator)  # (B, k, A) normalised
-        return self.normalizer.unnormalize(ACTION_KEY, pred).clamp(-1.0, 1.0), fused
+        return self.normalizer.unnormalize(ACTION_KEY, pred).clamp(-1.0, 1.0)
 
     # ---------------------------------------------------------------- acting
     def reset(self, chunk_mode: str | None = None) -> None:
@@ -177,6 +227,9 @@ class VLAPolicy(nn.Module):
         if chunk_mode is not None:
             self.chunk_mode = chunk_mode
         self._chunker = ActionChunker(self.cfg.chunk_size, mode=self.chunk_mode)
+        self._episode_start = True
+        if self.memory is not None:
+            self.memory.reset()
 
     @torch.inference_mode()
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
@@ -191,10 +244,17 @@ class VLAPolicy(nn.Module):
             self.reset()
         if self.training:
             raise RuntimeError("act() needs eval mode: call policy.eval() first")
+        if self.memory is None and not self._chunker.needs_prediction():
+            return self._chunker.pop()
+        # With memory every frame is fused (the memory must see consecutive frames, as in training).
+        images, texts, state = observation_to_batch(observation, c.cameras)
+        fused = self.fuse(images, texts, state)
+        if self.memory is not None:
+            start = torch.tensor([self._episode_start])
+            fused = self._with_context(fused, self.memory.step(fused.pooled, start))
+            self._episode_start = False
         if self._chunker.needs_prediction():
-            images, texts, state = observation_to_batch(observation, c.cameras)
-            chunk, _ = self.predict_chunk(images, texts, state)
-            self._chunker.push(chunk[0].cpu().numpy())
+            self._chunker.push(self._decode(fused)[0].cpu().numpy())
         return self._chunker.pop()
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
