@@ -198,20 +198,22 @@ class MultiHeadAttention(nn.Module):
         """Attention dropout on explicit weights (training only)."""
         return F.dropout(a, self.dropout, training=True) if self.training and self.dropout > 0 else a
 
+    # Per-head products with a weight use einsum so the head is the batch of one GEMM (M = B·N); a
+    # broadcast ``(B, H, N, hd) @ (H, hd, D)`` would copy the weight B times.
     def _fold_keys(self, x: Tensor, ctx: Tensor, keep: Tensor | None) -> Tensor:
         """Few keys: W_q folded into the keys, W_o into the values. (B, Nq, D), (B, Nk, D) -> (B, Nq, D)."""
         B, Nq, D = x.shape
         Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
         k, v = F.linear(ctx, w[D:], None if b is None else b[D:]).chunk(2, dim=-1)  # 2 x (B, Nk, D)
-        k = k.reshape(B, Nk, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
-        v = v.reshape(B, Nk, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
-        kq = (k @ w[:D].view(H, hd, D)) * hd**-0.5  # (B, H, Nk, D): q_h·k_h = x·(k_h W_q,h)
-        s = (x @ kq.reshape(B, H * Nk, D).transpose(1, 2)).view(B, Nq, H, Nk)  # (B, Nq, H, Nk)
+        k, v = k.reshape(B, Nk, H, hd), v.reshape(B, Nk, H, hd)  # (B, Nk, H, hd)
+        kq = torch.einsum("bnhd,hde->bhne", k, w[:D].view(H, hd, D)) * hd**-0.5  # (B, H, Nk, D): k_h W_q,h
+        s = (x @ kq.reshape(B, H * Nk, D).transpose(1, 2)).view(B, Nq, H, Nk)  # (B, Nq, H, Nk): q_h·k_h
         if b is not None:  # the query bias adds b_q,h·k_h per key
-            s = s + ((k @ b[:D].view(H, hd, 1)).squeeze(-1) * hd**-0.5)[:, None]  # + (B, 1, H, Nk)
+            s = s + torch.einsum("bnhd,hd->bhn", k, b[:D].view(H, hd))[:, None] * hd**-0.5  # + (B, 1, H, Nk)
         a = self._drop(_masked_softmax(s, None if keep is None else keep.transpose(1, 2)))  # (B, Nq, H, Nk)
-        vo = v @ self.out_proj.weight.view(D, H, hd).permute(1, 2, 0)  # (B, H, Nk, D): v_h W_o,h^T
+        wo = self.out_proj.weight.view(D, H, hd)  # (D_out, H, hd)
+        vo = torch.einsum("bnhd,ehd->bhne", v, wo)  # (B, H, Nk, D): v_h W_o,h^T
         out = a.reshape(B, Nq, H * Nk) @ vo.reshape(B, H * Nk, D)  # (B, Nq, D)
         return out if self.out_proj.bias is None else out + self.out_proj.bias
 
@@ -220,17 +222,15 @@ class MultiHeadAttention(nn.Module):
         B, Nq, D = x.shape
         Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
-        q = (
-            F.linear(x, w[:D], None if b is None else b[:D]).reshape(B, Nq, H, hd).transpose(1, 2)
-        )  # (B, H, Nq, hd)
-        qk = (q @ w[D : 2 * D].view(H, hd, D)) * hd**-0.5  # (B, H, Nq, D): q_h·k_h = (q_h W_k,h)·ctx + const
+        q = F.linear(x, w[:D], None if b is None else b[:D]).reshape(B, Nq, H, hd)  # (B, Nq, H, hd)
+        qk = torch.einsum("bqhd,hde->bhqe", q, w[D : 2 * D].view(H, hd, D)) * hd**-0.5  # (B, H, Nq, D)
         s = (qk.reshape(B, H * Nq, D) @ ctx.transpose(1, 2)).view(B, H, Nq, Nk)  # (B, H, Nq, Nk)
-        a = self._drop(_masked_softmax(s, keep))  # (B, H, Nq, Nk); key bias cancelled in the softmax
-        z = (a.reshape(B, H * Nq, Nk) @ ctx).view(B, H, Nq, D)  # (B, H, Nq, D) weighted sum of raw context
-        y = z @ w[2 * D :].view(H, hd, D).transpose(1, 2)  # (B, H, Nq, hd)
+        a = self._drop(_masked_softmax(s, keep))  # (B, H, Nq, Nk); the key bias cancels in the softmax
+        z = (a.reshape(B, H * Nq, Nk) @ ctx).view(B, H, Nq, D)  # (B, H, Nq, D): weighted sum of raw context
+        y = torch.einsum("bhqe,hde->bqhd", z, w[2 * D :].view(H, hd, D))  # (B, Nq, H, hd): then W_v,h
         if b is not None:  # value bias, weighted by the row's total weight (0 for a fully masked row)
-            y = y + a.sum(dim=-1, keepdim=True) * b[2 * D :].view(H, 1, hd)
-        return self._merge(y)
+            y = y + a.sum(dim=-1).transpose(1, 2)[..., None] * b[2 * D :].view(H, hd)
+        return self.out_proj(y.reshape(B, Nq, D))
 
     def forward_with_weights(
         self,
