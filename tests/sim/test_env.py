@@ -185,3 +185,37 @@ def test_closing_on_the_object_and_lifting_lifts_it(grasp_env):
     # Opening the gripper drops it.
     _run(e, np.array([0, 0, 0, 0, 0, 0, 1.0], np.float32), 15)
     assert e.object_position(e.target)[2] < 0.05
+
+
+def test_reset_options_choose_the_task():
+    e = TabletopEnv(cameras=(), families=("pick", "push"))
+    _, info = e.reset(seed=0, options={"instruction": "push the yellow cube to the left"})
+    assert info["family"] == "push" and info["target"] == "yellow cube" and info["direction"] == "left"
+    for seed in range(10):
+        _, info = e.reset(seed=seed, options={"family": "pick"})
+        assert info["family"] == "pick"
+    held_out = " ".join(next(iter(sorted(HELD_OUT))))
+    with pytest.raises(ValueError, match="split"):
+        e.reset(seed=0, options={"instruction": f"pick up the {held_out}"})
+    with pytest.raises(ValueError, match="place"):
+        e.reset(seed=0, options={"family": "place"})
+    with pytest.raises(ValueError, match="colour"):
+        e.reset(seed=0, options={"colour": "red"})
+
+
+def test_render_rgb_array_and_close_twice():
+    e = TabletopEnv(cameras=("wrist",), image_size=32, render_mode="rgb_array", render_size=48)
+    check_env(e)
+    e.reset(seed=0)
+    frame = e.render()
+    assert frame is not None and frame.shape == (48, 48, 3) and frame.dtype == np.uint8
+    assert frame.std() > 5  # not blank
+    e.close()
+    e.close()
+
+
+def test_kwargs_override_config():
+    cfg = TabletopConfig(image_size=32, cameras=("front",))
+    e = TabletopEnv(cfg, split="unseen")
+    assert e.config.split == "unseen" and e.config.image_size == 32
+    assert e.observation_space["front"].shape == (32, 32, 3)

@@ -10,7 +10,7 @@ from mmvla.sim.tasks import FAMILIES, SPLITS
 CAMERAS: tuple[str, ...] = ("front", "wrist")
 
 # Default episode length (control steps at CONTROL_HZ) per family when ``max_steps`` is None.
-DEFAULT_MAX_STEPS: dict[str, int] = {"pick": 80, "push": 80, "place": 120}
+DEFAULT_MAX_STEPS: dict[str, int] = {"pick": 80, "push": 80, "place": 150}
 
 
 @dataclass

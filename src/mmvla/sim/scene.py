@@ -25,7 +25,7 @@ from mmvla.sim.tasks import SHAPES
 CUBE_HALF = 0.0225  # 4.5 cm cube
 CYLINDER_RADIUS = 0.0225  # 4.5 cm diameter
 CYLINDER_HALF_HEIGHT = 0.0225  # 4.5 cm tall
-SLAB_HALF = (0.040, 0.0225, 0.0125)  # 8 x 4.5 x 2.5 cm
+SLAB_HALF = (0.040, 0.0225, 0.014)  # 8 x 4.5 x 2.8 cm
 POOL_PER_SHAPE = 5
 
 # Half sizes (x, y, z) of each shape's bounding box in its own frame.
