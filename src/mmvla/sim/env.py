@@ -139,6 +139,13 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._finger_r_qadr = int(m.jnt_qposadr[m.joint("finger_r").id])
         self._finger_geoms = (m.geom("finger_l").id, m.geom("finger_r").id)
         self._camera_ids = {name: m.camera(name).id for name in CAMERAS}
+        # Per-camera visibility: the wrist camera looks through the palm it is mounted in.
+        self._scene_options: dict[str, mujoco.MjvOption] = {}
+        for name in CAMERAS:
+            opt = mujoco.MjvOption()
+            if name == "wrist":
+                opt.geomgroup[scene.PALM_GROUP] = 0
+            self._scene_options[name] = opt
         self._pool: dict[str, list[SceneObject]] = {}
         for shape in SHAPES:
             self._pool[shape] = []
@@ -281,7 +288,9 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         if self._big_renderer is None:
             s = self.config.render_size
             self._big_renderer = mujoco.Renderer(self.model, s, s)
-        self._big_renderer.update_scene(self.data, camera=self._camera_ids["front"])
+        self._big_renderer.update_scene(
+            self.data, camera=self._camera_ids["front"], scene_option=self._scene_options["front"]
+        )
         return self._big_renderer.render().copy()
 
     def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
@@ -292,7 +301,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             r = self._get_renderer()
         else:
             r = mujoco.Renderer(self.model, size, size)
-        r.update_scene(self.data, camera=self._camera_ids[camera])
+        r.update_scene(self.data, camera=self._camera_ids[camera], scene_option=self._scene_options[camera])
         img = r.render().copy()
         if r is not self._renderer:
             r.close()
@@ -381,7 +390,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         if self.config.cameras:
             r = self._get_renderer()
             for cam in self.config.cameras:
-                r.update_scene(self.data, camera=self._camera_ids[cam])
+                r.update_scene(self.data, camera=self._camera_ids[cam], scene_option=self._scene_options[cam])
                 obs[cam] = r.render().copy()
         state = np.clip(self.ee_state(), STATE_LOW, STATE_HIGH).astype(np.float32)
         obs["state"] = state

@@ -59,7 +59,12 @@ CONTROL_DT = TIMESTEP * SUBSTEPS  # 0.05 s: 20 Hz control
 FRONT_CAMERA_POS = (0.0, -0.34, 0.50)
 FRONT_CAMERA_TARGET = (0.0, 0.015, 0.0)
 FRONT_CAMERA_FOVY = 36.0
-WRIST_CAMERA_FOVY = 95.0
+# The wrist camera sits inside the palm, 7.5 cm above the grasp point, looking straight down between the
+# fingers (image right = hand +x, image up = hand +y, like the front camera at yaw 0). The palm is in
+# geom group PALM_GROUP, which the wrist camera's render hides, so the camera sees through it.
+WRIST_CAMERA_Z = 0.075
+WRIST_CAMERA_FOVY = 80.0
+PALM_GROUP = 1
 
 TABLE_RGBA = (0.50, 0.50, 0.50, 1.0)
 GRIPPER_RGBA = (0.15, 0.15, 0.15, 1.0)
@@ -122,12 +127,13 @@ def build_mjcf(offscreen_size: int = 256) -> str:
     front_axes = _look_at_xyaxes(FRONT_CAMERA_POS, FRONT_CAMERA_TARGET)
     return f"""<mujoco model="mmvla_tabletop">
   <compiler angle="radian" autolimits="true"/>
+  <statistic extent="1" center="0 0 0.1"/>
   <option timestep="{TIMESTEP:g}" cone="elliptic" impratio="10" integrator="implicitfast"/>
   <visual>
     <quality shadowsize="0" offsamples="0"/>
     <global offwidth="{size}" offheight="{size}"/>
     <headlight ambient="0.45 0.45 0.45" diffuse="0.55 0.55 0.55" specular="0 0 0"/>
-    <map znear="0.01" zfar="10"/>
+    <map znear="0.005" zfar="20"/>
   </visual>
   <default>
     <geom solref="0.005 1" solimp="0.95 0.99 0.001"/>
@@ -148,9 +154,9 @@ def build_mjcf(offscreen_size: int = 256) -> str:
     <body name="hand" pos="0 0 0.15" gravcomp="1">
       <freejoint name="hand"/>
       <geom name="palm" type="box" size="{_fmt(PALM_HALF)}" pos="0 0 {PALM_CENTER_Z:g}" mass="0.3"
-            rgba="{_fmt(GRIPPER_RGBA)}"/>
+            rgba="{_fmt(GRIPPER_RGBA)}" group="{PALM_GROUP}"/>
       <site name="grasp" pos="0 0 0" size="0.004" rgba="1 1 1 0"/>
-      <camera name="wrist" pos="0 0 {FINGER_CENTER_Z + FINGER_HALF[2] - 0.001:g}" fovy="{WRIST_CAMERA_FOVY:g}"/>
+      <camera name="wrist" pos="0 0 {WRIST_CAMERA_Z:g}" fovy="{WRIST_CAMERA_FOVY:g}"/>
       <body name="finger_l" gravcomp="1">
         <joint name="finger_l" type="slide" axis="0 1 0" range="0 {FINGER_MAX:g}" damping="4" armature="0.01"/>
         <geom name="finger_l" class="finger" size="{_fmt(FINGER_HALF)}"
