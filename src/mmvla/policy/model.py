@@ -41,6 +41,7 @@ from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
 from mmvla.policy.observation import observation_to_batch, validate_observation
 from mmvla.policy.runtime import ActionChunker
+from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 
 
 def _build_dataclass(cls: Any, options: Mapping[str, Any], **forced: Any) -> Any:
@@ -94,6 +95,8 @@ class VLAPolicy(nn.Module):
             nn.init.zeros_(self.memory_proj.bias)
         self.head = build_head(cfg.head_config())
         self.chunk_mode = "ensemble"  # run-time chunk use: "ensemble" or "execute" (see ActionChunker)
+        # Run-time safety layer of act() (validation, hold-position fallback, clamps); None switches it off.
+        self.safety: SafetyMonitor | None = SafetyMonitor(SafetyConfig())
 
     # ---------------------------------------------------------------- encoding
     def encode(
@@ -223,39 +226,101 @@ class VLAPolicy(nn.Module):
 
     # ---------------------------------------------------------------- acting
     def reset(self, chunk_mode: str | None = None) -> None:
-        """Start a new episode: clear stored chunks (optionally switch "ensemble"/"execute" mode)."""
+        """Start a new episode: clear stored chunks, the memory and the safety monitor's episode state
+        (optionally switch "ensemble"/"execute" mode)."""
         if chunk_mode is not None:
             self.chunk_mode = chunk_mode
         self._chunker = ActionChunker(self.cfg.chunk_size, mode=self.chunk_mode)
         self._episode_start = True
         if self.memory is not None:
             self.memory.reset()
+        if self.safety is not None:
+            self.safety.reset()
 
-    @torch.inference_mode()
-    def act(self, observation: Mapping[str, Any]) -> np.ndarray:
-        """One control step: validated observation -> (A,) float32 action in [-1, 1].
+    def runtime_state(self) -> dict[str, Any]:
+        """A snapshot of the per-episode run-time state (chunk mode, chunker, safety monitor, memory).
 
-        ``observation`` holds one uint8 (H, W, 3) image per camera, "state" (S,) and "instruction".
-        Call :meth:`reset` at every episode start.
+        With :meth:`set_runtime_state` one set of weights serves several independent control streams
+        (:mod:`mmvla.serve` swaps one state per connection in and out around each step).
         """
+        if not hasattr(self, "_chunker"):
+            self.reset()
+        mem = None if self.memory is None else (self.memory.history, self.memory.valid)
+        return {
+            "chunk_mode": self.chunk_mode,
+            "chunker": self._chunker,
+            "safety": self.safety,
+            "episode_start": self._episode_start,
+            "memory": mem,
+        }
+
+    def set_runtime_state(self, state: Mapping[str, Any]) -> None:
+        """Install a state returned by :meth:`runtime_state`."""
+        self.chunk_mode, self._chunker, self.safety = state["chunk_mode"], state["chunker"], state["safety"]
+        self._episode_start = state["episode_start"]
+        if self.memory is not None:
+            self.memory.history, self.memory.valid = state["memory"]
+
+    def _check(self, observation: Mapping[str, Any]) -> np.ndarray | None:
+        """Validate ``observation``; the (A,) hold action while the safety layer sees a failed camera."""
         c = self.cfg
-        validate_observation(observation, c.cameras, c.image_size, c.state_dim)
+        if self.safety is None:
+            validate_observation(observation, c.cameras, c.image_size, c.state_dim)
+            hold = None
+        else:
+            hold = self.safety.check(observation, c.cameras, c.image_size, c.state_dim, c.action_dim)
         if not hasattr(self, "_chunker"):
             self.reset()
         if self.training:
             raise RuntimeError("act() needs eval mode: call policy.eval() first")
-        if self.memory is None and not self._chunker.needs_prediction():
-            return self._chunker.pop()
-        # With memory every frame is fused (the memory must see consecutive frames, as in training).
-        images, texts, state = observation_to_batch(observation, c.cameras)
+        return hold
+
+    def _fuse_step(self, observation: Mapping[str, Any]) -> FusionOutput:
+        """Fuse one observation; with memory, append it to the episode's window and add the read-out."""
+        images, texts, state = observation_to_batch(observation, self.cfg.cameras)
         fused = self.fuse(images, texts, state)
         if self.memory is not None:
             start = torch.tensor([self._episode_start])
             fused = self._with_context(fused, self.memory.step(fused.pooled, start))
             self._episode_start = False
-        if self._chunker.needs_prediction():
-            self._chunker.push(self._decode(fused)[0].cpu().numpy())
-        return self._chunker.pop()
+        return fused
+
+    @torch.inference_mode()
+    def act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """One control step: validated observation -> (A,) float32 action in [-1, 1].
+
+        ``observation`` holds one uint8 (H, W, 3) image per camera, "state" (S,) and "instruction", and
+        optionally "timestamp" / "<camera>_timestamp" (seconds, ``time.time()`` clock). Call :meth:`reset`
+        at every episode start. With ``self.safety`` set (the default) a stale, frozen or blank camera
+        gives the hold action (stored chunks are dropped, the frame does not enter the memory) and
+        actions are clamped; see :mod:`mmvla.policy.safety`. Raises :class:`ObservationError` for an
+        invalid observation.
+        """
+        hold = self._check(observation)
+        if hold is not None:
+            self._chunker.reset()  # plans made before the failure are stale once it recovers
+            return hold
+        # With memory every frame is fused (the memory must see consecutive frames, as in training).
+        if self.memory is not None or self._chunker.needs_prediction():
+            fused = self._fuse_step(observation)
+            if self._chunker.needs_prediction():
+                self._chunker.push(self._decode(fused)[0].cpu().numpy())
+        action = self._chunker.pop()
+        return action if self.safety is None else self.safety.limit(action)
+
+    @torch.inference_mode()
+    def act_chunk(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """The whole (k, A) float32 chunk for a client that executes it open-loop (asynchronous serving).
+
+        Same validation and safety as :meth:`act` (a failed camera gives k hold actions; every row is
+        clamped); the step chunker of :meth:`act` is neither used nor changed. A temporal memory sees
+        only the frames chunks are requested for.
+        """
+        hold = self._check(observation)
+        if hold is not None:
+            return np.repeat(hold[None], self.cfg.chunk_size, axis=0)
+        chunk = self._decode(self._fuse_step(observation))[0].cpu().numpy()  # (k, A)
+        return chunk if self.safety is None else self.safety.limit(chunk)
 
     def save_pretrained(self, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None) -> Path:
         """Atomically write weights (safetensors), config.json and stats.json to ``directory``."""
