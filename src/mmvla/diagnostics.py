@@ -171,11 +171,12 @@ def without_camera_fallback(policy: Any) -> None:
     other safety checks (validation, clamps) stay as configured, so ``none`` matches ``mmvla eval``.
     """
     safety = getattr(policy, "safety", None)
-    config = getattr(safety, "config", None)
     if safety is None:
         return
-    if dataclasses.is_dataclass(config) and any(f.name == "blank_std" for f in dataclasses.fields(config)):
-        policy.safety = type(safety)(dataclasses.replace(config, blank_std=None))  # type: ignore[arg-type]
+    config: Any = getattr(safety, "config", None)
+    is_config = dataclasses.is_dataclass(config) and not isinstance(config, type)
+    if is_config and any(f.name == "blank_std" for f in dataclasses.fields(config)):
+        policy.safety = type(safety)(dataclasses.replace(config, blank_std=None))
     else:  # an unknown safety layer: switch it off rather than measure it
         policy.safety = None
 
