@@ -364,24 +364,27 @@ def run_variant(
     # --- training
     policy_dir = run_dir / "policy"
     time_path = run_dir / "train_time.json"
+    worked = False  # whether this call trained or evaluated anything
     if time_path.is_file() and (policy_dir / "model.safetensors").is_file():
         log(f"{variant.run_name(seed)}: trained earlier, training skipped")
         train_time = read_json(time_path, "train time")
     else:
-        resume = (run_dir / "checkpoints" / "last" / "trainer_state.json").is_file()
+        worked = True
+        state_path = run_dir / "checkpoints" / "last" / "trainer_state.json"
+        resume = state_path.is_file()
+        start_step = int(read_json(state_path, "trainer state")["step"]) if resume else 0
         log(
             f"{variant.run_name(seed)}: {'resuming' if resume else 'training'} "
             f"({policy_cfg.fusion} fusion, {policy_cfg.head_config().kind} head, "
             f"{policy_cfg.language['kind']} language, {train_cfg.steps} steps)"
         )
         r = mmvla.train.train(data_dir, run_dir, policy_cfg, train_cfg, resume=resume, progress=progress)
-        # A resumed run only timed its last part: scale the measured throughput to the whole run.
-        done_steps = max(1, round(r.samples_per_s * r.train_seconds / train_cfg.batch_size))
-        total_s = r.train_seconds if not resume else r.train_seconds * train_cfg.steps / done_steps
+        # A resumed run only timed its last part: scale its time per step to the whole run.
+        total_s = r.train_seconds * train_cfg.steps / max(1, r.steps - start_step)
         train_time = {
             "train_s": total_s,
             "measured_s": r.train_seconds,
-            "resumed": resume,
+            "resumed_from_step": start_step if resume else None,
             "samples_per_s": r.samples_per_s,
             "final_loss": r.final_loss,
         }
@@ -394,6 +397,7 @@ def run_variant(
         m = _reusable_metrics(folder / "metrics.json", ecfg)
         if m is None:
             log(f"{variant.run_name(seed)}: evaluating{'' if name == 'none' else ' control ' + name}")
+            worked = True
             m = mmvla.evaluate.evaluate(policy_dir, ecfg, folder, progress=progress)
         metrics[name] = m
 
@@ -412,7 +416,7 @@ def run_variant(
         "axis": variant.axis,
         "name": variant.name,
         "seed": seed,
-        "run_dir": str(run_dir),
+        "run_dir": f"runs/{run_dir.name}",  # relative to OUT, so a moved comparison still reads
         "spec": spec,
         "eval_spec": eval_spec,
         "latency_spec": latency_spec,
@@ -428,7 +432,7 @@ def run_variant(
         },
     }
     atomic_write_json(result_path, res)
-    res["skipped"] = False
+    res["skipped"] = not worked
     return res
 
 

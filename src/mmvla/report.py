@@ -1,4 +1,24 @@
-"""A self-contained HTML report of a run: success tables, training curves and rollout clips, images inlined."""
+"""One self-contained HTML page per run: why a policy works, with every image inlined.
+
+:func:`write_report` reads whatever a run directory holds (each part optional) and writes
+``report.html`` with no external resource (images are ``data:`` URIs, styles inline, no scripts):
+
+* ``summary.json`` (from ``mmvla demo``): key facts at the top;
+* ``comparison.json`` (from ``mmvla compare``): the comparison table, the winner per axis with its
+  confidence interval, and the success bar chart (``comparison.png`` or redrawn). For a comparison the
+  winner's first run (``runs/<winner>-seed<k>/``) supplies the tables, curves and clips below;
+* ``eval*/metrics.json``: success per split and task family with 95% Wilson intervals;
+* ``log.csv``: training curves (loss, per-module gradient norms);
+* ``diagnostics/diagnostics.json`` and its PNGs (from :mod:`mmvla.diagnostics`): success drop per
+  removed modality, routing weights, gradient balance;
+* ``pretrain.json`` (here or in a sub-directory, from ``mmvla pretrain``): recall@k both directions and
+  the modality gap before/after contrastive pre-training (each number also in a ``data-value``
+  attribute at full precision);
+* ``viz/*.png`` (here or in a sub-directory; from :mod:`mmvla.viz`): attention overlays, embedding plots
+  and other figures. When there are none and :mod:`mmvla.viz` offers it, an attention overlay is drawn
+  for an attention-based policy checkpoint found in the run;
+* ``eval*/videos/*.gif``: rollout clips (up to 6).
+"""
 
 from __future__ import annotations
 
@@ -6,33 +26,66 @@ import base64
 import html
 import io
 import os
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mmvla.io import atomic_write_text, read_json
 
+MAX_CLIPS = 6
+MAX_VIZ = 12
+ATTENTION_FUSIONS = ("cross_attention", "transformer", "hierarchical")
 
+
+# ------------------------------------------------------------------------ small helpers
 def _png_data_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
     return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _file_data_uri(path: Path, mime: str) -> str:
+_MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def _file_data_uri(path: Path, mime: str | None = None) -> str:
+    mime = mime or _MIME.get(path.suffix.lower(), "application/octet-stream")
     return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
 
 
-def training_curve_figure(log: dict[str, list[float]]) -> Any:
-    """Loss (log scale) and learning rate against step, from :func:`mmvla.train.read_log` columns."""
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _img(uri: str, alt: str, caption: str | None = None) -> str:
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{_e(alt)}" src="{uri}">{cap}</figure>'
+
+
+def _num(value: float, fmt: str) -> str:
+    """A table cell showing ``value`` formatted, with the exact value in ``data-value``."""
+    return f'<td data-value="{value!r}">{format(value, fmt)}</td>'
+
+
+def _section(sid: str, title: str, body: str) -> tuple[str, str, str]:
+    return sid, title, f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+# ------------------------------------------------------------------------ figures
+def training_curve_figure(log: Mapping[str, list[float]]) -> Any:
+    """Loss (log scale) and per-module gradient norms against step, from :func:`mmvla.train.read_log`."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
-    a.plot(log["step"], log["loss"], label="loss")
+    mk = "o" if len(log["step"]) < 3 else None  # a short run's single row stays visible
+    a.plot(log["step"], log["loss"], label="loss", marker=mk)
     if log.get("loss_action"):
-        a.plot(log["step"], log["loss_action"], label="action loss", alpha=0.7)
+        a.plot(log["step"], log["loss_action"], label="action loss", alpha=0.7, marker=mk)
     a.set_yscale("log")
     a.set_xlabel("step")
     a.legend()
@@ -41,7 +94,7 @@ def training_curve_figure(log: dict[str, list[float]]) -> Any:
         k for k in ("grad_vision", "grad_language", "grad_proprio", "grad_fusion", "grad_head") if log.get(k)
     ]
     for k in groups:
-        b.plot(log["step"], log[k], label=k.removeprefix("grad_"))
+        b.plot(log["step"], log[k], label=k.removeprefix("grad_"), marker=mk)
     b.set_yscale("log")
     b.set_xlabel("step")
     b.set_title("gradient norm per module (modality balance)")
@@ -51,62 +104,328 @@ def training_curve_figure(log: dict[str, list[float]]) -> Any:
     return fig
 
 
-def success_table_html(metrics: dict[str, Any], title: str) -> str:
+def _viz_function(*names: str) -> Any:
+    """The first of ``names`` that :mod:`mmvla.viz` defines (None when the module or names are absent)."""
+    try:
+        from mmvla import viz  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    for n in names:
+        fn = getattr(viz, n, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+# ------------------------------------------------------------------------ sections
+def success_table_html(metrics: Mapping[str, Any], title: str) -> str:
     """HTML table of success per split and family with 95% Wilson intervals."""
     rows = []
     for split, rate in metrics["success"].items():
         lo, hi = metrics["ci95"][split]
         rows.append(
-            f"<tr><td>{split}</td><td>all</td><td>{rate:.1%}</td><td>[{lo:.2f}, {hi:.2f}]</td><td>{metrics['episodes'][split]}</td></tr>"
+            f"<tr><td>{_e(split)}</td><td>all</td>{_num(rate, '.1%')}<td>[{lo:.2f}, {hi:.2f}]</td>"
+            f"<td>{metrics['episodes'][split]}</td></tr>"
         )
         for fam, m in metrics["per_family"][split].items():
             flo, fhi = m["ci95"]
             rows.append(
-                f"<tr><td></td><td>{html.escape(fam)}</td><td>{m['success']:.1%}</td><td>[{flo:.2f}, {fhi:.2f}]</td><td>{m['episodes']}</td></tr>"
+                f"<tr><td></td><td>{_e(fam)}</td>{_num(m['success'], '.1%')}<td>[{flo:.2f}, {fhi:.2f}]</td>"
+                f"<td>{m['episodes']}</td></tr>"
             )
     head = "<tr><th>split</th><th>family</th><th>success</th><th>95% CI</th><th>episodes</th></tr>"
-    return f"<h3>{html.escape(title)}</h3><table>{head}{''.join(rows)}</table>"
+    control = metrics.get("control", "none")
+    note = f" (control: {_e(control)})" if control not in (None, "none") else ""
+    return f"<h3>{_e(title)}{note}</h3><table>{head}{''.join(rows)}</table>"
+
+
+def comparison_html(comparison: Mapping[str, Any], chart_uri: str | None) -> str:
+    """The comparison table (★ = winner of its axis), the winner statements and the chart."""
+    from mmvla.compare import CONTROL_NAMES
+
+    winners = {a: w for a, w in comparison.get("winners", {}).items() if w}
+    head = (
+        "<tr><th>axis</th><th>design</th><th>train success</th><th>unseen success</th>"
+        "<th>unseen 95% CI (pooled)</th><th>params</th><th>latency p50 / p99 (ms)</th><th>train (s)</th>"
+        "<th>blank images</th><th>wrong instruction</th></tr>"
+    )
+    rows = []
+    for r in comparison["variants"]:
+
+        def rate(split: str, r: Mapping[str, Any] = r) -> str:
+            s = r["success"].get(split)
+            if not s:
+                return "<td>-</td>"
+            spread = f" ± {s['std']:.1%}" if len(s["per_seed"]) > 1 else ""
+            return f'<td data-value="{s["mean"]!r}">{s["mean"]:.1%}{spread}</td>'
+
+        unseen = r["success"].get("unseen")
+        ci = f"[{unseen['pooled']['ci95'][0]:.2f}, {unseen['pooled']['ci95'][1]:.2f}]" if unseen else "-"
+        win = winners.get(r["axis"], {}).get("name") == r["name"]
+        ctrl = "".join(
+            _num(r["controls"][c]["success"], ".1%") if c in r["controls"] else "<td>-</td>"
+            for c in CONTROL_NAMES
+        )
+        rows.append(
+            f"<tr{' class=win' if win else ''}><td>{_e(r['axis'])}</td><td>{_e(r['name'])}{' ★' if win else ''}</td>"
+            f"{rate('train')}{rate('unseen')}<td>{ci}</td><td>{r['params']['total']:,}</td>"
+            f"<td>{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f}</td><td>{r['train_s']:.0f}</td>{ctrl}</tr>"
+        )
+    s = comparison.get("settings", {})
+    settings = (
+        f"<p class=note>Seeds {_e(s.get('seeds'))}, {_e(s.get('steps'))} training steps, "
+        f"{_e(s.get('eval_episodes'))} evaluation episodes per split and seed, blind controls "
+        f"{_e(s.get('controls'))} episodes per split and seed. Success: mean ± sample standard deviation "
+        "over seeds; CI: 95% Wilson interval of the pooled episodes. Latency: <code>policy.act()</code> at "
+        "batch 1 on one thread. Controls: success pooled over both splits (a policy that uses both "
+        "modalities should fail them).</p>"
+    )
+    statements = "".join(f"<li><b>{_e(a)}</b>: {_e(w['statement'])}</li>" for a, w in winners.items())
+    chart = (
+        _img(chart_uri, "success per design", "success per design (pooled, 95% Wilson CI)")
+        if chart_uri
+        else ""
+    )
+    return f"<ul>{statements}</ul><table>{head}{''.join(rows)}</table>{settings}{chart}"
+
+
+def diagnostics_html(diag_dir: Path) -> str:
+    """Success drop per removed modality (per split and family), routing weights and the figures."""
+    diag = read_json(diag_dir / "diagnostics.json", "diagnostics")
+    conds = list(diag["conditions"])
+    base = diag["conditions"]["none"]
+    head = "<tr><th>condition</th><th>split</th><th>success</th><th>drop</th><th>drop per family</th></tr>"
+    rows = []
+    for c in conds:
+        m = diag["conditions"][c]
+        for split, rate in m["success"].items():
+            d = diag["drop"].get(c, {}).get(split, {})
+            fam = ", ".join(f"{_e(f)} {v:+.0%}" for f, v in d.items() if f != "all")
+            drop = _num(d["all"], "+.1%") if "all" in d else "<td></td>"
+            rows.append(
+                f"<tr><td>{_e(c)}</td><td>{_e(split)}</td>{_num(rate, '.1%')}{drop}<td>{fam}</td></tr>"
+            )
+    parts = [
+        f"<p class=note>Checkpoint <code>{_e(diag['checkpoint'])}</code> ({_e(diag['fusion'])} fusion), "
+        f"{_e(base['episodes'])} episodes per split and condition; drop = baseline success − success with "
+        "the modality removed (the safety layer's blank-camera fallback is off for these rollouts).</p>",
+        f"<table>{head}{''.join(rows)}</table>",
+    ]
+    routing = diag.get("routing") or {}
+    gate = {c: w for c, w in (routing.get("gate_weights") or {}).items() if w is not None}
+    if gate:
+        mods = routing["modalities"]
+        ghead = "<tr><th>condition</th>" + "".join(f"<th>{_e(m)}</th>" for m in mods) + "</tr>"
+        grows = "".join(
+            f"<tr><td>{_e(c)}</td>" + "".join(_num(v, ".3f") for v in w) + "</tr>" for c, w in gate.items()
+        )
+        parts.append(f"<h3>gate weights (mean over the rollouts)</h3><table>{ghead}{grows}</table>")
+    bal = diag.get("gradient_balance")
+    if bal and bal.get("encoder_share"):
+        share = ", ".join(f"{_e(g)} {s:.0%}" for g, s in bal["encoder_share"].items())
+        parts.append(
+            f"<p>Gradient share of the encoders over the {_e(bal['window'])}: {share}"
+            + (f"; dominant: <b>{_e(bal['dominant'])}</b>" if bal.get("dominant") else "")
+            + "</p>"
+        )
+    for name, cap in (
+        ("ablation.png", "success when a modality is removed"),
+        ("routing.png", "routing weights"),
+        ("gradient_balance.png", "modality imbalance during training"),
+    ):
+        if (diag_dir / name).is_file():
+            parts.append(_img(_file_data_uri(diag_dir / name), cap, cap))
+    return "".join(parts)
+
+
+def pretrain_html(pretrain: Mapping[str, Any]) -> str:
+    """Recall@1/5 both directions and the modality gap, before and after pre-training, per split."""
+    metrics = pretrain.get("metrics", {})
+    cols = [
+        ("recall_i2t@1", "image→text R@1"),
+        ("recall_i2t@5", "image→text R@5"),
+        ("recall_t2i@1", "text→image R@1"),
+        ("recall_t2i@5", "text→image R@5"),
+        ("modality_gap", "modality gap"),
+        ("gap_to_variance_ratio", "gap / variance"),
+    ]
+    head = (
+        "<tr><th>split</th><th></th><th>candidates</th>"
+        + "".join(f"<th>{_e(t)}</th>" for _, t in cols)
+        + "</tr>"
+    )
+    rows = []
+    splits = list(dict.fromkeys([*metrics.get("before", {}), *metrics.get("after", {})]))
+    for split in splits:
+        for when in ("before", "after"):
+            m = metrics.get(when, {}).get(split)
+            if not m:
+                continue
+            cells = "".join(_num(float(m[k]), ".3f") if k in m else "<td>-</td>" for k, _ in cols)
+            rows.append(
+                f"<tr data-split='{_e(split)}' data-when='{when}'><td>{_e(split) if when == 'before' else ''}</td>"
+                f"<td>{when}</td><td>{int(m.get('candidates', 0))}</td>{cells}</tr>"
+            )
+    facts = (
+        f"<p class=note>{_e(pretrain.get('steps'))} steps; evaluation set: "
+        f"{_e(pretrain.get('eval', {}).get('instructions'))} instructions "
+        f"({_e(pretrain.get('eval', {}).get('unseen_instructions'))} unseen compositions), "
+        f"{_e(pretrain.get('eval', {}).get('rounds'))} rounds. Modality gap: distance between the centroids of "
+        "the L2-normalised image and text embeddings (raw gap first, then its ratio to the within-modality "
+        "spread).</p>"
+    )
+    return f"{facts}<table class=pretrain>{head}{''.join(rows)}</table>"
+
+
+# ------------------------------------------------------------------------ discovery
+def focus_run(run: Path, comparison: Mapping[str, Any] | None) -> Path:
+    """The directory whose tables, curves and clips are shown: the run, or a comparison's winner run."""
+    if comparison is None:
+        return run
+    winners = [w for w in comparison.get("winners", {}).values() if w]
+    for w in winners:
+        row = next((r for r in comparison["variants"] if r["variant"] == w["variant"]), None)
+        for d in row["runs"] if row else []:
+            p = Path(d)
+            if not p.is_absolute():
+                p = run / p
+            if p.is_dir():
+                return p
+    return run
+
+
+def _viz_pngs(dirs: Iterable[Path]) -> list[Path]:
+    found: list[Path] = []
+    for d in dirs:
+        for p in [*sorted(d.glob("viz/*.png")), *sorted(d.glob("*/viz/*.png"))]:
+            if p not in found and "runs" not in p.relative_to(d).parts:
+                found.append(p)
+    return found[:MAX_VIZ]
+
+
+def _draw_attention(run: Path, focus: Path) -> list[tuple[str, str]]:
+    """Attention overlay drawn by :mod:`mmvla.viz` for an attention-fusion checkpoint (when both exist)."""
+    draw = _viz_function("attention_overlay_for_checkpoint", "checkpoint_attention_figure")
+    if draw is None:
+        return []
+    for d in (focus, run):
+        ckpt = d / "policy"
+        if (ckpt / "config.json").is_file():
+            from mmvla.policy.checkpoint import load_config
+
+            cfg, _ = load_config(ckpt)
+            if cfg.fusion not in ATTENTION_FUSIONS:
+                return []
+            try:
+                fig = draw(ckpt)
+            except (ValueError, RuntimeError, NotImplementedError):
+                return []
+            return [(_png_data_uri(fig), "cross-attention over image patches")]
+    return []
+
+
+# ------------------------------------------------------------------------ the page
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child,td:nth-child(2){text-align:left}tr.win{background:#eef7ee}"
+    ".clips,.figs{display:flex;flex-wrap:wrap;gap:10px}figure{margin:.3em 0}img{max-width:100%}"
+    "figcaption{font-size:12px;color:#555}.note{font-size:13px;color:#444}nav a{margin-right:1em}"
+    "code{background:#f4f4f4;padding:0 3px}"
+)
 
 
 def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
-    """Write ``run_dir/report.html`` from what the run directory holds.
+    """Write ``run_dir/report.html`` (or ``out``) from what the run directory holds; returns its path.
 
-    Reads (each optional): ``log.csv``; ``eval*/metrics.json`` (one table each, named by folder);
-    ``eval/videos/*.gif`` (up to 6 clips); ``summary.json`` (key facts shown at the top).
+    See the module docstring for the files read; every one is optional and every image is inlined.
     """
     from mmvla.train import read_log
 
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory not found: {run}")
-    parts = [f"<h1>mmvla run: {html.escape(run.name)}</h1>"]
+    sections: list[tuple[str, str, str]] = []
+    top: list[str] = []
     if (run / "summary.json").is_file():
         summary = read_json(run / "summary.json", "run summary")
-        items = "".join(
-            f"<li><b>{html.escape(str(k))}</b>: {html.escape(str(v))}</li>" for k, v in summary.items()
+        top.append(
+            "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in summary.items()) + "</ul>"
         )
-        parts.append(f"<ul>{items}</ul>")
-    for metrics_path in sorted(run.glob("eval*/metrics.json")):
-        parts.append(success_table_html(read_json(metrics_path, "metrics"), metrics_path.parent.name))
-    if (run / "log.csv").is_file():
-        import matplotlib.pyplot as plt
 
-        fig = training_curve_figure(read_log(run / "log.csv"))
-        parts.append(f'<h3>training</h3><img alt="training curves" src="{_png_data_uri(fig)}">')
-        plt.close(fig)
-    clips = sorted(run.glob("eval*/videos/*.gif"))[:6]
-    if clips:
-        imgs = "".join(
-            f'<figure><img alt="{html.escape(c.stem)}" src="{_file_data_uri(c, "image/gif")}"><figcaption>{html.escape(c.stem)}</figcaption></figure>'
-            for c in clips
-        )
-        parts.append(f"<h3>rollouts</h3><div class='clips'>{imgs}</div>")
-    style = (
-        "body{font-family:sans-serif;max-width:1000px;margin:2em auto}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:3px 8px}.clips{display:flex;flex-wrap:wrap;gap:8px}"
-        "figure{margin:0}figcaption{font-size:11px}"
+    comparison = (
+        read_json(run / "comparison.json", "comparison") if (run / "comparison.json").is_file() else None
     )
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>mmvla report</title><style>{style}</style></head><body>{''.join(parts)}</body></html>"
+    if comparison is not None:
+        if (run / "comparison.png").is_file():
+            chart = _file_data_uri(run / "comparison.png")
+        else:
+            from mmvla.compare import comparison_figure
+
+            chart = _png_data_uri(comparison_figure(comparison))
+        sections.append(_section("comparison", "Comparison of designs", comparison_html(comparison, chart)))
+    focus = focus_run(run, comparison)
+    where = "" if focus == run else f" — winner run {focus.name}"
+
+    tables = [
+        success_table_html(read_json(p, "metrics"), p.parent.name)
+        for p in sorted(focus.glob("eval*/metrics.json"))
+    ]
+    if tables:
+        sections.append(_section("success", f"Success{where}", "".join(tables)))
+
+    if (focus / "log.csv").is_file():
+        log = read_log(focus / "log.csv")
+        if log.get("step"):
+            curves = _viz_function("training_curves_figure", "training_curves")
+            try:
+                fig = curves(log) if curves is not None else training_curve_figure(log)
+            except (TypeError, ValueError, KeyError):
+                fig = training_curve_figure(log)
+            sections.append(
+                _section("training", f"Training{where}", _img(_png_data_uri(fig), "training curves"))
+            )
+
+    diag_dirs = [
+        d for d in (run / "diagnostics", focus / "diagnostics") if (d / "diagnostics.json").is_file()
+    ]
+    if diag_dirs:
+        sections.append(_section("diagnostics", "Modality diagnostics", diagnostics_html(diag_dirs[0])))
+
+    pre = [p for p in (run / "pretrain.json", *sorted(run.glob("*/pretrain.json"))) if p.is_file()]
+    if pre:
+        body = "".join(
+            (f"<h3>{_e(p.parent.name)}</h3>" if len(pre) > 1 else "")
+            + pretrain_html(read_json(p, "pretrain"))
+            for p in pre
+        )
+        sections.append(_section("pretrain", "Contrastive pre-training: alignment", body))
+
+    figs = [(_file_data_uri(p), p.stem.replace("_", " ")) for p in _viz_pngs(dict.fromkeys([run, focus]))]
+    if not figs:
+        figs = _draw_attention(run, focus)
+    if figs:
+        body = "<div class=figs>" + "".join(_img(uri, cap, cap) for uri, cap in figs) + "</div>"
+        sections.append(_section("viz", "Attention and embeddings", body))
+
+    clips = sorted(focus.glob("eval*/videos/*.gif"))[:MAX_CLIPS]
+    if clips:
+        body = (
+            "<div class=clips>" + "".join(_img(_file_data_uri(c), c.stem, c.stem) for c in clips) + "</div>"
+        )
+        sections.append(_section("rollouts", f"Rollouts{where}", body))
+
+    nav = "<nav>" + "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t, _ in sections) + "</nav>"
+    body = (
+        "".join(top)
+        + (nav if sections else "<p>Nothing to report yet.</p>")
+        + "".join(s for _, _, s in sections)
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>mmvla report: {_e(run.name)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>mmvla report: {_e(run.resolve().name)}</h1>{body}</body></html>"
+    )
     path = Path(out) if out else run / "report.html"
     atomic_write_text(path, page)
     return path

@@ -1,0 +1,273 @@
+"""`mmvla compare`: end to end on a tiny budget, resumability, and the aggregation against closed forms."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+
+import pytest
+
+from mmvla.compare import (
+    CompareConfig,
+    Variant,
+    aggregate_variant,
+    apply_overrides,
+    base_configs,
+    comparison_table,
+    count_parameters,
+    pick_winner,
+    variant_configs,
+)
+from mmvla.evaluate import wilson_interval
+
+ALL_FUSIONS = ("early", "late", "cross_attention", "transformer", "film", "gated", "moe", "hierarchical")
+TINY = [
+    "--steps", "3", "--eval-episodes", "1", "--controls", "1", "--eval-max-steps", "6", "--workers", "1",
+    "--set", "policy.dim=32", "--set", "train.batch_size=8", "--set", "policy.head.hidden=32", "--quiet",
+]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mmvla.data.collect import collect_dataset
+
+    root = tmp_path_factory.mktemp("compare") / "data"
+    collect_dataset(root, episodes=3, workers=1, seed=0, image_size=32, progress=False)
+    return root
+
+
+def _compare(argv: list[str]) -> int:
+    from mmvla.cli import main
+
+    return main(["compare", *argv])
+
+
+def _mtimes(out: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(out)): p.stat().st_mtime_ns
+        for p in sorted(out.glob("runs/*/**/*"))
+        if p.is_file() and p.suffix in (".safetensors", ".json", ".csv", ".gif")
+    }
+
+
+def _check_outputs(out: Path, fusions: tuple[str, ...]) -> dict:
+    comparison = json.loads((out / "comparison.json").read_text())
+    assert [r["name"] for r in comparison["variants"]] == list(fusions)
+    table = (out / "comparison.md").read_text()
+    for name in fusions:
+        assert f"| fusion | {name}" in table
+        assert (out / "runs" / f"fusion-{name}-seed0" / "policy" / "model.safetensors").is_file()
+    for r in comparison["variants"]:
+        assert r["params"]["total"] > 0 and r["latency_ms"]["p99"] >= r["latency_ms"]["p50"] > 0
+        assert set(r["success"]) == {"train", "unseen"}
+        assert set(r["controls"]) == {"blank_images", "wrong_instruction"}
+    winner = comparison["winners"]["fusion"]
+    assert winner["name"] in fusions and "ci_overlap" in winner
+    assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "Comparison of designs" in (out / "report.html").read_text()
+    return comparison
+
+
+def test_compare_two_designs_end_to_end_then_skips_finished(tiny_data, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "cmp"
+    fusions = ("early", "gated")
+    assert _compare(["--fusions", ",".join(fusions), "--data", str(tiny_data), "--out", str(out), *TINY]) == 0
+    first = _check_outputs(out, fusions)
+    assert sorted(first["ran"]) == ["fusion-early-seed0", "fusion-gated-seed0"] and first["skipped"] == []
+    printed = capsys.readouterr().out
+    assert "| fusion | early" in printed and "| fusion | gated" in printed
+    before = _mtimes(out)
+
+    import mmvla.evaluate
+    import mmvla.train
+
+    def boom(*a, **k):
+        raise AssertionError("a finished design was trained or evaluated again")
+
+    monkeypatch.setattr(mmvla.train, "train", boom)
+    monkeypatch.setattr(mmvla.evaluate, "evaluate", boom)
+    assert _compare(["--fusions", ",".join(fusions), "--data", str(tiny_data), "--out", str(out), *TINY]) == 0
+    second = _check_outputs(out, fusions)
+    assert second["ran"] == [] and sorted(second["skipped"]) == ["fusion-early-seed0", "fusion-gated-seed0"]
+    assert "finished earlier, skipped" in capsys.readouterr().out
+    assert _mtimes(out) == before  # nothing in the run directories was rewritten
+    assert second["variants"] == first["variants"]
+
+
+def test_partially_trained_run_resumes_from_its_checkpoint(tiny_data, tmp_path, monkeypatch):
+    import mmvla.train
+
+    cfg = CompareConfig(
+        fusions=("late",),
+        steps=4,
+        eval_episodes=1,
+        controls=0,
+        workers=1,
+        eval_max_steps=4,
+        video_episodes=0,
+        latency_steps=3,
+        latency_warmup=1,
+        policy_overrides={"dim": 32, "image_size": 32},
+        train_overrides={"batch_size": 8, "checkpoint_every": 2},
+    )
+    out = tmp_path / "cmp"
+    base_p, base_t = base_configs(cfg)
+    v = Variant("fusion", "late")
+    pc, tc = variant_configs(v, base_p, base_t, seed=0)
+    run_dir = out / "runs" / v.run_name(0)
+    mmvla.train.train(tiny_data, run_dir, pc, tc, progress=False, stop_after=2)  # "killed" after 2 steps
+    assert not (run_dir / "policy").exists()
+
+    calls: list[dict] = []
+    real = mmvla.train.train
+
+    def spy(*a, **k):
+        calls.append(k)
+        return real(*a, **k)
+
+    monkeypatch.setattr(mmvla.train, "train", spy)
+    from mmvla.compare import run_compare
+
+    comparison = run_compare(out, cfg, data_dir=tiny_data, report=False, log=lambda s: None)
+    assert [c["resume"] for c in calls] == [True]
+    assert json.loads((run_dir / "policy" / "config.json").read_text())["extra"]["steps"] == 4
+    t = json.loads((run_dir / "train_time.json").read_text())
+    assert t["resumed_from_step"] == 2
+    assert comparison["variants"][0]["name"] == "late"
+
+
+def test_changed_settings_are_refused_not_mixed(tiny_data, tmp_path):
+    out = tmp_path / "cmp"
+    args = ["--fusions", "early", "--data", str(tiny_data), "--out", str(out), *TINY]
+    assert _compare(args) == 0
+    assert _compare([*args[:-1], "--steps", "4", "--quiet"]) == 2  # the cli turns the ValueError into exit 2
+
+
+@pytest.mark.slow
+def test_compare_every_fusion_design(tiny_data, tmp_path):
+    out = tmp_path / "cmp"
+    argv = ["--fusions", ",".join(ALL_FUSIONS), "--heads", "regression", "--data", str(tiny_data)]
+    assert _compare([*argv, "--out", str(out), *TINY]) == 0
+    comparison = _check_outputs_all(out)
+    # head-regression is the demo recipe, identical to fusion-film: trained once, results shared.
+    head = next(r for r in comparison["variants"] if r["axis"] == "head")
+    film = next(r for r in comparison["variants"] if r["name"] == "film")
+    assert head["runs"] == film["runs"] and not (out / "runs" / "head-regression-seed0").exists()
+
+
+def _check_outputs_all(out: Path) -> dict:
+    comparison = json.loads((out / "comparison.json").read_text())
+    names = [r["name"] for r in comparison["variants"] if r["axis"] == "fusion"]
+    assert names == list(ALL_FUSIONS)
+    table = (out / "comparison.md").read_text()
+    assert all(f"| fusion | {n}" in table for n in ALL_FUSIONS) and "| head | regression" in table
+    return comparison
+
+
+# ------------------------------------------------------------------------ no simulator needed
+def _result(name: str, seed: int, k_train: int, k_unseen: int, n: int = 10, params: int = 100) -> dict:
+    return {
+        "variant": f"fusion-{name}",
+        "axis": "fusion",
+        "name": name,
+        "seed": seed,
+        "run_dir": f"runs/fusion-{name}-seed{seed}",
+        "params": {"total": params, "trainable": params, "frozen_external": 0},
+        "latency": {"p50_ms": 1.0 + seed, "p99_ms": 2.0 + seed},
+        "train": {"train_s": 10.0 * (seed + 1)},
+        "success": {"train": k_train / n, "unseen": k_unseen / n},
+        "counts": {
+            "train": {"successes": k_train, "episodes": n},
+            "unseen": {"successes": k_unseen, "episodes": n},
+        },
+        "controls": {
+            "blank_images": {
+                "success": {"train": 0.1, "unseen": 0.0},
+                "counts": {
+                    "train": {"successes": 1, "episodes": 10},
+                    "unseen": {"successes": 0, "episodes": 10},
+                },
+            }
+        },
+    }
+
+
+def test_aggregate_matches_closed_forms():
+    rs = [_result("film", 0, 6, 3), _result("film", 1, 8, 5), _result("film", 2, 7, 1)]
+    a = aggregate_variant(rs)
+    unseen = a["success"]["unseen"]
+    assert unseen["mean"] == pytest.approx(0.3)
+    assert unseen["std"] == pytest.approx(statistics.stdev([0.3, 0.5, 0.1]))
+    assert unseen["pooled"]["successes"] == 9 and unseen["pooled"]["episodes"] == 30
+    assert unseen["pooled"]["ci95"] == pytest.approx(list(wilson_interval(9, 30)))
+    assert a["controls"]["blank_images"]["success"] == pytest.approx(3 / 60)
+    assert a["latency_ms"] == {"p50": 2.0, "p99": 3.0}  # medians over seeds
+    assert a["train_s"] == pytest.approx(20.0)
+
+
+def test_winner_and_ci_overlap():
+    clear = [
+        aggregate_variant([_result("a", 0, 9, 48, n=50)]),
+        aggregate_variant([_result("b", 0, 9, 5, n=50)]),
+    ]
+    w = pick_winner(clear)
+    assert w["name"] == "a" and w["runner_up"] == "b" and w["ci_overlap"] is False
+    assert "clear winner" in w["statement"]
+    close = [aggregate_variant([_result("a", 0, 5, 5)]), aggregate_variant([_result("b", 0, 5, 4)])]
+    w = pick_winner(close)
+    assert w["name"] == "a" and w["ci_overlap"] is True and "not statistically established" in w["statement"]
+    # ties on unseen: train success decides, then fewer parameters
+    tie = [
+        aggregate_variant([_result("big", 0, 5, 5, params=900)]),
+        aggregate_variant([_result("small", 0, 5, 5)]),
+    ]
+    assert pick_winner(tie)["name"] == "small"
+    table = comparison_table({"variants": clear, "winners": {"fusion": pick_winner(clear)}, "settings": {}})
+    assert "| fusion | a ★ |" in table and math.isfinite(clear[0]["train_s"])
+
+
+def test_config_validation_and_overrides():
+    with pytest.raises(ValueError, match="unknown fusion"):
+        CompareConfig(fusions=("nope",))
+    with pytest.raises(ValueError, match="nothing to compare"):
+        CompareConfig()
+    with pytest.raises(ValueError, match="seeds"):
+        CompareConfig(fusions=("film",), seeds=(1, 1))
+    assert apply_overrides({"a": 1, "h": {"x": 1, "y": 2}}, {"h.x": 5, "b": 3}) == {
+        "a": 1,
+        "h": {"x": 5, "y": 2},
+        "b": 3,
+    }
+    with pytest.raises(ValueError, match="not a dict"):
+        apply_overrides({"a": 1}, {"a.b": 2})
+    cfg = CompareConfig(fusions=("moe",), heads=("flow",), languages=("minilm",), steps=7)
+    base_p, base_t = base_configs(cfg)
+    for v, field, value in [
+        (Variant("fusion", "moe"), "fusion", "moe"),
+        (Variant("head", "flow"), "head", None),
+        (Variant("language", "minilm"), "language", None),
+    ]:
+        p, t = variant_configs(v, base_p, base_t, seed=3)
+        changed = {k for k, val in p.to_dict().items() if base_p.to_dict()[k] != val}
+        assert changed == {field} and t.seed == 3 and t.steps == 7
+        if value:
+            assert getattr(p, field) == value
+    assert variant_configs(Variant("head", "flow"), base_p, base_t, 0)[0].head["kind"] == "flow"
+
+
+def test_count_parameters_counts_frozen_external_encoders():
+    import torch
+    from torch import nn
+
+    class M(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a = nn.Linear(3, 4)  # 16
+            self.b = nn.Linear(4, 1).requires_grad_(False)  # 5
+            self._held = [nn.Linear(2, 2)]  # 6, outside the module tree
+
+    c = count_parameters(M())
+    assert c == {"total": 21, "trainable": 16, "frozen_external": 6}
+    assert torch.get_num_threads() >= 1
