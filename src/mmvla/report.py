@@ -207,7 +207,7 @@ def diagnostics_html(diag_dir: Path) -> str:
             )
     parts = [
         f"<p class=note>Checkpoint <code>{_e(diag['checkpoint'])}</code> ({_e(diag['fusion'])} fusion), "
-        f"{_e(base['episodes'])} episodes per split and condition; drop = baseline success − success with "
+        f"{_e(max(base['episodes'].values(), default=0))} episodes per split and condition; drop = baseline success − success with "
         "the modality removed (the safety layer's blank-camera fallback is off for these rollouts).</p>",
         f"<table>{head}{''.join(rows)}</table>",
     ]
