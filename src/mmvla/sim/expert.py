@@ -34,7 +34,7 @@ FUNNEL_HEIGHT = 0.09  # metres above the grasp height while far from the target
 FUNNEL_SIGMA = 0.03  # metres: horizontal error at which ~63% of FUNNEL_HEIGHT is kept
 YAW_TO_METRES = 0.05  # a yaw error of 1 rad counts as this many metres of misalignment
 GRIP_SIGMA = 0.012  # metres: gripper command is ~0 at this 3-D alignment error ...
-GRIP_Z_WEIGHT = 3.0  # ... where height errors count double (close low, for a deep grasp)
+GRIP_Z_WEIGHT = 4.0  # ... where height errors count 4x (close only once low: a deep grasp holds)
 AIM_BELOW = 0.003  # the descent aims this far below the grasp height, so it does not crawl at the end
 GRASP_Z_MIN = scene.FINGER_TIP_BELOW + 0.003  # grasp point height keeping the tips 3 mm off the table
 GRASP_WIDTH = 2 * scene.CUBE_HALF  # every shape is 4.5 cm wide across its grasp axis
@@ -184,7 +184,7 @@ class ScriptedExpert:
         closure = (2 * scene.FINGER_MAX - ee[4]) / (2 * scene.FINGER_MAX - GRASP_WIDTH)
         # Lift weight: rises as the pads reach the object's width, falls again if they close well past
         # it (nothing between them: the grasp missed, so open and try again).
-        lift = _smoothstep((closure - 0.7) / 0.3) * (1.0 - _smoothstep((closure - 1.15) / 0.15))
+        lift = _smoothstep((closure - 0.85) / 0.15) * (1.0 - _smoothstep((closure - 1.15) / 0.15))
         return grasp, yaw_goal, d, lift
 
     def _pick(self, obj: SceneObject) -> tuple[np.ndarray, float, float]:
@@ -236,10 +236,15 @@ class ScriptedExpert:
         funnel_z = grasp[2] - AIM_BELOW + FUNNEL_HEIGHT * (1.0 - math.exp(-((d / FUNNEL_SIGMA) ** 2)))
         grip = self._grip(d, grasp[2] - ee[2], lift)
         # Carry part: over the base, height funnel around it; horizontal motion waits for some height.
-        offset = grasp - pos
+        # While held, the hand moves so that the *object* reaches its spot (whatever hand-object offset
+        # the grasp gave), aiming a little below it so the descent does not crawl.
+        offset = ee[:3] - pos
         d_base = math.hypot(bpos[0] - pos[0], bpos[1] - pos[1])
         carry_z = (
-            place_z + offset[2] + 0.003 + FUNNEL_HEIGHT * (1.0 - math.exp(-((d_base / FUNNEL_SIGMA) ** 2)))
+            place_z
+            + offset[2]
+            - AIM_BELOW
+            + FUNNEL_HEIGHT * (1.0 - math.exp(-((d_base / FUNNEL_SIGMA) ** 2)))
         )
         clear = _smoothstep((pos[2] - scene.SHAPE_HALF_EXTENTS[obj.shape][2] - 0.03) / 0.03)
         near = math.exp(-((d_base / FUNNEL_SIGMA) ** 2))

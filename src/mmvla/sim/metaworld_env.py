@@ -1,0 +1,607 @@
+"""Meta-World MT10 behind the tabletop's observation/action interface (optional extra ``mmvla[metaworld]``).
+
+The ten MT10 tasks (Meta-World 3.1.1, v3 environments) become one Gymnasium environment,
+``MetaWorldMT10Env``, whose observations and actions look like :class:`mmvla.sim.env.TabletopEnv`'s, so
+``mmvla collect / train / eval --env metaworld-mt10`` run the same code as the tabletop.
+
+Observation (``gymnasium.spaces.Dict``):
+    ``"corner4"`` (the cameras in ``config.cameras``): uint8 images, (H, W, 3), upright. Meta-World's
+        ``corner*`` cameras render upside down (the camera is rolled by 180 degrees), so their images are
+        rotated back (``img[::-1, ::-1]``; a rotation, not a mirror). Rendered headless (``MUJOCO_GL=egl``)
+        with our own ``mujoco.Renderer``, shadows and multisampling off.
+    ``"state"``: float32 (4,) = [x, y, z, gripper]: the hand position (Meta-World's end-effector body,
+        metres, world frame: +x to the robot's right, +y away from its base, z up, table top at z = 0)
+        and the gripper opening (finger distance / 0.1 m, clipped to [0, 1]: 0 closed, 1 open); that is
+        Meta-World's own proprioception, ``obs[:4]``. Objects and goals are not in the state: the policy
+        must find them in the image.
+    ``"instruction"``: the task's canonical instruction (:data:`TASK_INSTRUCTIONS`).
+
+Action: float32 (4,) in [-1, 1] = [dx, dy, dz, gripper] (``config.action_dim = 4``, the default):
+    dx, dy, dz: the hand's mocap target moves by ``action * 0.01`` m (Meta-World's ``action_scale``), world
+        frame, once per control step (12.5 ms: 5 substeps of 2.5 ms, 80 Hz);
+    gripper: the fingers' position target, our convention: +1 = open, -1 = closed (Meta-World's sign is
+        the opposite: its ``action[3] = +1`` closes, so it receives ``-gripper``).
+    With ``config.action_dim = 7`` the action is the tabletop's layout [dx, dy, dz, droll, dpitch, dyaw,
+    gripper]: the three rotations are ignored (the Sawyer's hand always points down) and recorded as 0.
+
+Tasks, goals and seeds: ``reset(seed=s)`` picks task ``config.tasks[s % n]`` (``options={"family": task}``
+or ``{"instruction": text}`` overrides it) and the task's goal variation ``(s // n) % config.variations``.
+Variation ``v`` of a task is Meta-World's own goal/object sampler (``_get_state_rand_vec`` with its rejection
+loops) seeded from ``(config.variation_seed, task index, v)``: like ``metaworld.MT10`` (50 fixed variations
+per task; the same distribution, not the same numbers). ``variations=None`` draws a fresh variation from
+every episode seed instead (held-out goals). Everything else is deterministic: Meta-World's hand always
+starts at the task's ``hand_init_pos``.
+
+The goal of reach, push and pick-place is a free-floating marker; Meta-World draws it as a 2 cm sphere,
+about one pixel at 64². ``config.goal_marker_radius`` (default 3 cm) enlarges it so the policy can see it;
+None keeps Meta-World's look. It is a site, so physics is unchanged.
+
+Episodes end with ``terminated=True`` at the first success (``info["success"]``: Meta-World's own success
+test; push, door-open and peg-insert drift out of success when continued) and ``truncated=True`` at
+``config.max_steps``. ``info``: ``success`` (bool), ``family`` (the task name, e.g. ``"push-v3"``, so
+evaluation groups by task), ``instruction``, ``variation``, ``split`` ("train": MT10 trains and tests on
+the same tasks), ``reward`` (Meta-World's dense reward).
+
+The expert is Meta-World's own scripted policy for the task (:class:`MetaWorldExpert`); it reads the full
+Meta-World observation (object and goal positions) from the environment, never from our observation.
+"""
+
+from __future__ import annotations
+
+import os
+import string
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+INSTALL_HINT = "pip install 'mmvla[metaworld]'"
+
+ENV_NAME = "metaworld-mt10"
+ROBOT_TYPE = "metaworld_sawyer"
+MT10_TASKS: tuple[str, ...] = (
+    "reach-v3",
+    "push-v3",
+    "pick-place-v3",
+    "door-open-v3",
+    "drawer-open-v3",
+    "drawer-close-v3",
+    "button-press-topdown-v3",
+    "peg-insert-side-v3",
+    "window-open-v3",
+    "window-close-v3",
+)
+#: Natural instructions per task; the first is canonical (the observation's "instruction"). Every
+#: instruction names exactly one task.
+TASK_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
+    "reach-v3": ("reach the goal", "move the gripper to the goal"),
+    "push-v3": ("push the puck to the goal", "slide the puck to the goal"),
+    "pick-place-v3": ("pick up the puck and place it at the goal", "put the puck on the goal"),
+    "door-open-v3": ("open the door", "swing the door open"),
+    "drawer-open-v3": ("open the drawer", "pull the drawer open"),
+    "drawer-close-v3": ("close the drawer", "push the drawer shut"),
+    "button-press-topdown-v3": ("press the button from the top", "push the button down"),
+    "peg-insert-side-v3": ("insert the peg into the side hole", "put the peg in the hole"),
+    "window-open-v3": ("open the window", "slide the window open"),
+    "window-close-v3": ("close the window", "slide the window shut"),
+}
+INSTRUCTION_CHARSET = string.ascii_lowercase + " -"
+INSTRUCTION_MAX_LENGTH = 64
+
+#: Meta-World's cameras; the ``corner*`` ones render upside down and are rotated back.
+CAMERAS: tuple[str, ...] = (
+    "corner",
+    "corner2",
+    "corner3",
+    "corner4",
+    "topview",
+    "behindGripper",
+    "gripperPOV",
+)
+UPSIDE_DOWN_CAMERAS = frozenset({"corner", "corner2", "corner3", "corner4"})
+DEFAULT_CAMERAS: tuple[str, ...] = ("corner4",)
+GOAL_MARKER_TASKS = frozenset({"reach-v3", "push-v3", "pick-place-v3"})
+
+DEFAULT_MAX_STEPS = 200  # the expert needs 47-111 steps on average per task (peg-insert-side the most)
+MW_MAX_PATH_LENGTH = 500  # Meta-World refuses to step past this
+ACTION_SCALE = 0.01  # metres per step at action 1 (Meta-World's SawyerXYZEnv.action_scale)
+CONTROL_HZ = 80  # 5 substeps x 2.5 ms
+
+STATE_NAMES: tuple[str, ...] = ("x", "y", "z", "gripper")
+ACTION_NAMES_4: tuple[str, ...] = ("dx", "dy", "dz", "gripper")
+ACTION_NAMES_7: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+HAND_LOW = (-0.525, 0.348, -0.0525)  # Meta-World's _HAND_SPACE
+HAND_HIGH = (0.525, 1.025, 0.7)
+
+
+def _import_metaworld() -> Any:
+    """Import Meta-World (and its policies) lazily, with an install hint when it is absent."""
+    try:
+        import metaworld
+        import metaworld.policies
+    except ImportError as e:  # metaworld, or one of its undeclared dependencies (packaging)
+        raise ImportError(f"the {ENV_NAME!r} environment needs Meta-World 3.1.1: {INSTALL_HINT} ({e})") from e
+    return metaworld
+
+
+def metaworld_available() -> bool:
+    """True when Meta-World can be imported."""
+    try:
+        _import_metaworld()
+    except ImportError:
+        return False
+    return True
+
+
+def canonical_task(name: str) -> str:
+    """``"reach"`` or ``"reach-v3"`` -> ``"reach-v3"``; ValueError naming the MT10 tasks otherwise."""
+    task = name if name.endswith("-v3") else f"{name}-v3"
+    if task not in TASK_INSTRUCTIONS:
+        raise ValueError(f"unknown Meta-World MT10 task {name!r}; expected one of {', '.join(MT10_TASKS)}")
+    return task
+
+
+def instruction_to_task(text: str) -> str:
+    """The task an instruction names (any of :data:`TASK_INSTRUCTIONS`, case and spaces normalised)."""
+    key = " ".join(text.lower().split())
+    for task, texts in TASK_INSTRUCTIONS.items():
+        if key in texts:
+            return task
+    raise ValueError(f"instruction {text!r} names no Meta-World MT10 task")
+
+
+def all_instructions(canonical_only: bool = True) -> tuple[str, ...]:
+    """Every task's canonical instruction (MT10 order), or every phrasing with ``canonical_only=False``."""
+    if canonical_only:
+        return tuple(TASK_INSTRUCTIONS[t][0] for t in MT10_TASKS)
+    return tuple(s for t in MT10_TASKS for s in TASK_INSTRUCTIONS[t])
+
+
+def orient_image(camera: str, image: np.ndarray) -> np.ndarray:
+    """Turn a raw render of ``camera`` upright: the ``corner*`` cameras are rotated by 180 degrees."""
+    return image[::-1, ::-1] if camera in UPSIDE_DOWN_CAMERAS else image
+
+
+@dataclass
+class MetaWorldConfig:
+    """Everything that defines a :class:`MetaWorldMT10Env`.
+
+    Attributes:
+        tasks: MT10 task names (v3; ``"reach"`` is accepted for ``"reach-v3"``) the seeds cycle through.
+        cameras: Meta-World cameras rendered into the observation (:data:`CAMERAS`); an empty tuple
+            renders nothing (fast expert-only runs).
+        image_size: side of the square uint8 images, pixels.
+        max_steps: time limit in control steps (truncation), at most 500 (Meta-World's own limit).
+        variations: goal variations per task (seed -> variation ``(seed // len(tasks)) % variations``);
+            None: a fresh variation from every seed.
+        variation_seed: seeds the variations (a different benchmark instance per value).
+        action_dim: 4 ([dx, dy, dz, gripper]) or 7 (the tabletop's layout, rotations ignored).
+        goal_marker_radius: radius (m) the free goal marker of reach/push/pick-place is drawn with;
+            None keeps Meta-World's 2 cm.
+        terminate_on_success: end the episode (terminated=True) at the first successful step.
+        render_size: side of the image ``render()`` returns (first camera, or corner4), pixels.
+        split: always "train" (MT10 trains and tests on the same tasks; accepted for API symmetry).
+    """
+
+    tasks: tuple[str, ...] = MT10_TASKS
+    cameras: tuple[str, ...] = DEFAULT_CAMERAS
+    image_size: int = 64
+    max_steps: int = DEFAULT_MAX_STEPS
+    variations: int | None = 50
+    variation_seed: int = 0
+    action_dim: int = 4
+    goal_marker_radius: float | None = 0.03
+    terminate_on_success: bool = True
+    render_size: int = 256
+    split: str = "train"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.tasks, str):
+            self.tasks = (self.tasks,)
+        self.tasks = tuple(canonical_task(t) for t in self.tasks)
+        if not self.tasks:
+            raise ValueError("MetaWorldConfig.tasks must not be empty")
+        if len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"MetaWorldConfig.tasks has duplicates: {self.tasks}")
+        if isinstance(self.cameras, str):
+            self.cameras = (self.cameras,)
+        self.cameras = tuple(self.cameras)
+        for cam in self.cameras:
+            if cam not in CAMERAS:
+                raise ValueError(f"unknown Meta-World camera {cam!r}; expected any of {CAMERAS}")
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ValueError(f"MetaWorldConfig.cameras has duplicates: {self.cameras}")
+        for name in ("image_size", "render_size"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or not 16 <= v <= 1024:
+                raise ValueError(f"MetaWorldConfig.{name} must be an int in [16, 1024], got {v!r}")
+        if not isinstance(self.max_steps, int) or not 1 <= self.max_steps <= MW_MAX_PATH_LENGTH:
+            raise ValueError(
+                f"MetaWorldConfig.max_steps must be an int in [1, {MW_MAX_PATH_LENGTH}], got {self.max_steps!r}"
+            )
+        if self.variations is not None and (not isinstance(self.variations, int) or self.variations < 1):
+            raise ValueError(
+                f"MetaWorldConfig.variations must be a positive int or None, got {self.variations!r}"
+            )
+        if not isinstance(self.variation_seed, int) or self.variation_seed < 0:
+            raise ValueError(
+                f"MetaWorldConfig.variation_seed must be an int >= 0, got {self.variation_seed!r}"
+            )
+        if self.action_dim not in (4, 7):
+            raise ValueError(f"MetaWorldConfig.action_dim must be 4 or 7, got {self.action_dim!r}")
+        if self.goal_marker_radius is not None and not 0.0 < self.goal_marker_radius <= 0.1:
+            raise ValueError(
+                f"MetaWorldConfig.goal_marker_radius must be in (0, 0.1] metres or None, got {self.goal_marker_radius}"
+            )
+        if self.split != "train":
+            raise ValueError(f"Meta-World MT10 has only the 'train' split, got {self.split!r}")
+
+    @property
+    def state_names(self) -> tuple[str, ...]:
+        """Names of the state vector's entries (the dataset's ``observation.state`` feature)."""
+        return STATE_NAMES
+
+    @property
+    def action_names(self) -> tuple[str, ...]:
+        """Names of the action vector's entries (the dataset's ``action`` feature)."""
+        return ACTION_NAMES_4 if self.action_dim == 4 else ACTION_NAMES_7
+
+    def task_for_seed(self, seed: int) -> str:
+        """The task episode ``seed`` runs unless ``reset`` names one."""
+        return self.tasks[seed % len(self.tasks)]
+
+    def variation_for_seed(self, seed: int) -> int | None:
+        """The goal variation of episode ``seed`` (None: the seed itself draws the goal)."""
+        if self.variations is None:
+            return None
+        return (seed // len(self.tasks)) % self.variations
+
+    def sampler_seed(self, task: str, seed: int) -> int:
+        """The seed of Meta-World's goal/object sampler for ``task`` in episode ``seed`` (uint32)."""
+        v = self.variation_for_seed(seed)
+        key = (self.variation_seed, MT10_TASKS.index(task), -1 if v is None else v, seed if v is None else 0)
+        return int(np.random.SeedSequence([k + 1 for k in key]).generate_state(1)[0])
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable dict (provenance in dataset metadata)."""
+        d = asdict(self)
+        d["tasks"] = list(self.tasks)
+        d["cameras"] = list(self.cameras)
+        d["env"] = ENV_NAME
+        return d
+
+
+class MetaWorldMT10Env(gym.Env[dict[str, Any], np.ndarray]):
+    """The MT10 tasks of Meta-World with the tabletop's observation/action interface (see the module doc).
+
+    Construct with a :class:`MetaWorldConfig` or its fields as keyword arguments (keywords override the
+    config's fields when both are given). One Meta-World environment per task is built on first use and
+    kept; each has its own renderer.
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": CONTROL_HZ}  # noqa: RUF012
+
+    def __init__(
+        self, config: MetaWorldConfig | None = None, *, render_mode: str | None = None, **kwargs: Any
+    ) -> None:
+        _import_metaworld()
+        if config is None:
+            config = MetaWorldConfig(**kwargs)
+        elif kwargs:
+            config = replace(config, **kwargs)
+        if render_mode is not None and render_mode not in self.metadata["render_modes"]:
+            raise ValueError(f"unknown render_mode {render_mode!r}; expected None or 'rgb_array'")
+        self.config = config
+        self.render_mode = render_mode
+        size = config.image_size
+        obs_spaces: dict[str, spaces.Space[Any]] = {
+            cam: spaces.Box(0, 255, (size, size, 3), np.uint8) for cam in config.cameras
+        }
+        obs_spaces["state"] = spaces.Box(
+            np.array([*HAND_LOW, 0.0], np.float32), np.array([*HAND_HIGH, 1.0], np.float32), (4,), np.float32
+        )
+        obs_spaces["instruction"] = spaces.Text(
+            max_length=INSTRUCTION_MAX_LENGTH, min_length=1, charset=INSTRUCTION_CHARSET
+        )
+        self.observation_space = spaces.Dict(obs_spaces)
+        self.action_space = spaces.Box(-1.0, 1.0, (config.action_dim,), np.float32)
+        self._envs: dict[str, Any] = {}  # task -> Meta-World SawyerXYZEnv
+        self._renderers: dict[tuple[str, int], Any] = {}  # (task, size) -> mujoco.Renderer
+        # Episode state.
+        self.task: str | None = None
+        self.variation: int | None = None
+        self.mw_obs = np.zeros(39)  # Meta-World's full observation (goal included), for the expert
+        self._steps = 0
+        self._success = False
+        self._reward = 0.0
+
+    # ------------------------------------------------------------------------------------------------
+    # Gymnasium API
+    # ------------------------------------------------------------------------------------------------
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Start an episode. ``options``: ``family`` (a task name) or ``instruction`` (any phrasing of a
+        task); both must name one of ``config.tasks``. Without a seed, one is drawn from ``np_random``."""
+        super().reset(seed=seed)
+        options = dict(options or {})
+        unknown = set(options) - {"family", "instruction"}
+        if unknown:
+            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; expected 'family', 'instruction'")
+        if seed is None:
+            seed = int(self.np_random.integers(2**31 - 1))
+        cfg = self.config
+        task = cfg.task_for_seed(seed)
+        if "instruction" in options:
+            task = instruction_to_task(str(options["instruction"]))
+        elif options.get("family") is not None:
+            task = canonical_task(str(options["family"]))
+        if task not in cfg.tasks:
+            raise ValueError(f"task {task!r} is not in this environment's tasks {cfg.tasks}")
+        env = self._env(task)
+        env.seed(cfg.sampler_seed(task, seed))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obs, _ = env.reset()
+        self.mw_obs = np.asarray(obs, dtype=np.float64)
+        self.task = task
+        self.variation = cfg.variation_for_seed(seed)
+        self._steps = 0
+        self._reward = 0.0
+        self._success = False
+        return self._observation(), self._info()
+
+    def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
+        """Apply one action (see the module docstring) for one 12.5 ms control step."""
+        if self.task is None:
+            raise RuntimeError("call reset() before step()")
+        if self._steps >= self.config.max_steps:
+            raise RuntimeError("the episode is over (time limit): call reset()")
+        a = np.asarray(action, dtype=np.float64).reshape(-1)
+        if a.shape != (self.config.action_dim,):
+            raise ValueError(f"action must have shape ({self.config.action_dim},), got {np.shape(action)}")
+        if not np.all(np.isfinite(a)):
+            raise ValueError(f"action must be finite, got {a}")
+        mw_action = to_metaworld_action(np.clip(a, -1.0, 1.0))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            obs, reward, _, _, info = self._envs[self.task].step(mw_action)
+        self.mw_obs = np.asarray(obs, dtype=np.float64)
+        self._reward = float(reward)
+        self._steps += 1
+        self._success = bool(info.get("success", 0.0))
+        terminated = bool(self._success and self.config.terminate_on_success)
+        truncated = bool(self._steps >= self.config.max_steps and not terminated)
+        return self._observation(), float(self._success), terminated, truncated, self._info()
+
+    def render(self) -> np.ndarray | None:  # type: ignore[override]
+        """With ``render_mode="rgb_array"``: the first camera (corner4 if none), (render_size,)*2 + (3,)."""
+        if self.render_mode is None:
+            return None
+        cam = self.config.cameras[0] if self.config.cameras else "corner4"
+        return self.render_camera(cam, self.config.render_size)
+
+    def render_camera(self, camera: str, size: int | None = None) -> np.ndarray:
+        """One camera's image now, upright, (size, size, 3) uint8 (default size: ``config.image_size``)."""
+        if self.task is None:
+            raise RuntimeError("call reset() before rendering")
+        if camera not in CAMERAS:
+            raise ValueError(f"unknown Meta-World camera {camera!r}; expected one of {CAMERAS}")
+        size = self.config.image_size if size is None else size
+        r = self._renderer(self.task, size)
+        r.update_scene(self._envs[self.task].data, camera=camera)
+        return np.ascontiguousarray(orient_image(camera, r.render()))
+
+    def close(self) -> None:
+        """Release the renderers and Meta-World environments (safe to call twice)."""
+        for r in self._renderers.values():
+            r.close()
+        self._renderers.clear()
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+        self.task = None
+
+    # ------------------------------------------------------------------------------------------------
+    # Read-outs
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def steps(self) -> int:
+        """Control steps taken in this episode."""
+        return self._steps
+
+    @property
+    def max_steps(self) -> int:
+        """This episode's time limit in control steps."""
+        return self.config.max_steps
+
+    @property
+    def instruction(self) -> str:
+        """The current task's canonical instruction."""
+        if self.task is None:
+            raise RuntimeError("call reset() first")
+        return TASK_INSTRUCTIONS[self.task][0]
+
+    @property
+    def metaworld_env(self) -> Any:
+        """The current task's Meta-World environment (``SawyerXYZEnv``)."""
+        if self.task is None:
+            raise RuntimeError("call reset() first")
+        return self._envs[self.task]
+
+    def state(self) -> np.ndarray:
+        """float32 (4,) = [x, y, z, gripper opening] (Meta-World's ``obs[:4]``)."""
+        return self.mw_obs[:4].astype(np.float32)
+
+    # ------------------------------------------------------------------------------------------------
+    def _env(self, task: str) -> Any:
+        """Build (once) the Meta-World environment of ``task``, goal visible to the expert."""
+        if task not in self._envs:
+            from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+
+            env = ALL_V3_ENVIRONMENTS[task]()
+            env._set_task_called = True  # we drive the goal sampler ourselves (see sampler_seed)
+            env._freeze_rand_vec = False
+            env.seeded_rand_vec = True
+            env._partially_observable = False  # the expert reads the goal from obs[-3:]
+            env.__dict__.pop("sawyer_observation_space", None)  # cached with the goal hidden: recompute
+            env.max_path_length = MW_MAX_PATH_LENGTH
+            m = env.model
+            m.vis.quality.shadowsize = 0  # before any renderer exists: shadows cost ~45 ms a frame
+            m.vis.quality.offsamples = 0
+            if self.config.goal_marker_radius is not None and task in GOAL_MARKER_TASKS:
+                m.site_size[m.site("goal").id][0] = self.config.goal_marker_radius
+            self._envs[task] = env
+        return self._envs[task]
+
+    def _renderer(self, task: str, size: int) -> Any:
+        key = (task, size)
+        if key not in self._renderers:
+            import mujoco
+
+            self._renderers[key] = mujoco.Renderer(self._envs[task].model, size, size)
+        return self._renderers[key]
+
+    def _observation(self) -> dict[str, Any]:
+        obs: dict[str, Any] = {cam: self.render_camera(cam) for cam in self.config.cameras}
+        obs["state"] = self.state()
+        obs["instruction"] = self.instruction
+        return obs
+
+    def _info(self) -> dict[str, Any]:
+        return {
+            "success": self._success,
+            "family": self.task,
+            "instruction": self.instruction,
+            "variation": -1 if self.variation is None else self.variation,
+            "split": self.config.split,
+            "reward": self._reward,
+        }
+
+
+# ----------------------------------------------------------------------------------------------------
+# Action mapping
+# ----------------------------------------------------------------------------------------------------
+
+
+def to_metaworld_action(action: np.ndarray) -> np.ndarray:
+    """Our action, (4,) [dx, dy, dz, gripper] or (7,) tabletop layout, +1 = open -> Meta-World's (4,)
+    [dx, dy, dz, grab effort] with +1 = close. Values are not clipped here."""
+    a = np.asarray(action, dtype=np.float64).reshape(-1)
+    if a.shape == (4,):
+        return np.array([a[0], a[1], a[2], -a[3]])
+    if a.shape == (7,):
+        return np.array([a[0], a[1], a[2], -a[6]])
+    raise ValueError(f"action must have shape (4,) or (7,), got {a.shape}")
+
+
+def from_metaworld_action(mw_action: np.ndarray, action_dim: int = 4) -> np.ndarray:
+    """Meta-World's (4,) action -> ours, float32 (action_dim,) clipped to [-1, 1] as Meta-World applies it."""
+    m = np.clip(np.asarray(mw_action, dtype=np.float64).reshape(-1), -1.0, 1.0)
+    if m.shape != (4,):
+        raise ValueError(f"Meta-World actions have shape (4,), got {m.shape}")
+    if action_dim == 4:
+        return np.array([m[0], m[1], m[2], -m[3]], dtype=np.float32)
+    if action_dim == 7:
+        return np.array([m[0], m[1], m[2], 0.0, 0.0, 0.0, -m[3]], dtype=np.float32)
+    raise ValueError(f"action_dim must be 4 or 7, got {action_dim}")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Expert
+# ----------------------------------------------------------------------------------------------------
+
+
+class MetaWorldExpert:
+    """Meta-World's scripted policy for the current task (``metaworld.policies.ENV_POLICY_MAP``), mapped
+    into our action space.
+
+    Args:
+        env: a :class:`MetaWorldMT10Env` (wrapped or not).
+        noise_std: standard deviation of Gaussian noise added to the executed action (action units; the
+            ignored rotation entries of a 7-D action stay 0).
+        seed: seed of the noise generator.
+
+    Usage (the same as the tabletop's :class:`~mmvla.sim.expert.ScriptedExpert`)::
+
+        expert = MetaWorldExpert(env, noise_std=0.1, seed=0)
+        obs, info = env.reset(seed=0)
+        expert.reset()
+        action = expert.act(obs)          # execute this
+        label = expert.last_clean_action  # record this
+    """
+
+    def __init__(self, env: gym.Env[Any, Any], noise_std: float = 0.0, seed: int | None = None) -> None:
+        unwrapped = env.unwrapped
+        if not isinstance(unwrapped, MetaWorldMT10Env):
+            raise TypeError(f"MetaWorldExpert needs a MetaWorldMT10Env, got {type(unwrapped).__name__}")
+        if not (np.isfinite(noise_std) and noise_std >= 0):
+            raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}")
+        from metaworld.policies import ENV_POLICY_MAP
+
+        self.env: MetaWorldMT10Env = unwrapped
+        self.noise_std = float(noise_std)
+        self._rng = np.random.default_rng(seed)
+        self._policy_map: dict[str, Any] = dict(ENV_POLICY_MAP)
+        self._policies: dict[str, Any] = {}
+        dim = self.env.config.action_dim
+        self._noise_mask = np.ones(dim, np.float32)
+        if dim == 7:
+            self._noise_mask[3:6] = 0.0
+        self.last_clean_action = np.zeros(dim, np.float32)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode (reseeds the noise generator when ``seed`` is given)."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.last_clean_action = np.zeros(self.env.config.action_dim, np.float32)
+
+    def clean_action(self) -> np.ndarray:
+        """The noise-free expert action now, float32 (action_dim,) in [-1, 1] (our convention)."""
+        task = self.env.task
+        if task is None:
+            raise RuntimeError("reset the environment before asking the expert for an action")
+        if task not in self._policies:
+            self._policies[task] = self._policy_map[task]()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "Constant(s) may be too high": Meta-World clips, so do we
+            mw_action = self._policies[task].get_action(self.env.mw_obs)
+        return from_metaworld_action(mw_action, self.env.config.action_dim)
+
+    def act(self, obs: Any = None) -> np.ndarray:
+        """Action to execute now: the clean action plus noise (if any), clipped to [-1, 1].
+
+        ``obs`` is accepted for API symmetry with a policy; the expert reads Meta-World's full observation.
+        """
+        clean = self.clean_action()
+        self.last_clean_action = clean
+        if self.noise_std <= 0:
+            return clean.copy()
+        noise = self._rng.normal(0.0, self.noise_std, size=clean.shape).astype(np.float32) * self._noise_mask
+        return np.clip(clean + noise, -1.0, 1.0).astype(np.float32)
+
+
+def run_expert_episode(
+    env: MetaWorldMT10Env,
+    seed: int,
+    task: str | None = None,
+    noise_std: float = 0.0,
+) -> tuple[bool, int]:
+    """Run the expert for one episode through the adapter: (success, steps). ``task`` overrides the seed's."""
+    obs, _ = env.reset(seed=seed, options={"family": task} if task else None)
+    expert = MetaWorldExpert(env, noise_std=noise_std, seed=seed)
+    while True:
+        obs, _, terminated, truncated, info = env.step(expert.act(obs))
+        if terminated or truncated:
+            return bool(info["success"]), env.steps
+
+
+def task_instruction_pairs(tasks: Sequence[str] = MT10_TASKS) -> Mapping[str, str]:
+    """Canonical instruction -> task for ``tasks`` (for tables and the wrong-instruction control)."""
+    return {TASK_INSTRUCTIONS[canonical_task(t)][0]: canonical_task(t) for t in tasks}

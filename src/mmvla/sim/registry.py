@@ -1,0 +1,169 @@
+"""Environments by name: one place that builds an environment, its expert and its dataset schema.
+
+``collect`` and ``eval`` (library and CLI) take ``env=NAME``; everything environment-specific they need
+comes from here, so adding a simulator does not touch them::
+
+    cfg = env_config("metaworld-mt10", cameras=None, image_size=64)   # validated, JSON-able (to_dict)
+    env = make_env("metaworld-mt10", cameras=("corner4",), image_size=64)
+    expert = make_expert("metaworld-mt10", env, noise_std=0.1, seed=0)  # reset(), act(obs), last_clean_action
+
+``"tabletop"`` is :class:`mmvla.sim.env.TabletopEnv` (the default everywhere); ``"metaworld-mt10"`` is
+:class:`mmvla.sim.metaworld_env.MetaWorldMT10Env` (needs ``pip install 'mmvla[metaworld]'``; Meta-World is
+imported only when that environment is built).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+ENV_NAMES: tuple[str, ...] = ("tabletop", "metaworld-mt10")
+
+
+class Expert(Protocol):
+    """What the recorder needs from a scripted expert."""
+
+    last_clean_action: np.ndarray
+
+    def reset(self, seed: int | None = None) -> None: ...
+
+    def act(self, obs: Any = None) -> np.ndarray: ...
+
+
+@dataclass(frozen=True)
+class DatasetSchema:
+    """What a dataset of an environment records: feature names, robot type, frames per second."""
+
+    state_names: tuple[str, ...]
+    action_names: tuple[str, ...]
+    robot_type: str
+    fps: int
+
+
+def check_env_name(name: str) -> str:
+    """``name`` if it is a known environment; ValueError naming the known ones otherwise."""
+    if name not in ENV_NAMES:
+        raise ValueError(f"unknown environment {name!r}; expected one of {', '.join(ENV_NAMES)}")
+    return name
+
+
+def default_cameras(name: str) -> tuple[str, ...]:
+    """Cameras recorded when none are named: tabletop front + wrist, Meta-World corner4."""
+    if check_env_name(name) == "tabletop":
+        return ("front", "wrist")
+    from mmvla.sim.metaworld_env import DEFAULT_CAMERAS
+
+    return DEFAULT_CAMERAS
+
+
+def default_families(name: str) -> tuple[str, ...]:
+    """Task families (Meta-World: tasks) drawn when none are named: tabletop pick + push, all of MT10."""
+    if check_env_name(name) == "tabletop":
+        return ("pick", "push")
+    from mmvla.sim.metaworld_env import MT10_TASKS
+
+    return MT10_TASKS
+
+
+def env_config(
+    name: str,
+    *,
+    cameras: Sequence[str] | None = None,
+    image_size: int = 64,
+    split: str = "train",
+    families: Sequence[str] | None = None,
+    max_steps: int | None = None,
+    **options: Any,
+) -> Any:
+    """The validated config of environment ``name`` (``TabletopConfig`` or ``MetaWorldConfig``).
+
+    ``cameras``/``families`` None: the environment's defaults; ``max_steps`` None: its own time limit;
+    ``options``: further config fields (e.g. Meta-World's ``variations``, ``action_dim``).
+    Builds no simulator and imports no Meta-World.
+    """
+    cams = tuple(default_cameras(name) if cameras is None else cameras)
+    fams = tuple(default_families(name) if families is None else families)
+    if name == "tabletop":
+        from mmvla.sim.config import TabletopConfig
+
+        return TabletopConfig(
+            cameras=cams, image_size=image_size, split=split, families=fams, max_steps=max_steps, **options
+        )
+    from mmvla.sim.metaworld_env import MetaWorldConfig
+
+    if max_steps is not None:
+        options["max_steps"] = max_steps
+    return MetaWorldConfig(tasks=fams, cameras=cams, image_size=image_size, split=split, **options)
+
+
+def make_env(name: str, config: Any = None, **kwargs: Any) -> Any:
+    """Build environment ``name`` from ``config`` (from :func:`env_config`) or :func:`env_config`'s kwargs."""
+    if config is None:
+        config = env_config(name, **kwargs)
+    elif kwargs:
+        raise ValueError("make_env: pass either a config or keyword arguments, not both")
+    if check_env_name(name) == "tabletop":
+        from mmvla.sim.env import TabletopEnv
+
+        return TabletopEnv(config)
+    from mmvla.sim.metaworld_env import MetaWorldMT10Env
+
+    return MetaWorldMT10Env(config)
+
+
+def make_expert(name: str, env: Any, noise_std: float = 0.0, seed: int | None = None) -> Expert:
+    """The scripted expert of environment ``name`` acting in ``env`` (its label: ``last_clean_action``)."""
+    if check_env_name(name) == "tabletop":
+        from mmvla.sim.expert import ScriptedExpert
+
+        return ScriptedExpert(env, noise_std=noise_std, seed=seed)
+    from mmvla.sim.metaworld_env import MetaWorldExpert
+
+    return MetaWorldExpert(env, noise_std=noise_std, seed=seed)
+
+
+def dataset_schema(name: str, config: Any) -> DatasetSchema:
+    """Feature names, robot type and fps of a dataset recorded in ``name`` with ``config``."""
+    if check_env_name(name) == "tabletop":
+        from mmvla.data.lerobot_format import ACTION_NAMES, ROBOT_TYPE, STATE_NAMES
+        from mmvla.sim.scene import CONTROL_DT
+
+        return DatasetSchema(STATE_NAMES, ACTION_NAMES, ROBOT_TYPE, round(1.0 / CONTROL_DT))
+    from mmvla.sim import metaworld_env as mw
+
+    return DatasetSchema(tuple(config.state_names), tuple(config.action_names), mw.ROBOT_TYPE, mw.CONTROL_HZ)
+
+
+def canonical_instructions(name: str, split: str = "train") -> tuple[str, ...]:
+    """Every canonical instruction environment ``name`` can give in ``split``."""
+    if check_env_name(name) == "tabletop":
+        from mmvla.sim.tasks import all_instructions
+
+        return tuple(all_instructions(split))
+    from mmvla.sim.metaworld_env import all_instructions as mw_instructions
+
+    return mw_instructions()
+
+
+def wrong_instruction_pool(name: str, split: str, canonical: str) -> list[str]:
+    """Instructions for the language-blind control: same verb, other object (tabletop); another task
+    (Meta-World)."""
+    pool = canonical_instructions(name, split)
+    if name == "tabletop":
+        verb = canonical.split()[0]
+        return [s for s in pool if s != canonical and s.split()[0] == verb]
+    return [s for s in pool if s != canonical]
+
+
+def episode_extra(info: Mapping[str, Any]) -> dict[str, str | int]:
+    """Per-episode metadata an environment reports beyond family/split/seed (tabletop: target;
+    Meta-World: goal variation)."""
+    out: dict[str, str | int] = {}
+    if "target" in info:
+        out["target"] = str(info["target"])
+    if "variation" in info:
+        out["variation"] = int(info["variation"])
+    return out
