@@ -103,6 +103,11 @@ class MultiHeadAttention(nn.Module):
       Costs 4·Nq·D² + 2·Nq·Nk·H·D.
     - ``"auto"`` (default): SDPA for self-attention; for cross-attention the cheapest of the three by the
       counts above, a fold only when it saves at least 25 %. Chosen from shapes alone.
+
+    Recording (vit-pytorch's ``recorder.py`` idea, used by :mod:`mmvla.viz`): while ``recorder`` is a list,
+    ``forward`` takes the slow path and appends each call's detached (B, H, Nq, Nk) weights to it. The
+    output is the slow path's, equal to the fast path's up to float rounding. ``None`` (the default) leaves
+    ``forward`` untouched.
     """
 
     def __init__(
@@ -123,6 +128,7 @@ class MultiHeadAttention(nn.Module):
         self.in_proj_bias = nn.Parameter(torch.zeros(3 * dim)) if bias else None
         self.out_proj = nn.Linear(dim, dim, bias=bias)
         nn.init.xavier_uniform_(self.in_proj_weight)
+        self.recorder: list[Tensor] | None = None  # a list: forward records its weights (see class doc)
 
     def choose_impl(self, nq: int, nk: int, cross: bool) -> str:
         """The fast-path implementation ``forward`` uses for Nq queries and Nk keys (see class docstring)."""
@@ -177,6 +183,10 @@ class MultiHeadAttention(nn.Module):
         Returns:
             (B, Nq, D). A fully masked query row gets a zero attention result (so ``out_proj.bias``).
         """
+        if self.recorder is not None:  # heatmaps: the slow path, weights kept (no change to the math)
+            res = self.forward_with_weights(x, context, key_mask=key_mask, attn_mask=attn_mask)
+            self.recorder.append(res.weights.detach())
+            return res.out
         ctx = x if context is None else context
         keep = combine_masks(x.shape[0], x.shape[1], ctx.shape[1], key_mask, attn_mask)  # (B|1, 1, Nq|1, Nk)
         impl = self.choose_impl(x.shape[1], ctx.shape[1], context is not None)
