@@ -15,7 +15,7 @@ from __future__ import annotations
 import multiprocessing as mp
 import os
 import time
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,6 +46,8 @@ class CollectConfig:
     families: tuple[str, ...] = ("pick", "push")
     noise_std: float = DEFAULT_NOISE_STD
     compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
+    env: str = "tabletop"  # a name in mmvla.sim.registry.ENV_NAMES
+    env_options: tuple[tuple[str, Any], ...] = ()  # further config fields of that environment
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -134,28 +136,42 @@ class CollectSummary:
 _WORKER: dict[str, Any] = {}
 
 
+def _sim_config(cfg: CollectConfig) -> Any:
+    """The environment's validated config (builds no simulator)."""
+    from mmvla.sim.registry import env_config
+
+    return env_config(
+        cfg.env,
+        cameras=cfg.cameras,
+        image_size=cfg.image_size,
+        split=cfg.split,
+        families=cfg.families,
+        **dict(cfg.env_options),
+    )
+
+
 def _init_worker(cfg: CollectConfig) -> None:
     """Build one environment per worker process (MUJOCO_GL=egl before mujoco is imported)."""
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.registry import make_env
 
-    env = TabletopEnv(cameras=cfg.cameras, image_size=cfg.image_size, split=cfg.split, families=cfg.families)
+    env = make_env(cfg.env, _sim_config(cfg))
     _WORKER.clear()
     # one recorded frame per control step
-    _WORKER.update(env=env, cfg=cfg, fps=round(float(TabletopEnv.metadata["render_fps"])))
+    _WORKER.update(env=env, cfg=cfg, fps=round(float(env.metadata["render_fps"])))
 
 
 def record_episode(index: int, seed: int) -> EpisodeResult:
     """Simulate episode ``index`` with ``seed`` in this worker's environment; encode it if successful."""
-    from mmvla.sim.expert import ScriptedExpert
+    from mmvla.sim.registry import episode_extra, make_expert
 
     env, cfg = _WORKER["env"], _WORKER["cfg"]
     obs, info = env.reset(seed=seed)
-    expert = ScriptedExpert(env, noise_std=cfg.noise_std, seed=seed)
+    expert = make_expert(cfg.env, env, noise_std=cfg.noise_std, seed=seed)
     expert.reset()
     instruction = str(info["instruction"])
     family = str(info["family"])
-    target = str(info["target"])
+    extra = episode_extra(info)  # tabletop: target; Meta-World: goal variation
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in cfg.cameras}
     states: list[np.ndarray] = []
     actions: list[np.ndarray] = []
@@ -176,12 +192,7 @@ def record_episode(index: int, seed: int) -> EpisodeResult:
             state=np.stack(states),
             action=np.stack(actions),
             task=instruction,
-            extra={
-                "family": family,
-                "split": cfg.split,
-                "seed": int(seed),
-                "target": target,
-            },
+            extra={"family": family, "split": cfg.split, "seed": int(seed), **extra},
         )
         encoded = encode_episode(episode, cfg.compress_level)
     return EpisodeResult(
@@ -243,13 +254,15 @@ def collect_dataset(
     seed: int = 0,
     split: str = "train",
     image_size: int = 64,
-    cameras: Sequence[str] = ("front", "wrist"),
-    families: Sequence[str] = ("pick", "push"),
+    cameras: Sequence[str] | None = None,
+    families: Sequence[str] | None = None,
     noise_std: float = DEFAULT_NOISE_STD,
     overwrite: bool = False,
     progress: bool = True,
     data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
     compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
+    env: str = "tabletop",
+    env_options: Mapping[str, Any] | None = None,
 ) -> CollectSummary:
     """Run the scripted expert for ``episodes`` seeds in ``workers`` processes and write a dataset.
 
@@ -259,11 +272,15 @@ def collect_dataset(
             are dropped, so the dataset may hold fewer.
         workers: parallel simulation processes (spawn context); 1 runs in this process.
         seed: base seed.
-        split, image_size, cameras, families: environment settings (see ``TabletopConfig``).
+        split, image_size, cameras, families: environment settings (see ``TabletopConfig`` and
+            ``MetaWorldConfig``; Meta-World's families are its task names); cameras/families None: the
+            environment's defaults (tabletop: front + wrist, pick + push; Meta-World: corner4, all MT10).
         noise_std: std of the expert's action noise (the recorded label is its clean action).
         overwrite: replace an existing dataset (atomically, once the new one is complete).
         progress: show a tqdm bar over episodes.
         data_files_size_in_mb, compress_level: layout knobs (parquet file roll-over, PNG zlib level).
+        env: environment name (``mmvla.sim.registry.ENV_NAMES``): "tabletop" or "metaworld-mt10".
+        env_options: further fields of that environment's config (e.g. Meta-World's ``variations``).
 
     Returns:
         A :class:`CollectSummary`. Raises ``ValueError`` if every episode failed (nothing is written).
@@ -276,20 +293,21 @@ def collect_dataset(
         raise ValueError(f"collect: workers must be a positive int, got {workers!r}")
     if seed < 0:
         raise ValueError(f"collect: seed must be >= 0, got {seed}")
+    from mmvla.sim.registry import dataset_schema, default_cameras, default_families
+
     cfg = CollectConfig(
         split=split,
         image_size=image_size,
-        cameras=tuple(cameras),
-        families=tuple(families),
+        cameras=tuple(default_cameras(env) if cameras is None else cameras),
+        families=tuple(default_families(env) if families is None else families),
         noise_std=float(noise_std),
         compress_level=compress_level,
+        env=env,
+        env_options=tuple(sorted((env_options or {}).items())),
     )
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from mmvla.sim.config import TabletopConfig
-
-    sim_cfg = TabletopConfig(
-        cameras=cfg.cameras, image_size=cfg.image_size, split=cfg.split, families=cfg.families
-    )  # validates the environment settings before any process starts
+    sim_cfg = _sim_config(cfg)  # validates the environment settings before any process starts
+    schema = dataset_schema(cfg.env, sim_cfg)
     workers = min(workers, episodes)
     out = Path(out)
     jobs = [(i, seed + i) for i in range(episodes)]
@@ -320,6 +338,9 @@ def collect_dataset(
                             cameras=cfg.cameras,
                             image_size=cfg.image_size,
                             fps=r.fps,
+                            state_names=schema.state_names,
+                            action_names=schema.action_names,
+                            robot_type=schema.robot_type,
                             data_files_size_in_mb=data_files_size_in_mb,
                             compress_level=cfg.compress_level,
                         )
@@ -355,6 +376,7 @@ def collect_dataset(
                 "seed": seed,
                 "episodes_requested": episodes,
                 "noise_std": cfg.noise_std,
+                "env": cfg.env,
                 "sim": sim_cfg.to_dict(),
                 "dropped_seeds": dropped_seeds,
                 "kept_per_family": kept,
