@@ -1,7 +1,9 @@
-"""Closed-loop evaluation of a policy in the tabletop simulator, in parallel worker processes.
+"""Closed-loop evaluation of a policy in a simulator, in parallel worker processes.
 
 Reports success per split and per task family with 95% Wilson intervals, episode lengths, and the
 blind controls that prove fusion works (blank images; an instruction naming another object).
+The simulator is named by ``EvalConfig.env`` (:mod:`mmvla.sim.registry`): the tabletop by default, or
+Meta-World MT10 (one split, "train"; families are its tasks, cycled so each gets episodes/10).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from tqdm.auto import tqdm
 from mmvla.io import atomic_write_json
 
 SPLITS = ("train", "unseen")
+ENVS = ("tabletop", "metaworld-mt10")  # mmvla.sim.registry.ENV_NAMES (not imported here: it loads MuJoCo)
 CONTROLS = ("none", "blank_images", "wrong_instruction")
 
 
@@ -50,6 +53,8 @@ class EvalConfig:
         video_episodes: episodes per split recorded as GIFs with the instruction drawn on them.
         rephrase: canonical instruction -> the user's wording given to the policy instead.
         max_steps: episode step limit (None: the environment's own).
+        env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
+        env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
     """
 
     episodes: int = 100
@@ -62,6 +67,8 @@ class EvalConfig:
     video_episodes: int = 0
     rephrase: dict[str, str] = field(default_factory=dict)
     max_steps: int | None = None
+    env: str = "tabletop"
+    env_options: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.workers < 1:
@@ -72,9 +79,15 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.split must be train, unseen or all, got {self.split!r}")
         if self.control not in CONTROLS:
             raise ValueError(f"EvalConfig.control must be one of {CONTROLS}, got {self.control!r}")
+        if self.env not in ENVS:
+            raise ValueError(f"EvalConfig.env must be one of {ENVS}, got {self.env!r}")
+        if self.env != "tabletop" and self.split == "unseen":
+            raise ValueError(f"EvalConfig: {self.env} has only the 'train' split")
 
     @property
     def splits(self) -> tuple[str, ...]:
+        if self.env != "tabletop":
+            return ("train",)
         return SPLITS if self.split == "all" else (self.split,)
 
 
@@ -125,22 +138,20 @@ def _worker_init(checkpoint: str) -> None:
 def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> EpisodeResult:
     split, seed, family, opts, record = job
     import mmvla.sim  # noqa: F401  (registers the environment)
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import all_instructions
+    from mmvla.sim.registry import make_env, wrong_instruction_pool
 
     policy = _WORKER["policy"]
     pcfg = policy.cfg
-    env = TabletopEnv(cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"])
+    env = make_env(
+        opts["env_name"], cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"]
+    )
     try:
         obs, info = env.reset(seed=seed, options={"family": family} if family else None)
         canonical = str(obs["instruction"])
         given = opts["rephrase"].get(canonical, canonical)
         if opts["control"] == "wrong_instruction":
             rng = np.random.default_rng(seed)
-            others = [
-                s for s in all_instructions(split) if s != canonical and s.split()[0] == canonical.split()[0]
-            ]
-            given = str(rng.choice(others))
+            given = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
         policy.reset(chunk_mode=opts["chunk_mode"])
         frames: list[np.ndarray] | None = [] if record else None
         success, steps = bool(info.get("success", False)), 0
@@ -167,7 +178,13 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
 def _jobs(
     cfg: EvalConfig, families: Sequence[str] | None, env_kwargs: dict[str, Any]
 ) -> Iterator[tuple[str, int, str | None, dict[str, Any], bool]]:
-    opts = {"control": cfg.control, "chunk_mode": cfg.chunk_mode, "rephrase": cfg.rephrase, "env": env_kwargs}
+    opts = {
+        "control": cfg.control,
+        "chunk_mode": cfg.chunk_mode,
+        "rephrase": cfg.rephrase,
+        "env": env_kwargs,
+        "env_name": cfg.env,
+    }
     for split in cfg.splits:
         for i in range(cfg.episodes):
             family = families[i % len(families)] if families else None
@@ -190,7 +207,11 @@ def evaluate(
     from mmvla.policy.checkpoint import load_config
 
     families = cfg.families
-    env_kwargs: dict[str, Any] = {}
+    env_kwargs: dict[str, Any] = dict(cfg.env_options)
+    if not families and cfg.env != "tabletop":
+        from mmvla.sim.registry import default_families
+
+        families = default_families(cfg.env)  # cycle through every task: balanced per-task counts
     if cfg.max_steps is not None:
         env_kwargs["max_steps"] = cfg.max_steps
     if families:
@@ -274,15 +295,16 @@ def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
 
 def format_metrics(metrics: dict[str, Any]) -> str:
     """A plain-text table of success per split and family."""
-    lines = [f"{'split':<8} {'family':<8} {'success':>8} {'95% CI':>15} {'n':>5}"]
+    w = max([8, *(len(f) for fams in metrics["per_family"].values() for f in fams)])  # Meta-World task names
+    lines = [f"{'split':<8} {'family':<{w}} {'success':>8} {'95% CI':>15} {'n':>5}"]
     for split, rate in metrics["success"].items():
         lo, hi = metrics["ci95"][split]
         lines.append(
-            f"{split:<8} {'all':<8} {rate:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} {metrics['episodes'][split]:>5}"
+            f"{split:<8} {'all':<{w}} {rate:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} {metrics['episodes'][split]:>5}"
         )
         for fam, m in metrics["per_family"][split].items():
             flo, fhi = m["ci95"]
             lines.append(
-                f"{'':<8} {fam:<8} {m['success']:>8.1%} {f'[{flo:.2f}, {fhi:.2f}]':>15} {m['episodes']:>5}"
+                f"{'':<8} {fam:<{w}} {m['success']:>8.1%} {f'[{flo:.2f}, {fhi:.2f}]':>15} {m['episodes']:>5}"
             )
     return "\n".join(lines)

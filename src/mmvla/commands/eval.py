@@ -9,12 +9,21 @@ HELP = "Evaluate a policy checkpoint in closed loop; writes metrics.json (and GI
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="policy directory (a run's policy/ folder)")
+    p.add_argument(
+        "--env",
+        default="tabletop",
+        choices=("tabletop", "metaworld-mt10"),
+        help="simulator (default tabletop); metaworld-mt10 cycles its ten tasks: --episodes 500 = 50 per task",
+    )
     p.add_argument("--episodes", type=int, default=100, help="episodes per split")
     p.add_argument("--split", default="all", choices=("train", "unseen", "all"))
     p.add_argument("--out", help="directory for metrics.json, episodes.json and videos/")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
     p.add_argument("--seed", type=int, default=1_000_000, help="first episode seed")
-    p.add_argument("--families", help="comma-separated task families (default: the environment's)")
+    p.add_argument("--max-steps", type=int, help="episode time limit in steps (default: the environment's)")
+    p.add_argument(
+        "--families", help="comma-separated task families or Meta-World tasks (default: the environment's)"
+    )
     p.add_argument(
         "--control",
         default="none",
@@ -50,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
         chunk_mode=args.chunk_mode,
         video_episodes=args.video,
         rephrase=read_rephrase_file(args.rephrase) if args.rephrase else {},
+        env=args.env,
+        max_steps=args.max_steps,
     )
     metrics = evaluate(args.checkpoint, cfg, args.out, progress=not args.quiet)
     print(format_metrics(metrics))
