@@ -55,6 +55,8 @@ class EvalConfig:
         max_steps: episode step limit (None: the environment's own).
         env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
         env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
+        server: ``ws://host:port`` of ``mmvla serve``: workers act through a client of that server
+            instead of loading the checkpoint (None: local policy).
     """
 
     episodes: int = 100
@@ -69,6 +71,7 @@ class EvalConfig:
     max_steps: int | None = None
     env: str = "tabletop"
     env_options: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.workers < 1:
@@ -83,6 +86,14 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.env must be one of {ENVS}, got {self.env!r}")
         if self.env != "tabletop" and self.split == "unseen":
             raise ValueError(f"EvalConfig: {self.env} has only the 'train' split")
+        if self.server is not None:
+            if not self.server.startswith(("ws://", "wss://")):
+                raise ValueError(f"EvalConfig.server must be a ws:// or wss:// URL, got {self.server!r}")
+            if self.control == "blank_images":
+                raise ValueError(
+                    "control 'blank_images' cannot run through a server: its safety layer holds position on "
+                    "blank cameras; run this control with the local checkpoint"
+                )
 
     @property
     def splits(self) -> tuple[str, ...]:
@@ -125,14 +136,19 @@ def read_rephrase_file(path: str | os.PathLike[str]) -> dict[str, str]:
 _WORKER: dict[str, Any] = {}
 
 
-def _worker_init(checkpoint: str) -> None:
+def _worker_init(checkpoint: str | None, server: str | None = None) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
+    if server is not None:  # act through the policy server: one connection (episode state) per worker
+        from mmvla.client import RemotePolicy
+
+        _WORKER["policy"] = RemotePolicy(server)
+        return
     import torch
 
     from mmvla.policy import VLAPolicy
 
     torch.set_num_threads(1)
-    _WORKER["policy"] = VLAPolicy.from_pretrained(checkpoint)
+    _WORKER["policy"] = VLAPolicy.from_pretrained(checkpoint)  # type: ignore[arg-type]
 
 
 def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> EpisodeResult:
@@ -152,6 +168,10 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
         if opts["control"] == "wrong_instruction":
             rng = np.random.default_rng(seed)
             given = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
+        if opts["control"] == "blank_images" and getattr(policy, "safety", None) is not None:
+            from mmvla.diagnostics import without_camera_fallback
+
+            without_camera_fallback(policy)  # measure the vision-blind policy, not the blank-camera hold
         policy.reset(chunk_mode=opts["chunk_mode"])
         frames: list[np.ndarray] | None = [] if record else None
         success, steps = bool(info.get("success", False)), 0
@@ -192,7 +212,7 @@ def _jobs(
 
 
 def evaluate(
-    checkpoint: str | os.PathLike[str],
+    checkpoint: str | os.PathLike[str] | None,
     cfg: EvalConfig,
     out_dir: str | os.PathLike[str] | None = None,
     progress: bool = True,
@@ -200,7 +220,8 @@ def evaluate(
     """Run closed-loop episodes and return (and write to ``out_dir/metrics.json``) the metrics dict.
 
     Args:
-        checkpoint: policy directory (``save_pretrained``).
+        checkpoint: policy directory (``save_pretrained``); with ``cfg.server`` optional, and if given
+            the server must be serving exactly these weights.
         cfg: the evaluation settings.
         out_dir: where metrics.json and videos go (None: nothing written).
     """
@@ -216,20 +237,24 @@ def evaluate(
         env_kwargs["max_steps"] = cfg.max_steps
     if families:
         env_kwargs["families"] = tuple(families)
-    load_config(checkpoint)  # fail early, in this process, on a bad checkpoint
+    served_id = _check_server(cfg.server, checkpoint) if cfg.server is not None else None
+    if cfg.server is None:
+        if checkpoint is None:
+            raise ValueError("evaluate needs a checkpoint or EvalConfig.server")
+        load_config(checkpoint)  # fail early, in this process, on a bad checkpoint
     jobs = list(_jobs(cfg, families, env_kwargs))
     t0 = time.perf_counter()
     results: list[EpisodeResult] = []
     bar = tqdm(total=len(jobs), disable=not progress, desc="eval", unit="ep")
-    ckpt = str(checkpoint)
+    ckpt = None if checkpoint is None else str(checkpoint)
     if cfg.workers == 1:
-        _worker_init(ckpt)
+        _worker_init(ckpt, cfg.server)
         for job in jobs:
             results.append(_run_episode(job))
             bar.update(1)
     else:
         ctx = mp.get_context("spawn")
-        with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(ckpt,)) as pool:
+        with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(ckpt, cfg.server)) as pool:
             for r in pool.imap_unordered(_run_episode, jobs, chunksize=1):
                 results.append(r)
                 bar.update(1)
@@ -240,7 +265,8 @@ def evaluate(
     metrics.update(
         {
             "control": cfg.control,
-            "checkpoint": str(checkpoint),
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            **({"server": cfg.server, "checkpoint_id": served_id} if cfg.server is not None else {}),
             "seconds": time.perf_counter() - t0,
             "config": {k: v for k, v in asdict(cfg).items() if k != "rephrase"},
             "rephrased": sum(r.instruction != r.given_instruction for r in results) if cfg.rephrase else 0,
@@ -264,6 +290,23 @@ def evaluate(
                     r.success,
                 )
     return metrics
+
+
+def _check_server(server: str, checkpoint: str | os.PathLike[str] | None) -> str:
+    """Connect once (fail early and clearly); the served checkpoint id, checked against ``checkpoint``."""
+    from mmvla.client import PolicyClient
+
+    with PolicyClient(server, connect_timeout=10.0) as client:
+        served = str(client.metadata.get("checkpoint_id", ""))
+    if checkpoint is not None:
+        from mmvla.serve import checkpoint_id
+
+        local = checkpoint_id(checkpoint)
+        if served != local:
+            raise ValueError(
+                f"the server at {server} serves checkpoint {served[:12] or '?'}, not {checkpoint} ({local[:12]})"
+            )
+    return served
 
 
 def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:

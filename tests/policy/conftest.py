@@ -4,57 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pytest
+from vla_testdata import (  # re-exported: tests here import them from .conftest
+    IMAGE,
+    INSTRUCTIONS,
+    small_policy_dict,
+    synthetic_episode,
+    write_synthetic_dataset,
+)
 
-from mmvla.data.lerobot_format import Episode, LeRobotWriter
-
-IMAGE = 32
-INSTRUCTIONS = ("pick up the red cube", "pick up the blue cylinder", "push the green slab to the left")
-
-
-def synthetic_episode(rng: np.random.Generator, length: int, task_id: int) -> Episode:
-    """An episode whose action depends on the image (a bright square's position) and the instruction."""
-    images = rng.integers(0, 40, size=(length, IMAGE, IMAGE, 3), dtype=np.uint8)
-    pos = rng.integers(2, IMAGE - 8, size=(length, 2))
-    for t, (y, x) in enumerate(pos):
-        images[t, y : y + 6, x : x + 6, task_id % 3] = 255
-    state = rng.normal(size=(length, 5)).astype(np.float32)
-    action = np.zeros((length, 7), dtype=np.float32)
-    action[:, 0] = (pos[:, 1] / IMAGE) * 2 - 1
-    action[:, 1] = (pos[:, 0] / IMAGE) * 2 - 1
-    action[:, 6] = 1.0 if task_id == 0 else -1.0
-    return Episode(
-        images={"front": images, "wrist": images[:, ::-1].copy()},
-        state=state,
-        action=action,
-        task=INSTRUCTIONS[task_id],
-    )
-
-
-def write_synthetic_dataset(root: Path, episodes: int = 12, length: int = 20, seed: int = 0) -> Path:
-    rng = np.random.default_rng(seed)
-    with LeRobotWriter(root, cameras=("front", "wrist"), image_size=IMAGE, fps=10) as w:
-        for i in range(episodes):
-            w.add_episode(synthetic_episode(rng, length, i % 3))
-        w.finish(split="train")
-    return root
+__all__ = ["IMAGE", "INSTRUCTIONS", "small_policy_dict", "synthetic_episode", "write_synthetic_dataset"]
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_synthetic_dataset(tmp_path_factory.mktemp("data") / "tiny")
-
-
-def small_policy_dict(**overrides: object) -> dict:
-    d = {
-        "cameras": ["front", "wrist"],
-        "image_size": IMAGE,
-        "instructions": list(INSTRUCTIONS),
-        "dim": 32,
-        "fusion": "film",
-        "fusion_options": {"num_heads": 2, "num_layers": 1},
-        "head": {"kind": "regression", "chunk_size": 3, "hidden": 32},
-    }
-    d.update(overrides)
-    return d

@@ -8,7 +8,13 @@ HELP = "Evaluate a policy checkpoint in closed loop; writes metrics.json (and GI
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="policy directory (a run's policy/ folder)")
+    p.add_argument(
+        "--checkpoint",
+        help="policy directory (a run's policy/ folder); with --server optional (then checked against it)",
+    )
+    p.add_argument(
+        "--server", metavar="WS_URL", help="act through a running `mmvla serve` (ws://host:port) instead"
+    )
     p.add_argument(
         "--env",
         default="tabletop",
@@ -49,6 +55,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from mmvla.evaluate import EvalConfig, evaluate, format_metrics, read_rephrase_file
 
+    if not args.checkpoint and not args.server:
+        raise ValueError("give --checkpoint DIR or --server ws://host:port")
     cfg = EvalConfig(
         episodes=args.episodes,
         split=args.split,
@@ -61,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         rephrase=read_rephrase_file(args.rephrase) if args.rephrase else {},
         env=args.env,
         max_steps=args.max_steps,
+        server=args.server,
     )
     metrics = evaluate(args.checkpoint, cfg, args.out, progress=not args.quiet)
     print(format_metrics(metrics))

@@ -368,7 +368,7 @@ class SafetyMonitor:
         [-1, 1]; a non-finite value anywhere replaces the whole output by the hold action. Returns a new
         float32 array of the same shape.
         """
-        a = np.array(action, dtype=np.float32)  # a copy
+        a = np.asarray(action, dtype=np.float64)  # limits apply before the float32 cast (1e300 is finite)
         if a.ndim not in (1, 2) or a.shape[-1] == 0:
             raise ValueError(f"action must be (A,) or (k, A), got shape {a.shape}")
         A = a.shape[-1]
@@ -377,12 +377,13 @@ class SafetyMonitor:
             self._record(FALLBACK_NONFINITE, "the policy produced a non-finite action")
             return np.broadcast_to(hold, a.shape).copy()
         c = self.config
-        out = np.clip(a, -1.0, 1.0)
-        out[..., POS_DIMS] = np.clip(a[..., POS_DIMS], -c.max_pos_delta, c.max_pos_delta)
-        out[..., ROT_DIMS] = np.clip(a[..., ROT_DIMS], -c.max_rot_delta, c.max_rot_delta)
+        lim = np.ones(A)
+        lim[POS_DIMS], lim[ROT_DIMS] = c.max_pos_delta, c.max_rot_delta
+        clipped = np.clip(a, -lim, lim)
+        out = clipped.astype(np.float32)
         if A > GRIPPER_DIM:
             self._commanded_gripper = float(out.reshape(-1, A)[0, GRIPPER_DIM])
-        changed = out != a
+        changed = clipped != a
         if changed.any():
             dims = sorted({int(i) for i in np.nonzero(changed.reshape(-1, A).any(0))[0]})
             self._record(
