@@ -270,3 +270,36 @@ def test_report_of_an_empty_directory(tmp_path):
     assert "Nothing to report yet" in path.read_text()
     with pytest.raises(FileNotFoundError):
         write_report(tmp_path / "missing")
+
+
+def test_report_draws_an_attention_overlay_for_an_attention_checkpoint(tmp_path):
+    import mmvla.viz as viz
+    from mmvla.policy import PolicyConfig, VLAPolicy
+    from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+
+    if not hasattr(viz, "attention_heatmaps") or not hasattr(viz, "plot_attention_overlay"):
+        pytest.skip("mmvla.viz has no attention overlay functions")
+    cfg = PolicyConfig(
+        image_size=32,
+        dim=32,
+        instructions=("pick up the red cube", "push the blue slab to the left"),
+        fusion="cross_attention",
+        fusion_options={"num_heads": 2, "num_layers": 1},
+        head={"kind": "regression", "chunk_size": 2, "hidden": 32},
+    )
+    stats = {
+        STATE_KEY: {"mean": [0.0] * 5, "std": [1.0] * 5},
+        ACTION_KEY: {"mean": [0.0] * 7, "std": [1.0] * 7},
+    }
+    norm = Normalizer(stats, {STATE_KEY: "mean_std", ACTION_KEY: "mean_std"})
+    VLAPolicy(cfg, norm).save_pretrained(tmp_path / "run" / "policy")
+    path = write_report(tmp_path / "run")
+    overlay = tmp_path / "run" / "viz" / "attention_overlay_policy.png"
+    assert overlay.is_file()
+    page = _Page()
+    page.feed(path.read_text())
+    assert len(page.imgs) == 1 and page.imgs[0].startswith("data:image/png;base64,")
+    assert "attention overlay policy" in path.read_text()
+    mtime = overlay.stat().st_mtime_ns
+    write_report(tmp_path / "run")  # drawn once: the next report reuses it
+    assert overlay.stat().st_mtime_ns == mtime

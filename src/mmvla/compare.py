@@ -642,6 +642,48 @@ def comparison_figure(comparison: Mapping[str, Any]) -> Any:
     return fig
 
 
+def comparison_chart_png(comparison: Mapping[str, Any]) -> bytes:
+    """PNG bytes of the comparison's success chart: :func:`mmvla.viz.success_bar_chart` (one bar group
+    per design; train, unseen and the blind controls as bars with 95% Wilson intervals) when
+    :mod:`mmvla.viz` provides it, else :func:`comparison_figure`."""
+    import importlib
+    import tempfile
+
+    try:
+        chart = getattr(importlib.import_module("mmvla.viz"), "success_bar_chart", None)
+    except ImportError:
+        chart = None
+    if chart is None:
+        return _figure_png(comparison_figure(comparison))
+    multi = len({r["axis"] for r in comparison["variants"]}) > 1
+    rows = []
+    for r in comparison["variants"]:
+        success = {s: v["pooled"]["success"] for s, v in r["success"].items()}
+        ci = {s: v["pooled"]["ci95"] for s, v in r["success"].items()}
+        for c, v in r.get("controls", {}).items():
+            success[c.replace("_", " ")] = v["success"]
+            ci[c.replace("_", " ")] = v["ci95"]
+        rows.append(
+            {"name": f"{r['axis']}: {r['name']}" if multi else r["name"], "success": success, "ci95": ci}
+        )
+    splits = [
+        *SPLITS,
+        *[
+            c.replace("_", " ")
+            for c in CONTROL_NAMES
+            if all(c in r["controls"] for r in comparison["variants"])
+        ],
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = chart(
+            rows,
+            Path(tmp) / "comparison.png",
+            splits=splits,
+            title="success per design (pooled, 95% Wilson CI)",
+        )
+        return Path(path).read_bytes()
+
+
 def _figure_png(fig: Any) -> bytes:
     import io
 
@@ -774,7 +816,7 @@ def run_compare(
     atomic_write_json(out / "comparison.json", comparison)
     table = comparison_table(comparison)
     atomic_write_text(out / "comparison.md", table)
-    atomic_write_bytes(out / "comparison.png", _figure_png(comparison_figure(comparison)))
+    atomic_write_bytes(out / "comparison.png", comparison_chart_png(comparison))
     if report:
         from mmvla.report import write_report
 

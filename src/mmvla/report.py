@@ -15,14 +15,16 @@
   the modality gap before/after contrastive pre-training (each number also in a ``data-value``
   attribute at full precision);
 * ``viz/*.png`` (here or in a sub-directory; from :mod:`mmvla.viz`): attention overlays, embedding plots
-  and other figures. When there are none and :mod:`mmvla.viz` offers it, an attention overlay is drawn
-  for an attention-based policy checkpoint found in the run;
+  and other figures. Missing ones are drawn with :mod:`mmvla.viz` when it offers them (feature-detected):
+  a per-word attention overlay on a simulator frame for an attention-fusion checkpoint (the run's, or
+  for a comparison the best attention design's), t-SNE plots of pre-training evaluation embeddings;
 * ``eval*/videos/*.gif``: rollout clips (up to 6).
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import html
 import io
 import os
@@ -106,8 +108,10 @@ def training_curve_figure(log: Mapping[str, list[float]]) -> Any:
 
 def _viz_function(*names: str) -> Any:
     """The first of ``names`` that :mod:`mmvla.viz` defines (None when the module or names are absent)."""
+    import importlib
+
     try:
-        from mmvla import viz  # type: ignore[attr-defined]
+        viz = importlib.import_module("mmvla.viz")
     except ImportError:
         return None
     for n in names:
@@ -303,25 +307,80 @@ def _viz_pngs(dirs: Iterable[Path]) -> list[Path]:
     return found[:MAX_VIZ]
 
 
-def _draw_attention(run: Path, focus: Path) -> list[tuple[str, str]]:
-    """Attention overlay drawn by :mod:`mmvla.viz` for an attention-fusion checkpoint (when both exist)."""
-    draw = _viz_function("attention_overlay_for_checkpoint", "checkpoint_attention_figure")
-    if draw is None:
-        return []
-    for d in (focus, run):
+def _attention_checkpoints(run: Path, focus: Path, comparison: Mapping[str, Any] | None) -> list[Path]:
+    """Policy checkpoints with language -> vision attention: the focus run's, else the comparison's
+    attention designs, best unseen success first."""
+    dirs = [focus, run]
+    if comparison is not None:
+        rows = [r for r in comparison.get("variants", []) if r.get("name") in ATTENTION_FUSIONS]
+        rows.sort(key=lambda r: -r["success"].get("unseen", {}).get("mean", 0.0))
+        dirs += [Path(d) if Path(d).is_absolute() else run / d for r in rows for d in r.get("runs", [])[:1]]
+    out: list[Path] = []
+    for d in dict.fromkeys(dirs):
         ckpt = d / "policy"
         if (ckpt / "config.json").is_file():
             from mmvla.policy.checkpoint import load_config
 
-            cfg, _ = load_config(ckpt)
-            if cfg.fusion not in ATTENTION_FUSIONS:
-                return []
+            if load_config(ckpt)[0].fusion in ATTENTION_FUSIONS:
+                out.append(ckpt)
+    return out
+
+
+def draw_attention_overlay(checkpoint: Path, path: Path, camera: str | None = None) -> Path | None:
+    """Per-word cross-attention of ``checkpoint`` over a real simulator frame, overlaid on the frame,
+    with :func:`mmvla.viz.attention_heatmaps` / :func:`mmvla.viz.plot_attention_overlay` (None when
+    :mod:`mmvla.viz` lacks them or the policy has no such attention)."""
+    heatmaps = _viz_function("attention_heatmaps")
+    overlay = _viz_function("plot_attention_overlay")
+    if heatmaps is None or overlay is None:
+        return None
+    from mmvla.compare import reference_observation
+    from mmvla.policy import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(checkpoint)
+    cam = camera or policy.cfg.cameras[0]
+    obs = reference_observation(policy.cfg.cameras, policy.cfg.image_size)
+    try:
+        maps = heatmaps(policy, obs, camera=cam)
+    except (ValueError, RuntimeError):
+        return None
+    return Path(overlay(maps, path))
+
+
+def _ensure_viz(run: Path, focus: Path, comparison: Mapping[str, Any] | None) -> None:
+    """Draw what :mod:`mmvla.viz` can when the run holds no such figure yet (written under ``viz/``):
+    an attention overlay for an attention-fusion checkpoint, t-SNE plots of pre-training embeddings."""
+    have = _viz_pngs(dict.fromkeys([run, focus]))
+    if not any("attention" in p.stem for p in have):
+        for ckpt in _attention_checkpoints(run, focus, comparison)[:1]:
+            name = ckpt.parent.name if ckpt.parent != run else "policy"
+            draw_attention_overlay(ckpt, run / "viz" / f"attention_overlay_{name}.png")
+    plot = _viz_function("plot_pretrain_embeddings")
+    for pre in [run, *sorted(p for p in run.iterdir() if p.is_dir())]:
+        if (
+            plot is not None
+            and (pre / "eval_embeddings.safetensors").is_file()
+            and not list(pre.glob("viz/*.png"))
+        ):
+            with contextlib.suppress(ValueError, RuntimeError, ImportError):
+                plot(pre, pre / "viz" / "embeddings_after.png", which="after")
+
+
+def training_curves_uri(log_csv: Path) -> str:
+    """Training curves of ``log_csv`` as a PNG data URI: :func:`mmvla.viz.plot_training_curves` when
+    available, else :func:`training_curve_figure`."""
+    import tempfile
+
+    plot = _viz_function("plot_training_curves")
+    if plot is not None:
+        with tempfile.TemporaryDirectory() as tmp:
             try:
-                fig = draw(ckpt)
-            except (ValueError, RuntimeError, NotImplementedError):
-                return []
-            return [(_png_data_uri(fig), "cross-attention over image patches")]
-    return []
+                return _file_data_uri(Path(plot(log_csv, Path(tmp) / "curves.png")))
+            except ValueError:
+                pass
+    from mmvla.train import read_log
+
+    return _png_data_uri(training_curve_figure(read_log(log_csv)))
 
 
 # ------------------------------------------------------------------------ the page
@@ -335,10 +394,14 @@ STYLE = (
 )
 
 
-def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None) -> Path:
+def write_report(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, draw: bool = True
+) -> Path:
     """Write ``run_dir/report.html`` (or ``out``) from what the run directory holds; returns its path.
 
     See the module docstring for the files read; every one is optional and every image is inlined.
+    With ``draw`` (default), figures :mod:`mmvla.viz` can make that the run lacks (an attention overlay,
+    pre-training embedding plots) are first written under ``viz/``.
     """
     from mmvla.train import read_log
 
@@ -360,9 +423,9 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         if (run / "comparison.png").is_file():
             chart = _file_data_uri(run / "comparison.png")
         else:
-            from mmvla.compare import comparison_figure
+            from mmvla.compare import comparison_chart_png
 
-            chart = _png_data_uri(comparison_figure(comparison))
+            chart = "data:image/png;base64," + base64.b64encode(comparison_chart_png(comparison)).decode()
         sections.append(_section("comparison", "Comparison of designs", comparison_html(comparison, chart)))
     focus = focus_run(run, comparison)
     where = "" if focus == run else f" — winner run {focus.name}"
@@ -374,17 +437,9 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
     if tables:
         sections.append(_section("success", f"Success{where}", "".join(tables)))
 
-    if (focus / "log.csv").is_file():
-        log = read_log(focus / "log.csv")
-        if log.get("step"):
-            curves = _viz_function("training_curves_figure", "training_curves")
-            try:
-                fig = curves(log) if curves is not None else training_curve_figure(log)
-            except (TypeError, ValueError, KeyError):
-                fig = training_curve_figure(log)
-            sections.append(
-                _section("training", f"Training{where}", _img(_png_data_uri(fig), "training curves"))
-            )
+    if (focus / "log.csv").is_file() and read_log(focus / "log.csv").get("step"):
+        uri = training_curves_uri(focus / "log.csv")
+        sections.append(_section("training", f"Training{where}", _img(uri, "training curves")))
 
     diag_dirs = [
         d for d in (run / "diagnostics", focus / "diagnostics") if (d / "diagnostics.json").is_file()
@@ -401,9 +456,9 @@ def write_report(run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | 
         )
         sections.append(_section("pretrain", "Contrastive pre-training: alignment", body))
 
+    if draw:
+        _ensure_viz(run, focus, comparison)
     figs = [(_file_data_uri(p), p.stem.replace("_", " ")) for p in _viz_pngs(dict.fromkeys([run, focus]))]
-    if not figs:
-        figs = _draw_attention(run, focus)
     if figs:
         body = "<div class=figs>" + "".join(_img(uri, cap, cap) for uri, cap in figs) + "</div>"
         sections.append(_section("viz", "Attention and embeddings", body))

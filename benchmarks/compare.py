@@ -1,0 +1,113 @@
+"""Every fusion design on the default task at a reduced budget: `mmvla compare`, timed.
+
+Runs ``mmvla compare`` over the eight fusion designs (same data, budget and seed for each), then writes
+benchmarks/results/compare.json (settings, wall time, machine, the comparison rows and the winner) and
+prints the comparison table. The run directory is resumable: rerunning continues where a killed run
+stopped and only re-aggregates finished designs.
+
+    .venv/bin/python benchmarks/compare.py                 # reduced budget; target <= 60 min on 2 cores
+    .venv/bin/python benchmarks/compare.py --quick         # smoke run (~1 min), results/compare_quick.json
+    .venv/bin/python benchmarks/compare.py --seeds 0,1,2   # mean ± spread over seeds (3x the time)
+
+Timings on a shared machine are noisy: the JSON records the CPU count and the load average at the start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from mmvla.io import atomic_write_json, read_json
+
+RESULTS = Path(__file__).resolve().parent / "results"
+FUSIONS = "early,late,cross_attention,transformer,film,gated,moe,hierarchical"
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", default="runs/bench_compare", help="comparison directory (resumable)")
+    p.add_argument("--fusions", default=FUSIONS)
+    p.add_argument("--episodes", type=int, default=200, help="demonstrations collected")
+    p.add_argument("--steps", type=int, default=1000, help="training steps per design")
+    p.add_argument("--seeds", default="0")
+    p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per split")
+    p.add_argument("--controls", type=int, default=10, help="blind-control episodes per split")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--quick", action="store_true", help="tiny smoke budget; writes compare_quick.json")
+    args = p.parse_args()
+
+    argv = [
+        "compare",
+        "--fusions", args.fusions,
+        "--out", args.out,
+        "--episodes", str(args.episodes),
+        "--steps", str(args.steps),
+        "--seeds", args.seeds,
+        "--eval-episodes", str(args.eval_episodes),
+        "--controls", str(args.controls),
+        "--workers", str(args.workers),
+        "--quiet",
+    ]  # fmt: skip
+    result_path = RESULTS / "compare.json"
+    if args.quick:
+        argv += ["--episodes", "6", "--steps", "20", "--eval-episodes", "2", "--controls", "1"]
+        argv += ["--eval-max-steps", "20", "--set", "policy.dim=32", "--set", "train.batch_size=16"]
+        argv[argv.index("--out") + 1] = args.out + "_quick"
+        result_path = RESULTS / "compare_quick.json"
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+    from mmvla.cli import main as cli
+
+    t0 = time.perf_counter()
+    rc = cli(argv)
+    wall = time.perf_counter() - t0
+    if rc != 0:
+        raise SystemExit(rc)
+    out = Path(argv[argv.index("--out") + 1])
+    comparison = read_json(out / "comparison.json", "comparison")
+    rows: list[dict[str, Any]] = [
+        {
+            "design": r["name"],
+            "success_train": r["success"]["train"]["mean"],
+            "success_unseen": r["success"]["unseen"]["mean"],
+            "unseen_ci95": r["success"]["unseen"]["pooled"]["ci95"],
+            "std_unseen": r["success"]["unseen"]["std"],
+            "params": r["params"]["total"],
+            "latency_p50_ms": r["latency_ms"]["p50"],
+            "latency_p99_ms": r["latency_ms"]["p99"],
+            "train_s": r["train_s"],
+            "controls": {c: v["success"] for c, v in r["controls"].items()},
+        }
+        for r in comparison["variants"]
+    ]
+    atomic_write_json(
+        result_path,
+        {
+            "command": "mmvla " + " ".join(argv),
+            "wall_s": wall,
+            "wall_s_this_invocation_only": bool(comparison["skipped"]),
+            "ran": comparison["ran"],
+            "skipped": comparison["skipped"],
+            "machine": {
+                "cpus": os.cpu_count(),
+                "load_avg_1min_at_start": load,
+                "platform": platform.platform(),
+            },
+            "settings": comparison["settings"],
+            "rows": rows,
+            "winner": comparison["winners"].get("fusion"),
+            "target_minutes": 60,
+        },
+    )
+    print((out / "comparison.md").read_text())
+    print(
+        f"wall {wall / 60:.1f} min ({len(comparison['ran'])} designs run, {len(comparison['skipped'])} reused)"
+    )
+    print(f"wrote {result_path}, {out}/report.html")
+
+
+if __name__ == "__main__":
+    main()
