@@ -102,7 +102,6 @@ def main() -> None:
             "target_minutes": 60,
         },
     )
-    print((out / "comparison.md").read_text())
     print(
         f"wall {wall / 60:.1f} min ({len(comparison['ran'])} designs run, {len(comparison['skipped'])} reused)"
     )

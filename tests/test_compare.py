@@ -18,6 +18,7 @@ from mmvla.compare import (
     comparison_table,
     count_parameters,
     pick_winner,
+    steady_train_seconds,
     variant_configs,
 )
 from mmvla.evaluate import wilson_interval
@@ -271,3 +272,19 @@ def test_count_parameters_counts_frozen_external_encoders():
     c = count_parameters(M())
     assert c == {"total": 21, "trainable": 16, "frozen_external": 6}
     assert torch.get_num_threads() >= 1
+
+
+def test_steady_train_seconds_skips_the_first_window(tmp_path):
+    import csv
+
+    from mmvla.train import LOG_FIELDS
+
+    log = tmp_path / "log.csv"
+    with log.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=LOG_FIELDS)
+        w.writeheader()
+        for step, sps in ((25, 1.0), (50, 100.0), (75, 50.0), (100, 100.0)):
+            w.writerow({**dict.fromkeys(LOG_FIELDS, 0.0), "step": step, "samples_per_s": sps})
+    # median of the later windows = 100 samples/s -> 100 steps x 64 samples / 100
+    assert steady_train_seconds(log, 100, 64, fallback=-1.0) == pytest.approx(64.0)
+    assert steady_train_seconds(tmp_path / "missing.csv", 100, 64, fallback=-1.0) == -1.0

@@ -258,6 +258,22 @@ def count_parameters(policy: Any) -> dict[str, int]:
     return {"total": total, "trainable": trainable, "frozen_external": external}
 
 
+def steady_train_seconds(log_csv: Path, steps: int, batch_size: int, fallback: float) -> float:
+    """Training time of ``steps`` steps at the median steady-state throughput of a run's log.
+
+    The first log window holds one-off costs (kernel selection, allocator warm-up: tens of seconds for
+    the first run of a process on a loaded machine) and a busy machine adds spikes; the median samples/s
+    of the other windows is robust to both, so designs trained first and later compare fairly.
+    ``fallback`` (the wall time) is returned when the log has fewer than two windows.
+    """
+    from mmvla.train import read_log
+
+    if not log_csv.is_file():
+        return fallback
+    sps = [v for v in read_log(log_csv).get("samples_per_s", [])[1:] if v > 0]
+    return steps * batch_size / statistics.median(sps) if sps else fallback
+
+
 # ------------------------------------------------------------------------ one run
 def _jsonable(x: Any) -> Any:
     return json.loads(json.dumps(x))
@@ -382,7 +398,10 @@ def run_variant(
         # A resumed run only timed its last part: scale its time per step to the whole run.
         total_s = r.train_seconds * train_cfg.steps / max(1, r.steps - start_step)
         train_time = {
-            "train_s": total_s,
+            "train_s": steady_train_seconds(
+                run_dir / "log.csv", train_cfg.steps, train_cfg.batch_size, total_s
+            ),
+            "wall_s": total_s,
             "measured_s": r.train_seconds,
             "resumed_from_step": start_step if resume else None,
             "samples_per_s": r.samples_per_s,
@@ -580,7 +599,8 @@ def comparison_table(comparison: Mapping[str, Any]) -> str:
         f"Seeds {s.get('seeds')}, {s.get('steps')} training steps, {s.get('eval_episodes')} evaluation "
         f"episodes per split per seed, controls {s.get('controls')} episodes per split per seed. "
         "Success: mean ± sample std over seeds; CI: 95% Wilson interval of the pooled episodes. "
-        "Latency: policy.act() at batch 1, one thread. Controls: success pooled over both splits.",
+        "Latency: policy.act() at batch 1, one thread. Train s: steps at the median steady-state "
+        "throughput (first log window excluded). Controls: success pooled over both splits.",
     ]
     for axis, w in comparison.get("winners", {}).items():
         if w:

@@ -207,7 +207,7 @@ def _run_episode(job: Job) -> tuple[str, EpisodeResult, dict[str, Any]]:
     condition, split, seed, family, env_kwargs = job
     import mmvla.sim  # noqa: F401  (registers the environment)
     from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import all_instructions
+    from mmvla.sim.registry import wrong_instruction_pool
 
     policy, recorder = _WORKER["policy"], _WORKER["recorder"]
     cams = tuple(policy.cfg.cameras)
@@ -218,9 +218,7 @@ def _run_episode(job: Job) -> tuple[str, EpisodeResult, dict[str, Any]]:
         given = canonical
         if condition == "wrong_instruction":  # the same choice as evaluate's control
             rng = np.random.default_rng(seed)
-            others = [
-                s for s in all_instructions(split) if s != canonical and s.split()[0] == canonical.split()[0]
-            ]
+            others = wrong_instruction_pool("tabletop", split, canonical)
             given = str(rng.choice(others)) if others else canonical
         policy.reset(chunk_mode="ensemble")
         recorder.clear()

@@ -181,7 +181,9 @@ def comparison_html(comparison: Mapping[str, Any], chart_uri: str | None) -> str
         f"{_e(s.get('eval_episodes'))} evaluation episodes per split and seed, blind controls "
         f"{_e(s.get('controls'))} episodes per split and seed. Success: mean ± sample standard deviation "
         "over seeds; CI: 95% Wilson interval of the pooled episodes. Latency: <code>policy.act()</code> at "
-        "batch 1 on one thread. Controls: success pooled over both splits (a policy that uses both "
+        "batch 1 on one thread. Train: the steps at the median steady-state throughput of the run's log "
+        "(its first window, with one-off start-up costs, excluded). Controls: success pooled over both "
+        "splits (a policy that uses both "
         "modalities should fail them).</p>"
     )
     statements = "".join(f"<li><b>{_e(a)}</b>: {_e(w['statement'])}</li>" for a, w in winners.items())
