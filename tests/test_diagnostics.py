@@ -183,3 +183,25 @@ def test_run_diagnostics_end_to_end_matches_evaluate(gated_checkpoint, tmp_path)
         )
         assert m["success"] == d["conditions"][key]["success"]
         assert m["length"] == d["conditions"][key]["length"]
+
+
+def test_report_command_with_diagnostics(gated_checkpoint):
+    from mmvla.cli import main
+
+    run = gated_checkpoint.parent
+    argv = [
+        "report",
+        "--run",
+        str(run),
+        "--diagnostics",
+        "--episodes",
+        "1",
+        "--workers",
+        "1",
+        "--max-steps",
+        "3",
+    ]
+    assert main(argv) == 0
+    assert (run / "diagnostics" / "diagnostics.json").is_file()
+    page = (run / "report.html").read_text()
+    assert "Modality diagnostics" in page and "gate weights" in page and "blank_wrist" in page
