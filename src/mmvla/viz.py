@@ -282,15 +282,9 @@ def attention_heatmaps(
     )
 
 
-def plot_attention_overlay(
-    maps: AttentionMaps,
-    path: str | os.PathLike[str],
-    *,
-    alpha: float = 0.5,
-    cmap: str = "jet",
-    columns: int = 4,
-    dpi: int = 110,
-) -> Path:
+def attention_overlay_figure(
+    maps: AttentionMaps, *, alpha: float = 0.5, cmap: str = "jet", columns: int = 4
+) -> Figure:
     """The camera frame, then one panel per word with its heatmap overlaid (upsampled to the frame).
 
     Each word panel spans its colour map from its own minimum to its maximum (so weak structure stays
@@ -327,7 +321,74 @@ def plot_attention_overlay(
         peak = float(maps.heatmaps[k - 1].max()) * h * w
         ax.set_title(f"{maps.words[k - 1]}  (peak {peak:.1f}× uniform)", fontsize=9)
     fig.suptitle(f'"{maps.instruction}" — {maps.fusion}, {maps.layer}, heads averaged', fontsize=10)
-    return save_figure(fig, path, dpi)
+    return fig
+
+
+def plot_attention_overlay(
+    maps: AttentionMaps,
+    path: str | os.PathLike[str],
+    *,
+    alpha: float = 0.5,
+    cmap: str = "jet",
+    columns: int = 4,
+    dpi: int = 110,
+) -> Path:
+    """:func:`attention_overlay_figure` written atomically as a PNG to ``path``."""
+    return save_figure(attention_overlay_figure(maps, alpha=alpha, cmap=cmap, columns=columns), path, dpi)
+
+
+def attention_overlay_for_checkpoint(
+    checkpoint: str | os.PathLike[str],
+    *,
+    camera: str | None = None,
+    instruction: str | None = None,
+    seed: int = 0,
+    layer: int = -1,
+) -> Figure:
+    """Attention overlay of a saved policy on a fresh simulator frame (for reports).
+
+    Loads the policy (``VLAPolicy.from_pretrained``), resets the tabletop with the policy's cameras and
+    image size (split "all", the families of the policy's instructions) at ``seed`` (and
+    ``instruction`` when given), and draws :func:`attention_overlay_figure` of the reset observation.
+
+    Args:
+        checkpoint: a policy directory (``config.json`` + weights).
+        camera: camera to show; default "front" when the policy reads it, else its first camera.
+        instruction: a canonical instruction; default: the one the environment draws at ``seed``.
+        seed: environment seed (the frame is reproducible).
+        layer: see :func:`attention_heatmaps`.
+    Raises:
+        ValueError: the policy's fusion has no language → vision attention.
+    """
+    from mmvla.policy import VLAPolicy
+    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tasks import FAMILIES, parse_instruction
+
+    policy = VLAPolicy.from_pretrained(checkpoint)
+    cfg = policy.cfg
+    if not _attention_sites(policy):
+        raise ValueError(
+            f"attention_overlay_for_checkpoint: fusion {cfg.fusion!r} has no language-to-vision attention; "
+            f"use a policy with one of: {', '.join(HEATMAP_FUSIONS)}"
+        )
+    families = set()
+    for text in [*cfg.instructions, *([instruction] if instruction else [])]:
+        try:
+            families.add(parse_instruction(text).family)
+        except ValueError:
+            continue
+    env = TabletopEnv(
+        cameras=cfg.cameras,
+        image_size=cfg.image_size,
+        split="all",
+        families=tuple(f for f in FAMILIES if f in families) or ("pick", "push"),
+    )
+    try:
+        obs, _ = env.reset(seed=seed, options={"instruction": instruction} if instruction else None)
+    finally:
+        env.close()
+    cam = camera or ("front" if "front" in cfg.cameras else cfg.cameras[0])
+    return attention_overlay_figure(attention_heatmaps(policy, obs, camera=cam, layer=layer))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -650,6 +711,45 @@ def _panels(cols: dict[str, list[float]], columns: Sequence[str] | None) -> list
     return panels
 
 
+def training_curves_figure(
+    log: Mapping[str, Sequence[float]], *, columns: Sequence[str] | None = None, title: str | None = None
+) -> Figure:
+    """Curves of a log's columns (name -> values, e.g. :func:`mmvla.train.read_log`) against ``step``.
+
+    Default panels: every loss column together (log scale when positive), every ``grad*`` column
+    together (the per-module norms show modality balance), then each remaining column (learning rate,
+    logit scale, batch accuracy, throughput) alone; empty and all-zero columns and ``elapsed_s`` are
+    skipped. ``columns`` picks the columns instead (one panel each).
+    """
+    cols = {k: list(v) for k, v in log.items() if len(v)}
+    if "step" not in cols:
+        raise ValueError("training_curves_figure: the log has no 'step' column")
+    panels = _panels(cols, columns)
+    if not panels:
+        raise ValueError("training_curves_figure: nothing to plot")
+    ncol = min(3, len(panels))
+    nrow = math.ceil(len(panels) / ncol)
+    fig = _figure(4.2 * ncol, 3.0 * nrow + 0.4)
+    step = np.asarray(cols["step"], dtype=float)
+    for k, (name, names) in enumerate(panels):
+        ax = fig.add_subplot(nrow, ncol, k + 1)
+        positive = True
+        for c in names:
+            v = np.asarray(cols[c], dtype=float)
+            positive = positive and bool(np.all(v[np.isfinite(v)] > 0))
+            ax.plot(step[: len(v)], v, label=c, lw=1.3)
+        if positive and (name in ("loss", "gradient norm")):
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        ax.set_title(name, fontsize=10)
+        ax.grid(alpha=0.3)
+        if len(names) > 1:
+            ax.legend(fontsize=7)
+    fig.suptitle(title or "training curves", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
 def plot_training_curves(
     log_csv: str | os.PathLike[str],
     path: str | os.PathLike[str],
@@ -658,39 +758,12 @@ def plot_training_curves(
     title: str | None = None,
     dpi: int = 110,
 ) -> Path:
-    """Curves of a ``log.csv`` against ``step``: one labelled panel per quantity.
-
-    Default panels: every loss column together (log scale when positive), every ``grad*`` column
-    together (the per-module norms show modality balance), then each remaining column (learning rate,
-    logit scale, batch accuracy, throughput) alone; all-zero columns and ``elapsed_s`` are skipped.
-    ``columns`` picks the columns instead (one panel each).
-    """
+    """:func:`training_curves_figure` of a ``log.csv`` (``mmvla train`` or ``mmvla pretrain``), saved as PNG."""
     cols = read_csv_columns(log_csv)
     if "step" not in cols:
         raise ValueError(f"{log_csv}: the log has no 'step' column")
-    panels = _panels(cols, columns)
-    if not panels:
-        raise ValueError(f"{log_csv}: nothing to plot")
-    ncol = min(3, len(panels))
-    nrow = math.ceil(len(panels) / ncol)
-    fig = _figure(4.2 * ncol, 3.0 * nrow + 0.4)
-    step = np.asarray(cols["step"])
-    for k, (name, names) in enumerate(panels):
-        ax = fig.add_subplot(nrow, ncol, k + 1)
-        positive = True
-        for c in names:
-            v = np.asarray(cols[c], dtype=float)
-            positive = positive and bool(np.all(v[np.isfinite(v)] > 0))
-            ax.plot(step, v, label=c, lw=1.3)
-        if positive and (name in ("loss", "gradient norm")):
-            ax.set_yscale("log")
-        ax.set_xlabel("step")
-        ax.set_title(name, fontsize=10)
-        ax.grid(alpha=0.3)
-        if len(names) > 1:
-            ax.legend(fontsize=7)
-    fig.suptitle(title or f"training curves: {Path(log_csv).parent.name}/{Path(log_csv).name}", fontsize=11)
-    fig.tight_layout()
+    name = f"{Path(log_csv).parent.name}/{Path(log_csv).name}"
+    fig = training_curves_figure(cols, columns=columns, title=title or f"training curves: {name}")
     return save_figure(fig, path, dpi)
 
 

@@ -43,6 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-rounds", type=int, help="evaluation frames per instruction (default 3)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--no-plots", action="store_true", help="skip the embedding plots (OUT/viz/*.png)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -90,7 +91,7 @@ def run(args: argparse.Namespace) -> int:
         if key is not None:
             size = int(meta["features"][key]["shape"][0])
             policy_cfg = PolicyConfig.from_dict({**policy_cfg.to_dict(), "image_size": size})
-    result = pretrain(args.data, args.out, policy_cfg, cfg, progress=not args.quiet)
+    result = pretrain(args.data, args.out, policy_cfg, cfg, progress=not args.quiet, plots=not args.no_plots)
     r = result
     print(
         f"pre-trained {r.steps} steps in {r.seconds:.0f} s; logit scale {r.final_logit_scale:.1f} "
