@@ -292,3 +292,19 @@ def test_success_bar_chart(tmp_path) -> None:
     assert _png_size(out)[0] > 300
     with pytest.raises(ValueError, match="'success' mapping"):
         viz.success_bar_chart([{"name": "x"}], tmp_path / "bad.png")
+
+
+def test_figures_for_the_report(tmp_path) -> None:
+    """The report calls attention_overlay_for_checkpoint(ckpt) and training_curves_figure(read_log(...))."""
+    policy = _policy("transformer")
+    policy.save_pretrained(tmp_path / "ckpt")
+    fig = viz.attention_overlay_for_checkpoint(tmp_path / "ckpt", seed=3)
+    assert len(fig.axes) == 1 + len(fig.texts[0].get_text().split('"')[1].split())  # frame + one per word
+    viz.save_figure(fig, tmp_path / "a.png")
+    assert _png_size(tmp_path / "a.png")[0] > 300
+    _policy("film").save_pretrained(tmp_path / "film")
+    with pytest.raises(ValueError, match="'film'"):
+        viz.attention_overlay_for_checkpoint(tmp_path / "film")
+    log = {"step": [1.0, 2.0], "loss": [2.0, 1.0], "lr": [1e-3, 1e-3], "grad_proprio": []}
+    fig = viz.training_curves_figure(log)
+    assert [ax.get_title() for ax in fig.axes] == ["loss", "learning rate"]
