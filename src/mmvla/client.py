@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import contextlib
+import inspect
 import logging
 import threading
 import time
@@ -33,6 +34,22 @@ from mmvla.protocol import ProtocolError, pack, unpack
 logger = logging.getLogger("mmvla.client")
 
 DEFAULT_CLIENT_MAX_MESSAGE_BYTES = 16 * 2**20
+# Newer websockets releases read proxy settings from the environment (off here: a robot talks to its
+# server directly) and want ``legacy=True`` for a plain connection object; older ones know neither.
+_CONNECT_PARAMS = inspect.signature(connect).parameters
+_CONNECT_EXTRA: dict[str, Any] = {
+    **({"proxy": None} if "proxy" in _CONNECT_PARAMS else {}),
+    **({"legacy": True} if "legacy" in _CONNECT_PARAMS else {}),
+}
+
+
+def open_connection(
+    url: str, timeout: float = 10.0, max_size: int | None = DEFAULT_CLIENT_MAX_MESSAGE_BYTES
+) -> ClientConnection:
+    """A raw synchronous WebSocket connection to ``url`` (no compression, no proxy); the caller closes it."""
+    return connect(
+        url, open_timeout=timeout, close_timeout=1.0, compression=None, max_size=max_size, **_CONNECT_EXTRA
+    )
 
 
 class PolicyServerError(RuntimeError):
@@ -116,14 +133,7 @@ class PolicyClient:
                 attempts += 1
                 ws = None
                 try:
-                    ws = connect(
-                        self.url,
-                        open_timeout=self.timeout,
-                        close_timeout=1.0,
-                        compression=None,
-                        max_size=self.max_message_bytes,
-                        proxy=None,
-                    )
+                    ws = open_connection(self.url, self.timeout, self.max_message_bytes)
                     metadata = unpack(ws.recv(timeout=self.timeout))
                     if metadata.get("kind") != "metadata":
                         raise ProtocolError(

@@ -62,7 +62,7 @@ def encode_array(a: np.ndarray) -> dict[str, Any]:
     a = np.asarray(a)
     if a.dtype.name not in DTYPES:
         raise ValueError(f"dtype {a.dtype} cannot be sent; allowed: {', '.join(sorted(DTYPES))}")
-    a = np.ascontiguousarray(a, dtype=a.dtype.newbyteorder("<"))
+    a = np.asarray(a, dtype=a.dtype.newbyteorder("<"), order="C")  # (ascontiguousarray makes 0-d 1-d)
     return {ND_KEY: True, "dtype": a.dtype.name, "shape": list(a.shape), "data": a.tobytes()}
 
 
@@ -95,7 +95,7 @@ def decode_array(d: Mapping[str, Any]) -> np.ndarray:
             "bad_request",
             f"array data holds {len(data)} bytes, shape {list(shape)} of {dtype} needs {expected}",
         )
-    return np.frombuffer(bytes(data), dtype=dt).reshape(shape).astype(dt.newbyteorder("="), copy=True)
+    return np.frombuffer(data, dtype=dt).reshape(tuple(shape)).astype(dt.newbyteorder("="), copy=True)
 
 
 def _to_wire(x: Any) -> Any:
