@@ -44,6 +44,16 @@ the same tasks), ``reward`` (Meta-World's dense reward).
 
 The expert is Meta-World's own scripted policy for the task (:class:`MetaWorldExpert`); it reads the full
 Meta-World observation (object and goal positions) from the environment, never from our observation.
+
+Command line (the policy's widths differ from the tabletop's, so training takes a small config)::
+
+    mmvla collect --env metaworld-mt10 --out data/mt10 --episodes 1000 --workers 2   # 100 per task
+    echo '{"policy": {"cameras": ["corner4"], "state_dim": 4, "action_dim": 4, "camera_dropout": 0.0,
+           "head": {"kind": "regression", "chunk_size": 8, "loss": "l1"}}}' > mt10.json
+    mmvla train --data data/mt10 --out runs/mt10 --config mt10.json --steps 20000
+    mmvla eval --env metaworld-mt10 --checkpoint runs/mt10/policy --episodes 500 --out runs/mt10/eval
+
+``benchmarks/metaworld.py`` runs that chain at a stated budget, with the expert reference.
 """
 
 from __future__ import annotations
