@@ -74,6 +74,7 @@ class DiagnosticsConfig:
 
     @property
     def splits(self) -> tuple[str, ...]:
+        """The splits rolled out: ("train", "unseen") for "all", else the one split."""
         return SPLITS if self.split == "all" else (self.split,)
 
 
