@@ -81,6 +81,7 @@ class VisionConfig:
         channels: ``"cnn"`` stage widths.
         strides: ``"cnn"`` stage strides (same length as ``channels``); product 8 → 8×8 tokens at 64².
         coord_channels: ``"cnn"``: append (x, y) coordinate channels to the input (CoordConv).
+        residual: ``"cnn"``: a residual 3×3 conv after each stage (doubles the encoder's FLOPs).
         patch_size: ``"patch"``: patch side in pixels.
         num_layers: ``"patch"``: transformer blocks.
         num_heads: attention heads (patch blocks, attention pooling); must divide ``dim``.
@@ -106,6 +107,7 @@ class VisionConfig:
     channels: tuple[int, ...] = (32, 64, 128, 128)
     strides: tuple[int, ...] = (2, 2, 2, 1)
     coord_channels: bool = True
+    residual: bool = True
     # patch
     patch_size: int = 8
     num_layers: int = 2
@@ -364,7 +366,7 @@ class _ResidualConv(nn.Module):
 
 
 class ConvEncoder(VisionEncoder):
-    """Small CNN: per stage ``conv3x3(stride) → GN → ReLU`` then a residual 3×3 conv.
+    """Small CNN: per stage ``conv3x3(stride) → GN → ReLU``, then (optionally) a residual 3×3 conv.
 
     Input is centred to ``[-1, 1]`` and gets two CoordConv channels (x, y in ``[-1, 1]``), so the
     filters can tell where they are; tokens also get a 2-D sin-cos position embedding. With
@@ -376,7 +378,8 @@ class ConvEncoder(VisionEncoder):
         cin = 3 + (2 if cfg.coord_channels else 0)
         stages: list[nn.Module] = []
         for cout, stride in zip(cfg.channels, cfg.strides, strict=True):
-            stages.append(nn.Sequential(_conv_gn_relu(cin, cout, stride), _ResidualConv(cout)))
+            stage = [_conv_gn_relu(cin, cout, stride)] + ([_ResidualConv(cout)] if cfg.residual else [])
+            stages.append(nn.Sequential(*stage))
             cin = cout
         self.stages = nn.Sequential(*stages)
         self.coarse = _conv_gn_relu(cin, cin, 2) if cfg.multi_scale else None
