@@ -267,24 +267,27 @@ class PolicyClient:
 class AsyncPolicyClient:
     """Chunks executed open-loop with the next one requested in the background: the robot never waits.
 
-    Each :meth:`act` returns the next action of the current chunk at once. When at most ``prefetch_at``
-    actions of it remain, a request with the current observation starts on a background thread; its
-    chunk (row 0 = the step it was requested at) replaces the current one as soon as it arrives,
-    skipping the rows for steps already executed. The control loop waits only if a chunk runs out
-    before its successor arrives (counted in :attr:`waits`), or on the very first step.
+    Each :meth:`act` returns the next action of the current chunk at once. When at most
+    :attr:`prefetch_at` actions of it remain, a request with the current observation starts on a
+    background thread; its chunk (row 0 = the step it was requested at) replaces the current one as soon
+    as it arrives, skipping the rows for steps already executed. The control loop waits only if a chunk
+    runs out before its successor arrives (counted in :attr:`waits`), or on the very first step.
 
     Args:
         client: a connected :class:`PolicyClient` (used only from this object's worker thread).
-        prefetch_at: remaining actions at which the next chunk is requested (default k // 2, at least 1).
+        prefetch_at: remaining actions at which the next chunk is requested; None (default): adaptive,
+            the largest delay seen so far between a request and its chunk's arrival, in control steps
+            (at least 1, at most k - 1): just early enough, without a request every step.
     """
 
     def __init__(self, client: PolicyClient, prefetch_at: int | None = None) -> None:
         k = int(client.metadata.get("chunk_size", 1))
         self.client = client
         self.chunk_size = k
-        self.prefetch_at = min(max(1, k // 2), k - 1) if prefetch_at is None else int(prefetch_at)
-        if not 0 <= self.prefetch_at <= k - 1:
+        if prefetch_at is not None and not 0 <= prefetch_at <= k - 1:
             raise ValueError(f"prefetch_at must be in [0, {k - 1}] for chunks of {k}, got {prefetch_at}")
+        self._fixed_prefetch = prefetch_at
+        self.max_lag = 1  # most control steps a chunk took to arrive (adaptive prefetch)
         self.waits = 0  # steps that had to wait for a chunk (the first step always does)
         self.requests = 0
         self._pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mmvla-client")
@@ -293,6 +296,13 @@ class AsyncPolicyClient:
         self._t = 0  # steps executed in this episode
         self._pending: concurrent.futures.Future[np.ndarray] | None = None
         self._pending_step = 0
+
+    @property
+    def prefetch_at(self) -> int:
+        """Remaining actions of the current chunk at which the next one is requested."""
+        if self._fixed_prefetch is not None:
+            return self._fixed_prefetch
+        return max(0, min(self.max_lag, self.chunk_size - 1))
 
     def _submit(self, observation: Mapping[str, Any]) -> None:
         self._pending = self._pool.submit(self.client.act_chunk, dict(observation))
@@ -304,6 +314,7 @@ class AsyncPolicyClient:
         future, self._pending = self._pending, None
         self._chunk = future.result()  # re-raises PolicyServerError / ConnectionError / TimeoutError
         self._index = self._t - self._pending_step
+        self.max_lag = max(self.max_lag, self._index)
 
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
         """The (A,) action for this step (observation as for :meth:`PolicyClient.act`)."""
@@ -312,8 +323,8 @@ class AsyncPolicyClient:
         if self._chunk is None or self._index >= len(self._chunk):
             if self._pending is None:
                 self._submit(observation)
-            assert self._pending is not None
-            if not self._pending.done():
+                self.waits += 1  # nothing in flight: this step waits for a whole round trip
+            elif not self._pending.done():
                 self.waits += 1
             self._adopt()
             if self._chunk is None or self._index >= len(self._chunk):  # arrived too late to use any row

@@ -252,6 +252,8 @@ def evaluate(
         for job in jobs:
             results.append(_run_episode(job))
             bar.update(1)
+        if cfg.server is not None:
+            _WORKER.pop("policy").close()  # the connection; the pool's workers close theirs on exit
     else:
         ctx = mp.get_context("spawn")
         with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(ckpt, cfg.server)) as pool:

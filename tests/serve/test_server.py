@@ -206,14 +206,14 @@ def test_async_client_never_waits_after_the_first_chunk(server, local_policy):
     rng = np.random.default_rng(14)
     stream = [make_obs(rng) for _ in range(12)]
     chunks = [local_policy.act_chunk(obs) for obs in stream]  # what any request at step s returns
-    with AsyncPolicyClient(PolicyClient(server.url), prefetch_at=2) as robot:
+    with AsyncPolicyClient(PolicyClient(server.url)) as robot:
         robot.reset()
         actions = []
         for obs in stream:
             actions.append(robot.act(obs))
             time.sleep(0.05)  # a 20 Hz control loop: the next chunk arrives while this one executes
-        waits, requests = robot.waits, robot.requests
-    assert waits == 1 and requests >= 4
+        waits, requests, prefetch_at = robot.waits, robot.requests, robot.prefetch_at
+    assert waits == 1 and prefetch_at == 1 and requests <= 12  # k = 3, one step of delay: one per step
     for t, a in enumerate(actions):  # every action is row t - s of a chunk requested at some step s <= t
         assert any(np.array_equal(a, chunks[s][t - s]) for s in range(max(0, t - 2), t + 1)), t
     assert np.array_equal(actions[0], chunks[0][0])
@@ -310,3 +310,46 @@ def test_mmvla_serve_command_shuts_down_on_signals(checkpoint):
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+class _DelayedChunks:
+    """A stand-in PolicyClient whose chunk for a request at step s arrives once the robot reached step
+    s + delay (row j of it is the action for step s + j, encoded as [s, j, 0, ...])."""
+
+    def __init__(self, k: int, delay: int) -> None:
+        self.metadata = {"chunk_size": k}
+        self.k, self.delay, self.now = k, delay, 0
+        self.cond = threading.Condition()
+
+    def act_chunk(self, obs: dict) -> np.ndarray:
+        s = obs["t"]
+        with self.cond:
+            if s > 0:
+                self.cond.wait_for(lambda: self.now >= s + self.delay, timeout=0.5)
+        return np.array([[s, j, 0, 0, 0, 0, 0] for j in range(self.k)], np.float32)
+
+    def reset(self, chunk_mode=None) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize("prefetch_at, expect_waits", [(None, 1), (0, None)])
+def test_async_client_aligns_late_chunks_and_adapts_its_prefetch(prefetch_at, expect_waits):
+    fake = _DelayedChunks(k=5, delay=2)
+    robot = AsyncPolicyClient(fake, prefetch_at=prefetch_at)  # type: ignore[arg-type]
+    try:
+        for t in range(30):
+            a = robot.act({"t": t})
+            assert a[0] + a[1] == t, (t, a[:2])  # the row of its chunk that belongs to this step
+            with fake.cond:
+                fake.now = t + 1
+                fake.cond.notify_all()
+            time.sleep(0.01)
+        if expect_waits is not None:
+            assert robot.waits == expect_waits and robot.max_lag == 2 and robot.prefetch_at == 2
+        else:
+            assert robot.waits > 1  # requesting only when the chunk is used up makes the robot wait
+    finally:
+        robot.close()
