@@ -124,6 +124,22 @@ class _Augment:
         return out
 
 
+def _fit_to_dataset(cfg: PolicyConfig, dataset: VLADataset) -> PolicyConfig:
+    """Fill what only the data can say: instructions (when empty), state/action widths and image size.
+
+    The widths and image size are facts of the recording (e.g. Meta-World's 4-D state and action), not
+    choices, so they are taken from the dataset's schema; anything else stays as configured.
+    """
+    h, w = dataset.image_shape
+    if h != w:
+        raise ValueError(f"dataset {dataset.root}: images are {h}x{w}; the policy needs square images")
+    facts = {"state_dim": dataset.state_dim, "action_dim": dataset.action_dim, "image_size": h}
+    update: dict[str, Any] = {k: v for k, v in facts.items() if getattr(cfg, k) != v}
+    if not cfg.instructions:
+        update["instructions"] = sorted(dataset.instructions)
+    return PolicyConfig.from_dict({**cfg.to_dict(), **update}) if update else cfg
+
+
 # ------------------------------------------------------------------------ distributed
 def _init_distributed() -> tuple[int, int, torch.device]:
     """(rank, world size, device); initialises the process group when launched by torchrun."""
@@ -227,10 +243,7 @@ def train(
         history=history,
         progress=progress and rank == 0,
     )
-    if not policy_cfg.instructions:
-        policy_cfg = PolicyConfig.from_dict(
-            {**policy_cfg.to_dict(), "instructions": sorted(dataset.instructions)}
-        )
+    policy_cfg = _fit_to_dataset(policy_cfg, dataset)
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
     policy = VLAPolicy(policy_cfg, dataset_normalizer(dataset, policy_cfg)).to(device)
     if init_from is not None:

@@ -15,7 +15,7 @@ from mmvla.policy import PolicyConfig
 from mmvla.train import lr_at, read_log, train, weights_sha256
 from mmvla.train_config import TrainConfig
 
-from .conftest import small_policy_dict
+from .conftest import INSTRUCTIONS, small_policy_dict
 
 
 def _cfgs(**train_overrides):
@@ -105,3 +105,19 @@ def test_torchrun_two_processes_keep_replicas_identical(tiny_dataset, tmp_path):
     saved = load_file(str(out / "policy" / "model.safetensors"))
     assert weights_sha256(saved) == replicas["weight_sha256"][0]
     assert read_log(out / "log.csv")["step"][-1] == 12
+
+
+def test_widths_and_image_size_come_from_the_dataset(tiny_dataset, tmp_path):
+    d = small_policy_dict(image_size=96, state_dim=9, action_dim=4)
+    d.pop("instructions")
+    policy = PolicyConfig.from_dict(d)
+    train(
+        tiny_dataset,
+        tmp_path / "fit",
+        policy,
+        TrainConfig(steps=2, batch_size=4, warmup_steps=1),
+        progress=False,
+    )
+    saved = json.loads((tmp_path / "fit" / "policy" / "config.json").read_text())
+    assert (saved["image_size"], saved["state_dim"], saved["action_dim"]) == (32, 5, 7)
+    assert saved["instructions"] == sorted(INSTRUCTIONS)
