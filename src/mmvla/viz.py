@@ -704,7 +704,8 @@ def _panels(cols: dict[str, list[float]], columns: Sequence[str] | None) -> list
         panels.append(("gradient norm", grad))
     titles = {
         "lr": "learning rate",
-        "logit_scale": "logit scale (clamped ≤ 100)",
+        "logit_scale": "logit scale exp(s) (clamped)",
+        "batch_acc": "batch top-1 accuracy (any positive)",
         "samples_per_s": "samples / s",
     }
     panels += [(titles.get(c, c), [c]) for c in names if c not in loss and c not in grad]
