@@ -21,7 +21,9 @@ Client -> server (``"id"``, an int or a short string, is optional and echoed in 
   "safety": {"decision", "reason", "fallback"}, "counters": {...}, "step": int, "infer_ms": float}``.
   Without ``chunk`` the reply is one control step exactly as ``VLAPolicy.act`` gives it locally
   (chunking and memory per connection); with ``chunk`` it is the whole safety-filtered chunk for a
-  client that executes it open-loop (``VLAPolicy.act_chunk``).
+  client that executes it open-loop (``VLAPolicy.act_chunk``). Timestamps are compared with the
+  server's ``time.time()``: a robot on another machine needs a synchronised clock (NTP/PTP) or no
+  timestamps (then frames are never stale).
 
 Server -> client on any failure: ``{"kind": "error", "error": <code>, "reason": str, "id"?}`` with code
 one of :data:`ERROR_CODES`; the connection stays usable. A frame over ``max_message_bytes`` is refused

@@ -353,3 +353,17 @@ def test_async_client_aligns_late_chunks_and_adapts_its_prefetch(prefetch_at, ex
             assert robot.waits > 1  # requesting only when the chunk is used up makes the robot wait
     finally:
         robot.close()
+
+
+def test_connections_beyond_the_limit_are_refused_with_503(checkpoint):
+    with PolicyServer.from_checkpoint(checkpoint, port=0, max_connections=1) as srv:
+        with PolicyClient(srv.url) as first:
+            with pytest.raises(ConnectionError, match="503"):
+                PolicyClient(srv.url, connect_timeout=0.2)
+            assert first.act(make_obs(np.random.default_rng(0))).shape == (7,)
+            assert _health(srv)[0] == 200  # /healthz is always answered
+        deadline = time.time() + 10
+        while srv.stats["connections_open"] and time.time() < deadline:
+            time.sleep(0.01)
+        with PolicyClient(srv.url) as again:  # the slot is free again
+            assert again.metadata["chunk_size"] == 3
