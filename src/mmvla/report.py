@@ -329,9 +329,17 @@ def _attention_checkpoints(run: Path, focus: Path, comparison: Mapping[str, Any]
 
 
 def draw_attention_overlay(checkpoint: Path, path: Path, camera: str | None = None) -> Path | None:
-    """Per-word cross-attention of ``checkpoint`` over a real simulator frame, overlaid on the frame,
-    with :func:`mmvla.viz.attention_heatmaps` / :func:`mmvla.viz.plot_attention_overlay` (None when
-    :mod:`mmvla.viz` lacks them or the policy has no such attention)."""
+    """Per-word cross-attention of ``checkpoint`` over a real simulator frame, overlaid on the frame and
+    written to ``path``: :func:`mmvla.viz.attention_overlay_for_checkpoint` (else
+    :func:`mmvla.viz.attention_heatmaps` + :func:`mmvla.viz.plot_attention_overlay`); None when
+    :mod:`mmvla.viz` lacks them or the policy has no language -> vision attention."""
+    for_checkpoint = _viz_function("attention_overlay_for_checkpoint")
+    save = _viz_function("save_figure")
+    if for_checkpoint is not None and save is not None:
+        try:
+            return Path(save(for_checkpoint(checkpoint, camera=camera), path))
+        except (ValueError, RuntimeError):
+            return None
     heatmaps = _viz_function("attention_heatmaps")
     overlay = _viz_function("plot_attention_overlay")
     if heatmaps is None or overlay is None:
@@ -369,10 +377,16 @@ def _ensure_viz(run: Path, focus: Path, comparison: Mapping[str, Any] | None) ->
 
 
 def training_curves_uri(log_csv: Path) -> str:
-    """Training curves of ``log_csv`` as a PNG data URI: :func:`mmvla.viz.plot_training_curves` when
-    available, else :func:`training_curve_figure`."""
+    """Training curves of ``log_csv`` as a PNG data URI: :func:`mmvla.viz.training_curves_figure` (or
+    ``plot_training_curves``) when available, else :func:`training_curve_figure`."""
     import tempfile
 
+    from mmvla.train import read_log
+
+    figure = _viz_function("training_curves_figure")
+    if figure is not None:
+        with contextlib.suppress(ValueError):
+            return _png_data_uri(figure(read_log(log_csv)))
     plot = _viz_function("plot_training_curves")
     if plot is not None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -380,8 +394,6 @@ def training_curves_uri(log_csv: Path) -> str:
                 return _file_data_uri(Path(plot(log_csv, Path(tmp) / "curves.png")))
             except ValueError:
                 pass
-    from mmvla.train import read_log
-
     return _png_data_uri(training_curve_figure(read_log(log_csv)))
 
 
