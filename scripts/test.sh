@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
+scripts/install-chromium.sh  # Debian's chromium for the HTML report render test (idempotent)
 export MUJOCO_GL=${MUJOCO_GL:-egl}
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
