@@ -6,13 +6,14 @@ from mmvla.policy import PolicyConfig
 from mmvla.train_config import TrainConfig
 
 
-def demo_configs(steps: int = 3000, seed: int = 0) -> tuple[PolicyConfig, TrainConfig]:
+def demo_configs(steps: int = 3500, seed: int = 0) -> tuple[PolicyConfig, TrainConfig]:
     """Policy and training settings of ``mmvla demo``: sized for ~6 minutes of training on 2 CPU cores."""
     policy = PolicyConfig(
         cameras=("front", "wrist"),
         image_size=64,
         dim=128,
-        vision={"kind": "cnn"},
+        # 3 stride-2 stages, no residual convs: ~19 MFLOP per 64² image, ~520 samples/s training here.
+        vision={"kind": "cnn", "channels": (32, 64, 64), "strides": (2, 2, 2), "residual": False},
         language={"kind": "lstm"},
         fusion="film",
         head={"kind": "regression", "chunk_size": 4, "loss": "l1"},

@@ -7,8 +7,8 @@ import argparse
 HELP = "Run the whole chain on built-in defaults (about 10 minutes on a 2-core CPU) and write a report."
 
 # Built-in defaults: the budget that fits ~10 minutes on a 2-core laptop CPU.
-DEMO_EPISODES = 300
-DEMO_STEPS = 3000
+DEMO_EPISODES = 500
+DEMO_STEPS = 3500
 DEMO_EVAL_EPISODES = 100
 
 
