@@ -12,11 +12,13 @@ import numpy as np
 from mmvla.data.lerobot_format import Episode, LeRobotWriter
 
 IMAGE = 32
+ENV_STATE = ("square_x", "square_y")
 INSTRUCTIONS = ("pick up the red cube", "pick up the blue cylinder", "push the green slab to the left")
 
 
 def synthetic_episode(rng: np.random.Generator, length: int, task_id: int) -> Episode:
-    """An episode whose action depends on the image (a bright square's position) and the instruction."""
+    """An episode whose action depends on the image (a bright square's position) and the instruction;
+    its privileged ``env_state`` is the square's (x, y) pixel position."""
     images = rng.integers(0, 40, size=(length, IMAGE, IMAGE, 3), dtype=np.uint8)
     pos = rng.integers(2, IMAGE - 8, size=(length, 2))
     for t, (y, x) in enumerate(pos):
@@ -31,12 +33,15 @@ def synthetic_episode(rng: np.random.Generator, length: int, task_id: int) -> Ep
         state=state,
         action=action,
         task=INSTRUCTIONS[task_id],
+        env_state=pos[:, ::-1].astype(np.float32),
     )
 
 
 def write_synthetic_dataset(root: Path, episodes: int = 12, length: int = 20, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
-    with LeRobotWriter(root, cameras=("front", "wrist"), image_size=IMAGE, fps=10) as w:
+    with LeRobotWriter(
+        root, cameras=("front", "wrist"), image_size=IMAGE, fps=10, env_state_names=ENV_STATE
+    ) as w:
         for i in range(episodes):
             w.add_episode(synthetic_episode(rng, length, i % 3))
         w.finish(split="train")

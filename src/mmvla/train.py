@@ -39,7 +39,7 @@ from mmvla.modules.augment import color_jitter, random_shift
 from mmvla.modules.memory import MemoryConfig
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_state_strict, write_policy_files
-from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.policy.normalize import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, Normalizer
 from mmvla.seeding import seed_everything
 from mmvla.train_config import TrainConfig
 
@@ -48,6 +48,7 @@ LOG_FIELDS = (
     "loss",
     "loss_action",
     "loss_aux",
+    "loss_state",
     "lr",
     "grad_norm",
     "grad_vision",
@@ -96,6 +97,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 def dataset_normalizer(dataset: VLADataset, policy_cfg: PolicyConfig) -> Normalizer:
     """Normaliser for state (mean/std) and actions (the policy's mode) from the dataset's stats.json."""
     modes = {STATE_KEY: "mean_std", ACTION_KEY: policy_cfg.effective_action_norm()}
+    if policy_cfg.aux_state_weight > 0:
+        modes[ENV_STATE_KEY] = "mean_std"
     return Normalizer({k: dataset.stats[k] for k in modes if k in dataset.stats}, modes)
 
 
@@ -134,6 +137,13 @@ def _fit_to_dataset(cfg: PolicyConfig, dataset: VLADataset) -> PolicyConfig:
     if h != w:
         raise ValueError(f"dataset {dataset.root}: images are {h}x{w}; the policy needs square images")
     facts = {"state_dim": dataset.state_dim, "action_dim": dataset.action_dim, "image_size": h}
+    if cfg.aux_state_weight > 0:
+        if not dataset.env_state_dim:
+            raise ValueError(
+                f"aux_state_weight > 0 but dataset {dataset.root} records no observation.environment_state "
+                "(collect it again with this version, or set aux_state_weight to 0)"
+            )
+        facts["env_state_dim"] = dataset.env_state_dim
     update: dict[str, Any] = {k: v for k, v in facts.items() if getattr(cfg, k) != v}
     if not cfg.instructions:
         update["instructions"] = sorted(dataset.instructions)
@@ -302,7 +312,10 @@ def train(
         idx = torch.randint(len(dataset), (train_cfg.batch_size,), generator=gen)
         batch = dataset.get_batch(idx)
         batch["images"] = {k: v.to(device) for k, v in augment(batch["images"]).items()}
-        for key in ("state", "action", "action_mask", *(("history_mask",) if history else ())):
+        extra_keys = (("history_mask",) if history else ()) + (
+            ("environment_state",) if "environment_state" in batch else ()
+        )
+        for key in ("state", "action", "action_mask", *extra_keys):
             batch[key] = batch[key].to(device)
         with torch.autocast(autocast_device, dtype=torch.bfloat16, enabled=train_cfg.bf16):
             loss, parts = model(batch)

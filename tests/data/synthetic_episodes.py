@@ -14,8 +14,11 @@ SIZE = 16
 TASKS = ("pick up the red cube", "push the blue slab to the left", "pick up the green cylinder")
 
 
-def make_episode(rng: np.random.Generator, length: int, index: int, size: int = SIZE) -> Episode:
-    """Random frames (uint8 noise, so PNG has work to do), state and action; task cycles over TASKS."""
+def make_episode(
+    rng: np.random.Generator, length: int, index: int, size: int = SIZE, env_state: bool = False
+) -> Episode:
+    """Random frames (uint8 noise, so PNG has work to do), state and action; task cycles over TASKS;
+    with ``env_state`` also a (T, 3) privileged state, as the tabletop records."""
     return Episode(
         images={cam: rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8) for cam in CAMERAS},
         state=rng.normal(size=(length, 5)).astype(np.float32),
@@ -27,6 +30,7 @@ def make_episode(rng: np.random.Generator, length: int, index: int, size: int = 
             "seed": 100 + index,
             "target": "red cube",
         },
+        env_state=rng.normal(size=(length, 3)).astype(np.float32) if env_state else None,
     )
 
 

@@ -24,7 +24,7 @@ def _fake_results(fail_seeds: set[int], store: dict[int, Episode]):  # type: ign
         order = [j for k in range(3) for j in jobs[k::3]][::-1]  # scrambled completion order
         for index, seed in order:
             rng = np.random.default_rng(seed)
-            ep = make_episode(rng, 3 + seed % 4, seed)
+            ep = make_episode(rng, 3 + seed % 4, seed, env_state=True)
             ep.extra.update(seed=seed)
             store[seed] = ep
             ok = seed not in fail_seeds

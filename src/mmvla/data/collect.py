@@ -163,7 +163,7 @@ def _init_worker(cfg: CollectConfig) -> None:
 
 def record_episode(index: int, seed: int) -> EpisodeResult:
     """Simulate episode ``index`` with ``seed`` in this worker's environment; encode it if successful."""
-    from mmvla.sim.registry import episode_extra, make_expert
+    from mmvla.sim.registry import environment_state, episode_extra, make_expert
 
     env, cfg = _WORKER["env"], _WORKER["cfg"]
     obs, info = env.reset(seed=seed)
@@ -175,12 +175,16 @@ def record_episode(index: int, seed: int) -> EpisodeResult:
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in cfg.cameras}
     states: list[np.ndarray] = []
     actions: list[np.ndarray] = []
+    env_states: list[np.ndarray] = []
     while True:
         executed = np.asarray(expert.act(obs), dtype=np.float32)
         for cam in cfg.cameras:
             frames[cam].append(np.array(obs[cam], dtype=np.uint8, copy=True))
         states.append(np.array(obs["state"], dtype=np.float32, copy=True))
         actions.append(np.array(expert.last_clean_action, dtype=np.float32, copy=True))  # the label
+        privileged = environment_state(cfg.env, env)
+        if privileged is not None:
+            env_states.append(privileged)
         obs, _reward, terminated, truncated, info = env.step(executed)
         if terminated or truncated:
             break
@@ -193,6 +197,7 @@ def record_episode(index: int, seed: int) -> EpisodeResult:
             action=np.stack(actions),
             task=instruction,
             extra={"family": family, "split": cfg.split, "seed": int(seed), **extra},
+            env_state=np.stack(env_states) if env_states else None,
         )
         encoded = encode_episode(episode, cfg.compress_level)
     return EpisodeResult(
@@ -340,6 +345,7 @@ def collect_dataset(
                             fps=r.fps,
                             state_names=schema.state_names,
                             action_names=schema.action_names,
+                            env_state_names=schema.env_state_names,
                             robot_type=schema.robot_type,
                             data_files_size_in_mb=data_files_size_in_mb,
                             compress_level=cfg.compress_level,

@@ -29,6 +29,7 @@ from torch.utils.data import Dataset
 
 from mmvla.data.lerobot_format import (
     ACTION_KEY,
+    ENV_STATE_KEY,
     STATE_KEY,
     decode_png,
     image_features,
@@ -134,10 +135,13 @@ class VLADataset(Dataset[dict[str, Any]]):
                 )
         self.state_dim = int(feats[STATE_KEY]["shape"][0])
         self.action_dim = int(feats[ACTION_KEY]["shape"][0])
+        # Optional privileged simulator state (e.g. the target's position), for auxiliary losses.
+        self.env_state_dim = int(feats[ENV_STATE_KEY]["shape"][0]) if ENV_STATE_KEY in feats else 0
+        vector_keys = [STATE_KEY, ACTION_KEY, *([ENV_STATE_KEY] if self.env_state_dim else [])]
 
         self.tasks: list[str] = read_tasks(self.root)
         self.stats: dict[str, dict[str, np.ndarray]] = read_stats(
-            self.root, [STATE_KEY, ACTION_KEY, *self.image_keys.values()]
+            self.root, [*vector_keys, *self.image_keys.values()]
         )
         all_eps = read_episodes(self.root)
         total = len(all_eps["episode_index"])
@@ -172,6 +176,7 @@ class VLADataset(Dataset[dict[str, Any]]):
         }  # (N, 3, H, W)
         self.state = np.empty((n, self.state_dim), dtype=np.float32)  # (N, S)
         self.action = np.empty((n, self.action_dim), dtype=np.float32)  # (N, A)
+        self.env_state = np.empty((n, self.env_state_dim), dtype=np.float32)  # (N, E), E may be 0
         book = {k: np.empty(n, dtype=np.int64) for k in _BOOK_COLUMNS}
         self.episode_start = np.empty(n, dtype=np.int64)  # (N,) row of the episode's first frame
         self.episode_end = np.empty(n, dtype=np.int64)  # (N,) row one past the episode's last frame
@@ -182,7 +187,8 @@ class VLADataset(Dataset[dict[str, Any]]):
                 i
             )
         offsets = np.concatenate([[0], np.cumsum(lengths)])
-        columns = [*self.image_keys.values(), STATE_KEY, ACTION_KEY, *_BOOK_COLUMNS]
+        env_cols = [ENV_STATE_KEY] if self.env_state_dim else []
+        columns = [*self.image_keys.values(), STATE_KEY, ACTION_KEY, *env_cols, *_BOOK_COLUMNS]
         bar = tqdm(total=n, desc=f"decoding {self.root.name}", unit="frame", disable=not progress)
         try:
             for (chunk, file), ep_rows in sorted(by_file.items()):
@@ -191,6 +197,11 @@ class VLADataset(Dataset[dict[str, Any]]):
                 file_book = {k: _int_column(table, k, path) for k in _BOOK_COLUMNS}
                 file_state = _vector_column(table, STATE_KEY, self.state_dim, path)
                 file_action = _vector_column(table, ACTION_KEY, self.action_dim, path)
+                file_env = (
+                    _vector_column(table, ENV_STATE_KEY, self.env_state_dim, path)
+                    if self.env_state_dim
+                    else None
+                )
                 for key in self.image_keys.values():
                     typ = table.column(key).type
                     if not pa.types.is_struct(typ) or typ.get_field_index("bytes") < 0:
@@ -219,6 +230,8 @@ class VLADataset(Dataset[dict[str, Any]]):
                     dst = slice(int(offsets[i]), int(offsets[i + 1]))
                     self.state[dst] = file_state[rows]
                     self.action[dst] = file_action[rows]
+                    if file_env is not None:
+                        self.env_state[dst] = file_env[rows]
                     for k in _BOOK_COLUMNS:
                         book[k][dst] = file_book[k][rows]
                     self.episode_start[dst] = offsets[i]
@@ -319,6 +332,8 @@ class VLADataset(Dataset[dict[str, Any]]):
         }
         if self.history:
             batch["history_mask"] = torch.from_numpy(rows["history_mask"])  # (B, T)
+        if self.env_state_dim:
+            batch["environment_state"] = torch.from_numpy(self.env_state[idx])  # (B, E), current frame
         return batch
 
     def __getitem__(self, i: int) -> dict[str, Any]:

@@ -60,6 +60,7 @@ VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.m
 
 STATE_KEY = "observation.state"
 ACTION_KEY = "action"
+ENV_STATE_KEY = "observation.environment_state"  # LeRobot's name for privileged simulator state
 IMAGE_PREFIX = "observation.images."
 STATE_NAMES: tuple[str, ...] = ("x", "y", "z", "yaw", "gripper")
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
@@ -119,7 +120,9 @@ class Episode:
 
     ``images``: camera -> uint8 (T, H, W, 3); ``state``: float32 (T, 5); ``action``: float32 (T, 7), the
     label for frame t (the expert's clean action); ``task``: the instruction; ``extra``: per-episode
-    metadata stored as extra columns of the episodes table (e.g. family, split, seed, target).
+    metadata stored as extra columns of the episodes table (e.g. family, split, seed, target);
+    ``env_state``: optional float32 (T, E) privileged simulator state (e.g. the target object's
+    position), stored as ``observation.environment_state`` for auxiliary training losses.
     """
 
     images: dict[str, np.ndarray]
@@ -127,10 +130,17 @@ class Episode:
     action: np.ndarray
     task: str
     extra: dict[str, ExtraValue] = field(default_factory=dict)
+    env_state: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         self.state = np.ascontiguousarray(self.state, dtype=np.float32)
         self.action = np.ascontiguousarray(self.action, dtype=np.float32)
+        if self.env_state is not None:
+            self.env_state = np.ascontiguousarray(self.env_state, dtype=np.float32)
+            if self.env_state.ndim != 2 or self.env_state.shape[0] != self.state.shape[0]:
+                raise ValueError(
+                    f"Episode: env_state must be (T, E) with T = {self.state.shape[0]}, got {self.env_state.shape}"
+                )
         t = self.state.shape[0]
         if self.state.ndim != 2 or self.action.ndim != 2 or self.action.shape[0] != t:
             raise ValueError(
@@ -167,6 +177,7 @@ class EncodedEpisode:
     action: np.ndarray
     task: str
     extra: dict[str, ExtraValue] = field(default_factory=dict)
+    env_state: np.ndarray | None = None  # (T, E) or None
 
     @property
     def length(self) -> int:
@@ -204,6 +215,7 @@ def encode_episode(episode: Episode, compress_level: int = DEFAULT_PNG_COMPRESS_
         action=episode.action,
         task=episode.task,
         extra=dict(episode.extra),
+        env_state=episode.env_state,
     )
 
 
@@ -248,6 +260,7 @@ class LeRobotWriter:
         *,
         state_names: Sequence[str] = STATE_NAMES,
         action_names: Sequence[str] = ACTION_NAMES,
+        env_state_names: Sequence[str] = (),
         robot_type: str = ROBOT_TYPE,
         data_files_size_in_mb: float = DEFAULT_DATA_FILES_SIZE_IN_MB,
         chunks_size: int = DEFAULT_CHUNKS_SIZE,
@@ -269,6 +282,7 @@ class LeRobotWriter:
         self.fps = int(fps)
         self.state_names = tuple(state_names)
         self.action_names = tuple(action_names)
+        self.env_state_names = tuple(env_state_names)  # empty: no observation.environment_state
         self.robot_type = robot_type
         self.data_files_size_in_mb = data_files_size_in_mb
         self.chunks_size = chunks_size
@@ -282,6 +296,7 @@ class LeRobotWriter:
         self._stats_vec = {
             STATE_KEY: VectorStats(len(self.state_names)),
             ACTION_KEY: VectorStats(len(self.action_names)),
+            **({ENV_STATE_KEY: VectorStats(len(self.env_state_names))} if self.env_state_names else {}),
             **{k: VectorStats(1) for k in DEFAULT_FEATURES},
         }
         self._stats_img = {cam: ImageStats(3) for cam in self.cameras}
@@ -314,6 +329,12 @@ class LeRobotWriter:
             "shape": [len(self.action_names)],
             "names": list(self.action_names),
         }
+        if self.env_state_names:
+            feats[ENV_STATE_KEY] = {
+                "dtype": "float32",
+                "shape": [len(self.env_state_names)],
+                "names": list(self.env_state_names),
+            }
         feats.update(json.loads(json.dumps(DEFAULT_FEATURES)))
         return feats
 
@@ -322,6 +343,11 @@ class LeRobotWriter:
         fields += [
             pa.field(STATE_KEY, pa.list_(pa.float32(), len(self.state_names))),
             pa.field(ACTION_KEY, pa.list_(pa.float32(), len(self.action_names))),
+            *(
+                [pa.field(ENV_STATE_KEY, pa.list_(pa.float32(), len(self.env_state_names)))]
+                if self.env_state_names
+                else []
+            ),
             pa.field("timestamp", pa.float32()),
             pa.field("frame_index", pa.int64()),
             pa.field("episode_index", pa.int64()),
@@ -361,7 +387,8 @@ class LeRobotWriter:
                     fields=list(IMAGE_STRUCT),
                 )
             )
-        for arr in (enc.state, enc.action):
+        vectors = [enc.state, enc.action] + ([enc.env_state] if self.env_state_names else [])
+        for arr in vectors:
             arr32 = np.ascontiguousarray(arr, dtype=np.float32)
             columns.append(pa.FixedSizeListArray.from_arrays(pa.array(arr32.reshape(-1)), arr32.shape[1]))
         book: dict[str, np.ndarray] = {
@@ -390,6 +417,8 @@ class LeRobotWriter:
 
         self._stats_vec[STATE_KEY].update(enc.state)
         self._stats_vec[ACTION_KEY].update(enc.action)
+        if enc.env_state is not None:  # present exactly when env_state_names are (checked above)
+            self._stats_vec[ENV_STATE_KEY].update(enc.env_state)
         for k, v in book.items():
             self._stats_vec[k].update(v)
         for cam in self.cameras:
@@ -425,6 +454,12 @@ class LeRobotWriter:
             raise ValueError(f"episode state shape {enc.state.shape} != ({t}, {len(self.state_names)})")
         if enc.action.shape != (t, len(self.action_names)):
             raise ValueError(f"episode action shape {enc.action.shape} != ({t}, {len(self.action_names)})")
+        e = len(self.env_state_names)
+        if e and (enc.env_state is None or enc.env_state.shape != (t, e)):
+            got = None if enc.env_state is None else enc.env_state.shape
+            raise ValueError(f"episode env_state shape {got} != ({t}, {e}) declared by env_state_names")
+        if not e and enc.env_state is not None:
+            raise ValueError("episode has env_state but the writer declares no env_state_names")
         for cam in self.cameras:
             if len(enc.pngs[cam]) != t:
                 raise ValueError(f"episode camera '{cam}' has {len(enc.pngs[cam])} frames, expected {t}")

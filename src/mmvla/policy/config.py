@@ -35,6 +35,10 @@ class PolicyConfig:
         camera_dropout: training-time probability of dropping each camera of a sample.
         instruction_dropout: training-time probability of dropping the instruction of a sample.
         action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
+        aux_state_weight: weight of an auxiliary loss that predicts the dataset's privileged
+            ``observation.environment_state`` (tabletop: the named object's position) from the pooled
+            fused feature: training-time supervision for grounding; the policy never reads it when acting.
+        env_state_dim: width E of that state (filled from the dataset when the loss is on).
     """
 
     cameras: tuple[str, ...] = ("front", "wrist")
@@ -53,6 +57,8 @@ class PolicyConfig:
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
     action_norm: str = "mean_std"
+    aux_state_weight: float = 0.0
+    env_state_dim: int = 0
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
@@ -68,6 +74,8 @@ class PolicyConfig:
         for name in ("camera_dropout", "instruction_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"PolicyConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.aux_state_weight < 0 or self.env_state_dim < 0:
+            raise ValueError("PolicyConfig: aux_state_weight and env_state_dim must be >= 0")
         if self.action_norm not in ("mean_std", "min_max"):
             raise ValueError(
                 f"PolicyConfig.action_norm must be 'mean_std' or 'min_max', got {self.action_norm!r}"

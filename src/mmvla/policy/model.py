@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
@@ -38,7 +39,7 @@ from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
 from mmvla.policy import checkpoint
 from mmvla.policy.config import PolicyConfig
-from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.policy.normalize import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, Normalizer
 from mmvla.policy.observation import observation_to_batch, validate_observation
 from mmvla.policy.runtime import ActionChunker
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
@@ -94,6 +95,10 @@ class VLAPolicy(nn.Module):
             nn.init.zeros_(self.memory_proj.weight)
             nn.init.zeros_(self.memory_proj.bias)
         self.head = build_head(cfg.head_config())
+        # Auxiliary read-out of privileged simulator state (training-time supervision only).
+        self.aux_state = (
+            nn.Linear(D, cfg.env_state_dim) if cfg.aux_state_weight > 0 and cfg.env_state_dim else None
+        )
         self.chunk_mode = "ensemble"  # run-time chunk use: "ensemble" or "execute" (see ActionChunker)
         # Run-time safety layer of act() (validation, hold-position fallback, clamps); None switches it off.
         self.safety: SafetyMonitor | None = SafetyMonitor(SafetyConfig())
@@ -205,7 +210,15 @@ class VLAPolicy(nn.Module):
             )
         action_loss = self.head.loss(fused, target, batch["action_mask"])
         loss = action_loss + fused.aux_loss
-        return loss, {"loss_action": float(action_loss.detach()), "loss_aux": float(fused.aux_loss.detach())}
+        parts = {"loss_action": float(action_loss.detach()), "loss_aux": float(fused.aux_loss.detach())}
+        if self.aux_state is not None:
+            if "environment_state" not in batch:
+                raise ValueError("aux_state_weight > 0 but the batch has no 'environment_state'")
+            want = self.normalizer.normalize(ENV_STATE_KEY, batch["environment_state"].float())  # (B, E)
+            state_loss = F.smooth_l1_loss(self.aux_state(fused.pooled), want)
+            loss = loss + self.cfg.aux_state_weight * state_loss
+            parts["loss_state"] = float(state_loss.detach())
+        return loss, parts
 
     @torch.no_grad()
     def predict_chunk(

@@ -41,6 +41,7 @@ class DatasetSchema:
     action_names: tuple[str, ...]
     robot_type: str
     fps: int
+    env_state_names: tuple[str, ...] = ()  # privileged per-frame state (observation.environment_state)
 
 
 def check_env_name(name: str) -> str:
@@ -131,10 +132,24 @@ def dataset_schema(name: str, config: Any) -> DatasetSchema:
         from mmvla.data.lerobot_format import ACTION_NAMES, ROBOT_TYPE, STATE_NAMES
         from mmvla.sim.scene import CONTROL_DT
 
-        return DatasetSchema(STATE_NAMES, ACTION_NAMES, ROBOT_TYPE, round(1.0 / CONTROL_DT))
+        return DatasetSchema(
+            STATE_NAMES, ACTION_NAMES, ROBOT_TYPE, round(1.0 / CONTROL_DT), TABLETOP_ENV_STATE
+        )
     from mmvla.sim import metaworld_env as mw
 
     return DatasetSchema(tuple(config.state_names), tuple(config.action_names), mw.ROBOT_TYPE, mw.CONTROL_HZ)
+
+
+TABLETOP_ENV_STATE = ("target_x", "target_y", "target_z")
+
+
+def environment_state(name: str, env: Any) -> np.ndarray | None:
+    """Privileged state recorded per frame for auxiliary losses (tabletop: the target object's centre,
+    metres, world frame); None for environments that record none."""
+    if check_env_name(name) != "tabletop":
+        return None
+    sim = env.unwrapped
+    return np.asarray(sim.object_position(sim.target), dtype=np.float32)
 
 
 def canonical_instructions(name: str, split: str = "train") -> tuple[str, ...]:
