@@ -140,16 +140,20 @@ def dataset_schema(name: str, config: Any) -> DatasetSchema:
     return DatasetSchema(tuple(config.state_names), tuple(config.action_names), mw.ROBOT_TYPE, mw.CONTROL_HZ)
 
 
-TABLETOP_ENV_STATE = ("target_x", "target_y", "target_z")
+TABLETOP_ENV_STATE = ("target_dx", "target_dy", "target_dz")
 
 
 def environment_state(name: str, env: Any) -> np.ndarray | None:
-    """Privileged state recorded per frame for auxiliary losses (tabletop: the target object's centre,
-    metres, world frame); None for environments that record none."""
+    """Privileged state recorded per frame for auxiliary losses; None for environments that record none.
+
+    Tabletop: the named object's centre relative to the grasp point (metres, world axes). Relative, not
+    absolute: the grasp point is in the proprioceptive state, so an absolute target would let a network
+    answer "where the hand is" (the expert's hand sits on the target in most frames) without looking.
+    """
     if check_env_name(name) != "tabletop":
         return None
     sim = env.unwrapped
-    return np.asarray(sim.object_position(sim.target), dtype=np.float32)
+    return np.asarray(sim.object_position(sim.target) - sim.ee_state()[:3], dtype=np.float32)
 
 
 def canonical_instructions(name: str, split: str = "train") -> tuple[str, ...]:
