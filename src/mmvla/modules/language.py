@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from mmvla.modules._transformer import EncoderBlock
+from mmvla.modules.attention import TransformerBlock
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
@@ -277,7 +277,8 @@ class TransformerTextEncoder(_WordEncoder):
         super().__init__(cfg, tokenizer)
         self.pos = nn.Parameter(torch.randn(1, cfg.max_len, cfg.dim) * 0.02)
         self.blocks = nn.ModuleList(
-            EncoderBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.num_layers)
+            TransformerBlock(cfg.dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            for _ in range(cfg.num_layers)
         )
         self.norm = nn.LayerNorm(cfg.dim)
 
@@ -285,7 +286,7 @@ class TransformerTextEncoder(_WordEncoder):
         ids, mask = self.tokenize(texts)  # (B, L)
         x = self.embed(ids) + self.pos[:, : ids.shape[1]]  # (B, L, D)
         for blk in self.blocks:
-            x = blk(x, mask)
+            x = blk(x, key_mask=mask)
         tokens = self.norm(x) * mask[..., None]  # (B, L, D)
         m = mask[..., None].to(tokens.dtype)
         pooled = (tokens * m).sum(dim=1) / m.sum(dim=1)  # (B, D)

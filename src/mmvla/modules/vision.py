@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from mmvla.modules._transformer import EncoderBlock
+from mmvla.modules.attention import TransformerBlock
 
 VISION_KINDS = ("cnn", "patch", "efficientnet_lite0")
 POOLS = ("spatial_softmax", "attention", "mean")
@@ -428,7 +428,8 @@ class PatchEncoder(VisionEncoder):
         self.patch_embed = nn.Conv2d(3, cfg.dim, kernel_size=p, stride=p)
         self.pos_embed = nn.Parameter(sincos_2d(g, g, cfg.dim).T.reshape(1, cfg.dim, g, g) * 0.5)
         self.blocks = nn.ModuleList(
-            EncoderBlock(cfg.dim, cfg.num_heads, cfg.mlp_ratio, cfg.dropout) for _ in range(cfg.num_layers)
+            TransformerBlock(cfg.dim, cfg.num_heads, mlp_ratio=cfg.mlp_ratio, dropout=cfg.dropout)
+            for _ in range(cfg.num_layers)
         )
         self.norm = nn.LayerNorm(cfg.dim)
         self.pool = _Pool(cfg.pool, cfg.dim, 1, cfg.num_keypoints, cfg.num_heads)
