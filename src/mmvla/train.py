@@ -72,6 +72,7 @@ class TrainResult:
     final_loss: float
     train_seconds: float
     samples_per_s: float
+    initialised_tensors: int = 0  # tensors copied by ``init_from``
 
 
 # ------------------------------------------------------------------------ helpers
@@ -256,10 +257,11 @@ def train(
     policy_cfg = _fit_to_dataset(policy_cfg, dataset)
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
     policy = VLAPolicy(policy_cfg, dataset_normalizer(dataset, policy_cfg)).to(device)
+    initialised = 0
     if init_from is not None:
         from mmvla.policy.init import init_from_directory
 
-        init_from_directory(policy, init_from)
+        initialised = len(init_from_directory(policy, init_from))
     torch.manual_seed(train_cfg.seed + rank)
     ema = copy.deepcopy(policy).eval().requires_grad_(False) if train_cfg.ema_decay > 0 else None
     model: nn.Module = policy
@@ -365,9 +367,8 @@ def train(
             atomic_write_json(out / "replicas.json", {"world_size": world, "weight_sha256": hashes})
         dist.barrier()
     done = step - start_step
-    return TrainResult(
-        out, policy_dir, step, loss_value, elapsed, done * train_cfg.batch_size * world / max(elapsed, 1e-9)
-    )
+    sps = done * train_cfg.batch_size * world / max(elapsed, 1e-9)
+    return TrainResult(out, policy_dir, step, loss_value, elapsed, sps, initialised)
 
 
 def weights_sha256(state: dict[str, Tensor]) -> str:

@@ -92,6 +92,8 @@ def run(args: argparse.Namespace) -> int:
     import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
+        if args.init_from:
+            print(f"initialised {result.initialised_tensors} tensors from {args.init_from}")
         print(
             f"trained {result.steps} steps in {result.train_seconds:.0f} s ({result.samples_per_s:.0f} samples/s), "
             f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {result.run_dir / 'log.csv'}"

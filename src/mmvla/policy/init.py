@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from pathlib import Path
 
@@ -10,6 +11,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file
 
 ENCODERS = "encoders.safetensors"
+log = logging.getLogger(__name__)
 
 
 def init_from_directory(module: torch.nn.Module, directory: str | os.PathLike[str]) -> list[str]:
@@ -31,6 +33,14 @@ def init_from_directory(module: torch.nn.Module, directory: str | os.PathLike[st
     copied = [k for k, v in tensors.items() if k in own and own[k].shape == v.shape]
     if not copied:
         raise ValueError(f"--init-from {path}: no tensor matches the policy (different encoders or widths?)")
+    mismatched = sorted(k for k, v in tensors.items() if k in own and own[k].shape != v.shape)
+    if mismatched:  # e.g. a word embedding built from another instruction vocabulary
+        log.warning(
+            "--init-from %s: %d tensor(s) skipped for a shape mismatch: %s",
+            path,
+            len(mismatched),
+            ", ".join(mismatched[:6]),
+        )
     with torch.no_grad():
         for k in copied:
             own[k].copy_(tensors[k])
