@@ -48,9 +48,7 @@ the metrics can be recomputed) and ``viz/embeddings_{before,after}.png`` (joint 
 
 from __future__ import annotations
 
-import csv
 import dataclasses
-import io
 import json
 import math
 import os
@@ -74,7 +72,7 @@ from mmvla.contrastive import (
     modality_gap,
     param_groups,
 )
-from mmvla.io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from mmvla.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from mmvla.modules.augment import random_shift
 from mmvla.modules.language import LanguageConfig, WordTokenizer, build_language_encoder, split_words
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
@@ -509,14 +507,6 @@ class PretrainResult:
     policy_config: PolicyConfig
 
 
-def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
-
-
 def _batch_accuracy(img: Tensor, txt: Tensor, groups: Tensor) -> float:
     """Fraction of rows whose most similar text column is a positive (same group)."""
     best = (img.float() @ txt.float().T).argmax(dim=1)  # (B,)
@@ -624,7 +614,7 @@ def pretrain(
             }
             t_window, n_window = now, 0
             log_rows.append(row)
-            _write_log(out / "log.csv", log_rows)
+            atomic_write_csv(out / "log.csv", LOG_FIELDS, log_rows)
             bar.set_postfix(loss=f"{row['loss']:.3f}", scale=f"{scale:.1f}", acc=f"{row['batch_acc']:.2f}")
             if on_log is not None:
                 on_log(row)

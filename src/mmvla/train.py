@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import csv
 import hashlib
-import io
 import math
 import os
 import time
@@ -34,7 +33,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mmvla.data.dataset import VLADataset
-from mmvla.io import atomic_directory, atomic_write_json, atomic_write_text, read_json
+from mmvla.io import atomic_directory, atomic_write_csv, atomic_write_json, read_json
 from mmvla.modules.augment import color_jitter, random_shift
 from mmvla.modules.memory import MemoryConfig
 from mmvla.policy import PolicyConfig, VLAPolicy
@@ -347,7 +346,7 @@ def train(
             }
             t_window, n_window = now, 0
             log_rows.append(row)
-            _write_log(log_path, log_rows)
+            atomic_write_csv(log_path, LOG_FIELDS, log_rows)
             bar.set_postfix(loss=f"{loss_value:.4f}", sps=f"{row['samples_per_s']:.0f}")
             if on_log is not None:
                 on_log(row)
@@ -395,14 +394,6 @@ def _checkpoint(
             _save_trainer_state(tmp, step, optimizer, ema, gen)
     if dist.is_initialized():
         dist.barrier()
-
-
-def _write_log(path: Path, rows: list[dict[str, float]]) -> None:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=LOG_FIELDS, extrasaction="ignore")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buf.getvalue())
 
 
 def _read_log(path: Path, upto: int) -> list[dict[str, float]]:

@@ -4,14 +4,9 @@ from __future__ import annotations
 
 import argparse
 
+from mmvla.commands import csv_list
+
 HELP = "Run the scripted expert in parallel processes and write a LeRobot v3.0 dataset (successes only)."
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    items = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-    return items
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -28,11 +23,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default="train", help="task split: train | unseen | all (default train)")
     p.add_argument("--image-size", type=int, default=64, help="square image side in pixels (default 64)")
     p.add_argument(
-        "--cameras", type=_csv, default=None, help="default front,wrist (tabletop), corner4 (metaworld-mt10)"
+        "--cameras",
+        type=csv_list,
+        default=None,
+        help="default front,wrist (tabletop), corner4 (metaworld-mt10)",
     )
     p.add_argument(
         "--families",
-        type=_csv,
+        type=csv_list,
         default=None,
         help="task families; default pick,push (tabletop), all ten MT10 tasks (metaworld-mt10)",
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+from mmvla.commands import csv_list
+
 if TYPE_CHECKING:
     from mmvla.policy import PolicyConfig
     from mmvla.pretrain import PretrainConfig
@@ -13,13 +15,6 @@ HELP = (
     "Contrastively pre-train the vision and language encoders on (frame, instruction) pairs; "
     "start a policy from them with `mmvla train --config OUT/train_config.json --init-from OUT`."
 )
-
-
-def _csv(text: str) -> tuple[str, ...]:
-    items = tuple(s.strip() for s in text.split(",") if s.strip())
-    if not items:
-        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
-    return items
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,7 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dim", type=int, help="token width D of the encoders (the policy's dim)")
     p.add_argument("--embed-dim", type=int, help="width of the shared embedding space (default: D)")
     p.add_argument(
-        "--cameras", type=_csv, help="cameras whose frames are paired with the instruction (default front)"
+        "--cameras",
+        type=csv_list,
+        help="cameras whose frames are paired with the instruction (default front)",
     )
     p.add_argument("--steps", type=int, help="optimiser steps (default 1000)")
     p.add_argument("--batch-size", type=int, help="pairs per step (default 64)")
