@@ -7,7 +7,8 @@ from mmvla.train_config import TrainConfig
 
 
 def demo_configs(steps: int = 3500, seed: int = 0) -> tuple[PolicyConfig, TrainConfig]:
-    """Policy and training settings of ``mmvla demo``: sized for ~6 minutes of training on 2 CPU cores."""
+    """Policy and training settings of ``mmvla demo``: sized for ~7.5 minutes of training
+    on 2 CPU cores (3,500 steps at ~500 samples/s, measured)."""
     policy = PolicyConfig(
         cameras=("front", "wrist"),
         image_size=64,
