@@ -151,15 +151,25 @@ def _fit_to_dataset(cfg: PolicyConfig, dataset: VLADataset) -> PolicyConfig:
 
 
 # ------------------------------------------------------------------------ distributed
-def _init_distributed() -> tuple[int, int, torch.device]:
-    """(rank, world size, device); initialises the process group when launched by torchrun."""
+def _init_distributed(device: str = "auto") -> tuple[int, int, torch.device]:
+    """(rank, world size, device) for ``TrainConfig.device``; initialises the process group (nccl on
+    CUDA, gloo on CPU) when launched by torchrun. Each process takes GPU ``LOCAL_RANK``."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        count = torch.cuda.device_count()
+        if count == 0:
+            raise RuntimeError("device='cuda' was asked for, but torch sees no CUDA GPU")
+        if local >= count:
+            raise RuntimeError(
+                f"process LOCAL_RANK={local} has no GPU of its own ({count} visible): start at most "
+                f"{count} processes per node, or train on the CPU with --device cpu"
+            )
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        dist.init_process_group(backend=backend)
+    if "RANK" in os.environ and not dist.is_initialized():  # launched by torchrun (any world size)
+        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
     rank = dist.get_rank() if dist.is_initialized() else 0
-    if torch.cuda.is_available():
-        local = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
         torch.cuda.set_device(local)
         return rank, world, torch.device("cuda", local)
     return rank, world, torch.device("cpu")
@@ -231,7 +241,7 @@ def train(
         stop_after: stop (as if killed) after this many steps of this invocation; for tests.
         on_log: called with every log row.
     """
-    rank, world, device = _init_distributed()
+    rank, world, device = _init_distributed(train_cfg.device)
     out = Path(out_dir)
     last = out / "checkpoints" / "last"
     if resume and not (last / "trainer_state.json").is_file():
@@ -264,7 +274,7 @@ def train(
     torch.manual_seed(train_cfg.seed + rank)
     ema = copy.deepcopy(policy).eval().requires_grad_(False) if train_cfg.ema_decay > 0 else None
     model: nn.Module = policy
-    if world > 1:
+    if dist.is_initialized():  # DDP for any torchrun launch, one process included
         model = nn.parallel.DistributedDataParallel(
             policy,
             device_ids=[device.index] if device.type == "cuda" else None,
@@ -363,7 +373,10 @@ def train(
         hashes: list[str | None] = [None] * world
         dist.all_gather_object(hashes, weights_sha256(policy.state_dict()))
         if rank == 0:
-            atomic_write_json(out / "replicas.json", {"world_size": world, "weight_sha256": hashes})
+            atomic_write_json(
+                out / "replicas.json",
+                {"world_size": world, "backend": dist.get_backend(), "weight_sha256": hashes},
+            )
         dist.barrier()
     done = step - start_step
     sps = done * train_cfg.batch_size * world / max(elapsed, 1e-9)

@@ -27,6 +27,8 @@ class TrainConfig:
         checkpoint_every: steps between atomic checkpoints (``checkpoints/last``).
         seed: seeds the model init, batch sampling, augmentation and dropout.
         threads: torch intra-op threads (0 = torch's default).
+        device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``; under torchrun each
+            process takes GPU ``LOCAL_RANK`` and the backend is nccl on CUDA, gloo on CPU.
     """
 
     steps: int = 3000
@@ -44,6 +46,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     seed: int = 0
     threads: int = 0
+    device: str = "auto"
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
@@ -58,6 +61,8 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: warmup_steps, weight_decay, grad_clip and augment_shift must be >= 0"
             )
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
         if not 0 <= self.ema_decay < 1 or not 0 <= self.augment_jitter < 1:
             raise ValueError("TrainConfig: ema_decay and augment_jitter must be in [0, 1)")
 

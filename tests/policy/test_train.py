@@ -27,6 +27,7 @@ def _cfgs(**train_overrides):
         "checkpoint_every": 10,
         "warmup_steps": 5,
         "ema_decay": 0.9,
+        "device": "cpu",  # bit-exact resume is a CPU guarantee; CUDA kernels may be non-deterministic
     }
     return policy, TrainConfig(**{**base, **train_overrides})
 
@@ -92,13 +93,14 @@ def test_torchrun_two_processes_keep_replicas_identical(tiny_dataset, tmp_path):
     cmd = [
         *(sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"),
         *("-m", "mmvla.cli", "train", "--data", str(tiny_dataset), "--out", str(out), "--config", str(cfg)),
-        *("--steps", "12", "--batch-size", "4", "--threads", "1", "--quiet"),
+        *("--steps", "12", "--batch-size", "4", "--threads", "1", "--device", "cpu", "--quiet"),
     ]
     r = subprocess.run(
         cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300
     )
     assert r.returncode == 0, r.stderr[-3000:]
     replicas = json.loads((out / "replicas.json").read_text())
+    assert replicas["backend"] == "gloo"
     assert replicas["world_size"] == 2 and len(replicas["weight_sha256"]) == 2
     assert replicas["weight_sha256"][0] == replicas["weight_sha256"][1]
     # ... and the saved policy is that replica (rank 0's weights, not a stale copy).

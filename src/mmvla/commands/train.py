@@ -31,6 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bf16", action="store_true", help="bf16 autocast")
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
     p.add_argument(
         "--init-from", help="initialise encoders from `mmvla pretrain` output or a policy checkpoint"
@@ -68,6 +69,7 @@ def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
         ("ema", "ema_decay"),
         ("seed", "seed"),
         ("threads", "threads"),
+        ("device", "device"),
     ):
         if getattr(args, flag) is not None:
             train[key] = getattr(args, flag)
