@@ -9,4 +9,5 @@ export MUJOCO_GL=${MUJOCO_GL:-egl}
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
 .venv/bin/mypy
+NO_MKDOCS_2_WARNING=1 .venv/bin/mkdocs build --strict --quiet --site-dir site  # the guide: no broken links or references
 .venv/bin/python -m pytest "$@"

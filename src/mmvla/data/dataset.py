@@ -85,9 +85,11 @@ class VLADataset(Dataset[dict[str, Any]]):
         progress: show a tqdm bar while decoding images.
 
     Attributes:
-        meta: ``meta/info.json``; ``stats``: feature -> statistic -> float64 array (images (3, 1, 1) in
-        [0, 1] units); ``tasks``: instruction strings by task_index; ``episodes``: column -> list, one
-        entry per loaded episode (including mmvla extras such as ``family``, ``split``, ``seed``).
+        meta: ``meta/info.json``.
+        stats: feature -> statistic -> float64 array (images (3, 1, 1) in [0, 1] units).
+        tasks: instruction strings by task_index.
+        episodes: column -> list, one entry per loaded episode (including mmvla extras such as
+            ``family``, ``split``, ``seed``).
     """
 
     def __init__(
