@@ -238,7 +238,7 @@ def attention_heatmaps(
             images, texts, state = observation_to_batch(observation, cfg.cameras)
             images = {k: v.to(dev) for k, v in images.items()}
             tokens = policy.encode(images, texts, state.to(dev))
-            grids = policy.vision(images[camera].float() / 255.0).grids
+            grids = policy.vision.output_grids(*images[camera].shape[-2:])
             module.recorder = []
             try:
                 policy.fusion(tokens)

@@ -114,6 +114,7 @@ def test_rejects_uint8_and_bad_shapes() -> None:
         ({"kind": "patch", "patch_size": 7}, "multiple of patch_size"),
         ({"kind": "efficientnet_lite0", "feature_stride": 4}, "feature_stride"),
         ({"kind": "efficientnet_lite0", "feature_stride": 32, "multi_scale": True}, "multi_scale"),
+        ({"kind": "patch", "condition": True}, "condition"),
     ],
 )
 def test_config_validation(kw: dict[str, object], match: str) -> None:
@@ -255,3 +256,31 @@ def test_efficientnet_finetuned_encoder_trains_backbone() -> None:
     assert out.grids == [(4, 4)]
     out.pooled.sum().backward()
     assert enc.backbone.conv_stem.weight.grad is not None
+
+
+def test_conditioned_cnn_applies_film_to_every_stage() -> None:
+    """Reference: the stages run by hand with x * (1 + γ) + β after each; cond changes the output."""
+    torch.manual_seed(0)
+    enc = build_vision_encoder(
+        VisionConfig(kind="cnn", dim=32, channels=(8, 16), strides=(2, 2), residual=False, condition=True)
+    ).eval()
+    images = torch.rand(3, 3, 32, 32)
+    cond = torch.randn(3, 32)
+    out = enc(images, cond)
+    x = images * 2 - 1
+    x = torch.cat([x, grid_coords(32, 32).T.reshape(1, 2, 32, 32).expand(3, -1, -1, -1)], dim=1)
+    for stage, film in zip(enc.stages, enc.films, strict=True):
+        w = film.weight.double() @ cond.double().T + film.bias.double()[:, None]  # (2C, B)
+        gamma, beta = w.T.float().chunk(2, dim=1)
+        x = stage(x) * (1 + gamma[:, :, None, None]) + beta[:, :, None, None]
+    tokens, _ = enc.tokenizer([x])
+    torch.testing.assert_close(out.tokens, tokens, rtol=1e-5, atol=1e-5)
+    other = enc(images, torch.randn(3, 32))
+    assert (other.tokens - out.tokens).abs().max() > 1e-3  # the condition matters
+    with pytest.raises(ValueError, match="needs cond"):
+        enc(images)
+    with pytest.raises(ValueError, match=r"cond must be \(B, dim\)"):
+        enc(images, torch.randn(3, 16))
+    plain = build_vision_encoder(VisionConfig(kind="cnn", dim=32, channels=(8,), strides=(2,)))
+    with pytest.raises(ValueError, match="condition=False"):
+        plain(images, cond)

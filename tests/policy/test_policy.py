@@ -153,3 +153,20 @@ def test_camera_dropout_masks_tokens(dataset):
     assert torch.all(x.tokens["vision"][~keep] == 0)
     policy.eval()
     assert policy.encode(batch["images"], batch["instruction"], batch["state"]).masks["vision"].all()
+
+
+def test_conditioned_vision_reads_the_instruction(dataset, tmp_path):
+    vision = {"kind": "cnn", "channels": [8, 16], "strides": [2, 2], "residual": False, "condition": True}
+    policy = _policy(dataset, vision=vision).eval()
+    batch = dataset.get_batch(np.arange(4))
+    images, state = batch["images"], batch["state"]
+    a = policy.encode(images, ["pick up the red cube"] * 4, state).tokens["vision"]
+    b = policy.encode(images, ["push the green slab to the left"] * 4, state).tokens["vision"]
+    assert (a - b).abs().max() > 1e-4  # same pixels, other instruction: other vision tokens
+    # The trunk is conditioned on the sentence summary the fusion sees (zero when the text is dropped).
+    lang = policy.language(["pick up the red cube"] * 4).pooled
+    direct = policy.vision(images["front"].float() / 255.0, lang).tokens
+    torch.testing.assert_close(a[:, 1 : 1 + direct.shape[1]] - policy.camera_embed[0], direct)
+    policy.save_pretrained(tmp_path / "p")
+    loaded = VLAPolicy.from_pretrained(tmp_path / "p").eval()
+    torch.testing.assert_close(loaded.encode(images, ["pick up the red cube"] * 4, state).tokens["vision"], a)

@@ -82,6 +82,9 @@ class VisionConfig:
         strides: ``"cnn"`` stage strides (same length as ``channels``); product 8 → 8×8 tokens at 64².
         coord_channels: ``"cnn"``: append (x, y) coordinate channels to the input (CoordConv).
         residual: ``"cnn"``: a residual 3×3 conv after each stage (doubles the encoder's FLOPs).
+        condition: ``"cnn"``: FiLM-modulate every conv stage with a conditioning vector (B, dim) given to
+            ``forward(images, cond)`` (RT-1's FiLM-EfficientNet idea): the instruction then shapes the
+            feature maps themselves, so keypoints and tokens can single out the named object.
         patch_size: ``"patch"``: patch side in pixels.
         num_layers: ``"patch"``: transformer blocks.
         num_heads: attention heads (patch blocks, attention pooling); must divide ``dim``.
@@ -108,6 +111,7 @@ class VisionConfig:
     strides: tuple[int, ...] = (2, 2, 2, 1)
     coord_channels: bool = True
     residual: bool = True
+    condition: bool = False
     # patch
     patch_size: int = 8
     num_layers: int = 2
@@ -150,6 +154,10 @@ class VisionConfig:
                     f"VisionConfig: channels must be positive and strides 1 or 2, got {self.channels}, "
                     f"{self.strides}"
                 )
+        if self.condition and self.kind != "cnn":
+            raise ValueError(
+                f"VisionConfig: condition=True is supported by kind 'cnn' only, got {self.kind!r}"
+            )
         if self.kind == "patch":
             if self.multi_scale:
                 raise ValueError(
@@ -336,8 +344,22 @@ class VisionEncoder(nn.Module):
         """N, the number of tokens for an input of ``height × width`` pixels."""
         return sum(h * w for h, w in self.output_grids(height, width))
 
-    def forward(self, images: Tensor) -> VisionOutput:  # pragma: no cover - abstract
+    def forward(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:  # pragma: no cover
+        """(B, 3, H, W) float in [0, 1] (+ a (B, dim) conditioning vector when ``cfg.condition``)."""
         raise NotImplementedError
+
+    def _check_cond(self, images: Tensor, cond: Tensor | None) -> None:
+        if not self.cfg.condition:
+            if cond is not None:
+                raise ValueError("vision encoder: cond given, but the encoder was built with condition=False")
+            return
+        if cond is None:
+            raise ValueError("vision encoder: built with condition=True, so forward needs cond (B, dim)")
+        if cond.shape != (images.shape[0], self.cfg.dim):
+            raise ValueError(
+                f"vision encoder: cond must be (B, dim) = ({images.shape[0]}, {self.cfg.dim}), "
+                f"got {tuple(cond.shape)}"
+            )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -370,7 +392,8 @@ class ConvEncoder(VisionEncoder):
 
     Input is centred to ``[-1, 1]`` and gets two CoordConv channels (x, y in ``[-1, 1]``), so the
     filters can tell where they are; tokens also get a 2-D sin-cos position embedding. With
-    ``multi_scale`` an extra stride-2 stage adds a coarser grid (8×8 + 4×4 at 64²).
+    ``multi_scale`` an extra stride-2 stage adds a coarser grid (8×8 + 4×4 at 64²). With ``condition``
+    each stage's output is FiLM-modulated, ``x * (1 + γ) + β`` with (γ, β) = Linear(cond) per channel.
     """
 
     def __init__(self, cfg: VisionConfig) -> None:
@@ -382,6 +405,7 @@ class ConvEncoder(VisionEncoder):
             stages.append(nn.Sequential(*stage))
             cin = cout
         self.stages = nn.Sequential(*stages)
+        self.films = nn.ModuleList(nn.Linear(cfg.dim, 2 * c) for c in cfg.channels) if cfg.condition else None
         self.coarse = _conv_gn_relu(cin, cin, 2) if cfg.multi_scale else None
         n_scales = 2 if cfg.multi_scale else 1
         self.tokenizer = _Tokenizer([cin] * n_scales, cfg.dim)
@@ -396,14 +420,23 @@ class ConvEncoder(VisionEncoder):
             grids.append((-(-h // 2), -(-w // 2)))
         return grids
 
-    def forward(self, images: Tensor) -> VisionOutput:
+    def forward(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:
+        """(B, 3, H, W) float in [0, 1], cond (B, D) when ``cfg.condition`` -> VisionOutput."""
         _check_images(images)
+        self._check_cond(images, cond)
         b, _, h, w = images.shape
         x = images * 2.0 - 1.0  # (B, 3, H, W) in [-1, 1]
         if self.cfg.coord_channels:
             xy = grid_coords(h, w, images.device).to(x.dtype).T.reshape(1, 2, h, w)  # (1, 2, H, W)
             x = torch.cat([x, xy.expand(b, -1, -1, -1)], dim=1)  # (B, 5, H, W)
-        fine = self.stages(x)  # (B, C, h, w)
+        if self.films is None:
+            fine = self.stages(x)  # (B, C, h, w)
+        else:
+            assert cond is not None
+            for stage, film in zip(self.stages, self.films, strict=True):
+                gamma, beta = film(cond)[:, :, None, None].chunk(2, dim=1)  # (B, C_s, 1, 1) each
+                x = stage(x) * (1 + gamma) + beta  # (B, C_s, h_s, w_s)
+            fine = x
         feats = [fine] if self.coarse is None else [fine, self.coarse(fine)]
         tokens, grids = self.tokenizer(feats)  # (B, N, D)
         pooled, keypoints = self.pool(tokens, grids)  # (B, D)
@@ -437,8 +470,9 @@ class PatchEncoder(VisionEncoder):
     def output_grids(self, height: int, width: int) -> list[tuple[int, int]]:
         return [(height // self.cfg.patch_size, width // self.cfg.patch_size)]
 
-    def forward(self, images: Tensor) -> VisionOutput:
+    def forward(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:
         _check_images(images)
+        self._check_cond(images, cond)
         x = self.patch_embed(images * 2.0 - 1.0)  # (B, D, h, w)
         h, w = x.shape[-2:]
         pos: Tensor = self.pos_embed
@@ -645,8 +679,9 @@ class EfficientNetEncoder(VisionEncoder):
             grids.append((h, w))
         return grids
 
-    def forward(self, images: Tensor) -> VisionOutput:
+    def forward(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:
         _check_images(images)
+        self._check_cond(images, cond)
         if self.frozen:
             with torch.no_grad():
                 feats = self.backbone(images)

@@ -126,24 +126,26 @@ class VLAPolicy(nn.Module):
         x = torch.stack([images[c] for c in cams], dim=1)  # (B, C, 3, H, W)
         B, C = x.shape[:2]
         x = x.float() / 255.0 if not torch.is_floating_point(x) else x.float()
-        vis = self.vision(x.flatten(0, 1))  # tokens (B·C, N, D), pooled (B·C, D)
-        # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
-        per_cam = torch.cat([vis.pooled[:, None], vis.tokens], dim=1)  # (B·C, 1 + N, D)
-        N = per_cam.shape[1]
-        v = per_cam.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, 1 + N, D)
-        cam_keep = torch.ones(B, C, dtype=torch.bool, device=v.device)
         lang = self.language(list(instructions))
         # The sentence summary first, then the word tokens; the summary is valid when any word is.
         lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
         lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)
+        cam_keep = torch.ones(B, C, dtype=torch.bool, device=x.device)
         if self.training:
             g = self.cfg
             if g.camera_dropout > 0:
-                cam_keep = torch.rand(B, C, device=v.device) >= g.camera_dropout
+                cam_keep = torch.rand(B, C, device=x.device) >= g.camera_dropout
             if g.instruction_dropout > 0:
-                keep_txt = torch.rand(B, 1, device=v.device) >= g.instruction_dropout  # (B, 1)
+                keep_txt = torch.rand(B, 1, device=x.device) >= g.instruction_dropout  # (B, 1)
                 lang_mask = lang_mask & keep_txt
                 lang_tokens = lang_tokens * keep_txt[..., None]
+        # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera.
+        cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
+        vis = self.vision(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
+        # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
+        per_cam = torch.cat([vis.pooled[:, None], vis.tokens], dim=1)  # (B·C, 1 + N, D)
+        N = per_cam.shape[1]
+        v = per_cam.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, 1 + N, D)
         v = v * cam_keep[:, :, None, None]
         tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·(1 + N), D), (B, 1 + L, D)
         masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
