@@ -184,6 +184,13 @@ def test_fusions_without_text_to_vision_attention_raise_clearly(fusion: str) -> 
         viz.attention_heatmaps(_policy(fusion), _obs())
 
 
+def test_heatmap_needs_grid_tokens() -> None:
+    policy = _policy("cross_attention")
+    policy.cfg.vision_tokens = "pooled"
+    with pytest.raises(ValueError, match="no image-grid tokens"):
+        viz.attention_heatmaps(policy, _obs())
+
+
 def test_heatmap_bad_camera_and_unknown_word() -> None:
     policy = _policy("cross_attention")
     with pytest.raises(ValueError, match="camera 'side'"):

@@ -209,7 +209,8 @@ def attention_heatmaps(
         :class:`AttentionMaps` with (L, h, w) heatmaps, each summing to 1.
     Raises:
         ValueError: the fusion has no language → vision attention (film, early, late, gated, moe), the
-            camera is not the policy's, or ``layer`` is out of range.
+            camera is not the policy's, the policy has no grid tokens (``vision_tokens="pooled"``), or
+            ``layer`` is out of range.
     """
     from mmvla.policy.observation import observation_to_batch, validate_observation
 
@@ -222,6 +223,11 @@ def attention_heatmaps(
         )
     if camera not in cfg.cameras:
         raise ValueError(f"attention_heatmaps: camera {camera!r} is not one of the policy's {cfg.cameras}")
+    if cfg.vision_tokens != "all":
+        raise ValueError(
+            "attention_heatmaps: the policy gives the fusion no image-grid tokens "
+            f"(vision_tokens={cfg.vision_tokens!r}), so there is no attention over patches to draw"
+        )
     if not -len(candidates) <= layer < len(candidates):
         raise ValueError(
             f"attention_heatmaps: layer {layer} out of range for {len(candidates)} attention layers "

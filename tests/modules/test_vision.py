@@ -28,6 +28,7 @@ CASES = [
     ("cnn", {}),
     ("cnn", {"multi_scale": True}),
     ("cnn", {"pool": "attention"}),
+    ("cnn", {"pool": "keypoints", "condition": True}),
     ("cnn", {"pool": "mean", "coord_channels": False}),
     ("patch", {}),
     ("patch", {"pool": "spatial_softmax", "patch_size": 16}),
@@ -47,7 +48,8 @@ def test_shapes_and_grids(case: tuple[str, dict[str, object]], hw: tuple[int, in
     kind, kw = case
     torch.manual_seed(0)
     enc = build_vision_encoder(VisionConfig(kind=kind, dim=32, num_keypoints=4, **kw))  # type: ignore[arg-type]
-    out = enc(torch.rand(2, 3, *hw))
+    cond = torch.randn(2, 32) if kw.get("condition") else None
+    out = enc(torch.rand(2, 3, *hw), cond)
     n = sum(h * w for h, w in out.grids)
     assert out.tokens.shape == (2, n, 32)
     assert out.pooled.shape == (2, 32)
@@ -58,7 +60,7 @@ def test_shapes_and_grids(case: tuple[str, dict[str, object]], hw: tuple[int, in
         assert len(out.grids) == 2
         (h0, w0), (h1, w1) = out.grids
         assert (h1, w1) == (math.ceil(h0 / 2), math.ceil(w0 / 2))
-    if enc.cfg.pool == "spatial_softmax":
+    if enc.cfg.pool in ("spatial_softmax", "keypoints"):
         assert out.keypoints is not None and out.keypoints.shape == (2, 4 * len(out.grids), 2)
         assert out.keypoints.abs().max() <= 1.0
     else:
@@ -76,7 +78,7 @@ def test_gradients_reach_every_trainable_parameter(case: tuple[str, dict[str, ob
     kind, kw = case
     torch.manual_seed(0)
     enc = build_vision_encoder(VisionConfig(kind=kind, dim=32, num_keypoints=4, **kw))  # type: ignore[arg-type]
-    out = enc(torch.rand(3, 3, 64, 64))
+    out = enc(torch.rand(3, 3, 64, 64), torch.randn(3, 32) if kw.get("condition") else None)
     (out.tokens.square().mean() + out.pooled.square().mean()).backward()
     trainable = [(n, p) for n, p in enc.named_parameters() if p.requires_grad]
     assert trainable
@@ -284,3 +286,15 @@ def test_conditioned_cnn_applies_film_to_every_stage() -> None:
     plain = build_vision_encoder(VisionConfig(kind="cnn", dim=32, channels=(8,), strides=(2,)))
     with pytest.raises(ValueError, match="condition=False"):
         plain(images, cond)
+
+
+def test_keypoints_pool_reads_only_the_keypoints() -> None:
+    """pool="keypoints": the pooled vector is a function of the keypoints alone (closed form)."""
+    torch.manual_seed(0)
+    enc = build_vision_encoder(
+        VisionConfig(kind="cnn", dim=16, channels=(8,), strides=(2,), pool="keypoints")
+    )
+    out = enc(torch.rand(3, 3, 16, 16))
+    assert out.keypoints is not None
+    pool = enc.pool
+    torch.testing.assert_close(out.pooled, pool.norm(pool.mlp(out.keypoints.flatten(1))))

@@ -170,3 +170,18 @@ def test_conditioned_vision_reads_the_instruction(dataset, tmp_path):
     policy.save_pretrained(tmp_path / "p")
     loaded = VLAPolicy.from_pretrained(tmp_path / "p").eval()
     torch.testing.assert_close(loaded.encode(images, ["pick up the red cube"] * 4, state).tokens["vision"], a)
+
+
+def test_pooled_vision_tokens_give_one_token_per_camera(dataset):
+    vision = {"kind": "cnn", "channels": [8, 16], "strides": [2, 2], "pool": "keypoints", "condition": True}
+    policy = _policy(dataset, vision=vision, vision_tokens="pooled").eval()
+    batch = dataset.get_batch(np.arange(4))
+    x = policy.encode(batch["images"], batch["instruction"], batch["state"])
+    assert x.tokens["vision"].shape == (4, 2, policy.cfg.dim)  # front, wrist
+    lang = policy.language(list(batch["instruction"])).pooled
+    front = policy.vision(batch["images"]["front"].float() / 255.0, lang).pooled
+    torch.testing.assert_close(x.tokens["vision"][:, 0], front + policy.camera_embed[0])
+    loss, _ = policy.train()(batch)
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="vision_tokens"):
+        PolicyConfig.from_dict(small_policy_dict(vision_tokens="grid"))

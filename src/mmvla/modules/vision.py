@@ -38,7 +38,8 @@ from torch import Tensor, nn
 from mmvla.modules.attention import TransformerBlock
 
 VISION_KINDS = ("cnn", "patch", "efficientnet_lite0")
-POOLS = ("spatial_softmax", "attention", "mean")
+POOLS = ("spatial_softmax", "keypoints", "attention", "mean")
+KEYPOINT_POOLS = ("spatial_softmax", "keypoints")
 
 # ---------------------------------------------------------------------------------------------------
 # Outputs and config
@@ -54,7 +55,7 @@ class VisionOutput:
         pooled: (B, D) one vector per image.
         grids: ``(h, w)`` of each scale's token grid, in token order; ``sum(h * w) == N``.
         keypoints: (B, S·K, 2) spatial-softmax keypoints (x, y) in [-1, 1] (x right, y down) when
-            ``pool == "spatial_softmax"``, else ``None``.
+            ``pool`` is ``"spatial_softmax"`` or ``"keypoints"``, else ``None``.
     """
 
     tokens: Tensor
@@ -73,9 +74,11 @@ class VisionConfig:
         image_size: nominal input side in pixels (initialises the patch kind's position embedding;
             other sizes are accepted and the embedding is interpolated).
         pool: pooled-vector design: ``"spatial_softmax"`` (learned keypoints' expected (x, y) per
-            scale + the mean token, through an MLP: keeps *where* as well as *what*), ``"attention"``
+            scale + the mean token, through an MLP: keeps *where* as well as *what*), ``"keypoints"``
+            (the keypoints alone through the MLP: only *where*, which leaves less to memorise a scene
+            by; pairs with ``condition``), ``"attention"``
             (a learned query attends over the tokens) or ``"mean"``.
-        num_keypoints: keypoints K per scale for ``"spatial_softmax"``.
+        num_keypoints: keypoints K per scale for ``"spatial_softmax"`` and ``"keypoints"``.
         multi_scale: return tokens from two resolutions (fine and 2× coarser), each with a learned
             scale embedding (``"cnn"`` and ``"efficientnet_lite0"``).
         channels: ``"cnn"`` stage widths.
@@ -288,18 +291,17 @@ class _Tokenizer(nn.Module):
 
 
 class _Pool(nn.Module):
-    """Tokens (B, N, D) + grids -> pooled (B, D) (and keypoints for ``spatial_softmax``)."""
+    """Tokens (B, N, D) + grids -> pooled (B, D) (and the keypoints for the keypoint pools)."""
 
     def __init__(self, kind: str, dim: int, num_scales: int, num_keypoints: int, num_heads: int) -> None:
         super().__init__()
         self.kind = kind
         self.num_heads = num_heads
-        if kind == "spatial_softmax":
+        if kind in KEYPOINT_POOLS:
             self.keypoint_logits = nn.ModuleList(nn.Linear(dim, num_keypoints) for _ in range(num_scales))
             self.log_temperature = nn.Parameter(torch.zeros(()))
-            self.mlp = nn.Sequential(
-                nn.Linear(2 * num_keypoints * num_scales + dim, dim), nn.GELU(), nn.Linear(dim, dim)
-            )
+            width = 2 * num_keypoints * num_scales + (dim if kind == "spatial_softmax" else 0)
+            self.mlp = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         elif kind == "attention":
             self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
             self.kv = nn.Linear(dim, 2 * dim)
@@ -325,7 +327,9 @@ class _Pool(nn.Module):
                 spatial_softmax_keypoints(self.keypoint_logits[s](t), (h, w), temperature)
             )  # (B, K, 2)
         keypoints = torch.cat(kps, dim=1)  # (B, S*K, 2)
-        feat = torch.cat([keypoints.flatten(1), tokens.mean(dim=1)], dim=-1)  # (B, 2SK + D)
+        feat = keypoints.flatten(1)  # (B, 2SK)
+        if self.kind == "spatial_softmax":
+            feat = torch.cat([feat, tokens.mean(dim=1)], dim=-1)  # (B, 2SK + D)
         return self.norm(self.mlp(feat)), keypoints
 
 

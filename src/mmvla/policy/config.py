@@ -26,6 +26,9 @@ class PolicyConfig:
         dim: token width D shared by encoders, fusion and head.
         vision: options of the vision encoder (``kind``: cnn | patch | efficientnet_lite0, ...).
         language: options of the language encoder (``kind``: lstm | transformer | minilm, ...).
+        vision_tokens: what each camera gives the fusion: ``"all"`` (the pooled token, then the N grid
+            tokens) or ``"pooled"`` (the pooled token alone: with keypoint pooling, *where* things are
+            and little else, so the policy cannot memorise scenes through the grid).
         fusion: registry name of the fusion design.
         fusion_options: extra FusionConfig fields (num_layers, num_heads, ...).
         use_proprio: feed the robot state as a token.
@@ -49,6 +52,7 @@ class PolicyConfig:
     dim: int = 128
     vision: dict[str, Any] = field(default_factory=lambda: {"kind": "cnn"})
     language: dict[str, Any] = field(default_factory=lambda: {"kind": "lstm"})
+    vision_tokens: str = "all"
     fusion: str = "film"
     fusion_options: dict[str, Any] = field(default_factory=dict)
     use_proprio: bool = True
@@ -74,6 +78,10 @@ class PolicyConfig:
         for name in ("camera_dropout", "instruction_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:
                 raise ValueError(f"PolicyConfig.{name} must be in [0, 1), got {getattr(self, name)}")
+        if self.vision_tokens not in ("all", "pooled"):
+            raise ValueError(
+                f"PolicyConfig.vision_tokens must be 'all' or 'pooled', got {self.vision_tokens!r}"
+            )
         if self.aux_state_weight < 0 or self.env_state_dim < 0:
             raise ValueError("PolicyConfig: aux_state_weight and env_state_dim must be >= 0")
         if self.action_norm not in ("mean_std", "min_max"):

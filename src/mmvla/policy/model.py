@@ -115,7 +115,7 @@ class VLAPolicy(nn.Module):
             state: (B, S) raw robot state.
         Returns:
             ModalityTokens with "vision" (B, C·(1 + N), D) (per camera: pooled token, then the N grid
-            tokens), "language" (B, 1 + L, D) (sentence summary, then words), optionally "proprio" (B, 1, D).
+            tokens; N = 0 with ``vision_tokens="pooled"``), "language" (B, 1 + L, D) (sentence summary, then words), optionally "proprio" (B, 1, D).
         """
         cams = self.cfg.cameras
         missing = [c for c in cams if c not in images]
@@ -143,7 +143,9 @@ class VLAPolicy(nn.Module):
         cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
         vis = self.vision(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
         # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
-        per_cam = torch.cat([vis.pooled[:, None], vis.tokens], dim=1)  # (B·C, 1 + N, D)
+        per_cam = vis.pooled[:, None]  # (B·C, 1, D)
+        if self.cfg.vision_tokens == "all":
+            per_cam = torch.cat([per_cam, vis.tokens], dim=1)  # (B·C, 1 + N, D)
         N = per_cam.shape[1]
         v = per_cam.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, 1 + N, D)
         v = v * cam_keep[:, :, None, None]
