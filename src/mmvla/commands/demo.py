@@ -7,9 +7,10 @@ import argparse
 HELP = "Run the whole chain on built-in defaults (about 10 minutes on a 2-core CPU) and write a report."
 
 # Built-in defaults: the budget that fits ~10 minutes on a 2-core laptop CPU.
-DEMO_EPISODES = 500
+DEMO_EPISODES = 2000
 DEMO_STEPS = 3500
 DEMO_EVAL_EPISODES = 100
+DEMO_CONTROLS = 50
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,9 +26,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--controls",
         type=int,
-        default=0,
+        default=DEMO_CONTROLS,
         metavar="N",
-        help="also run the blind controls with N episodes per split",
+        help=f"blind-control episodes per split (default {DEMO_CONTROLS}; 0: none)",
     )
     p.add_argument("--quiet", action="store_true")
 
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(format_metrics(metrics))
+    controls: dict[str, float] = {}
     for control in ("blank_images", "wrong_instruction") if args.controls else ():
         m = evaluate(
             result.policy_dir,
@@ -95,6 +97,7 @@ def run(args: argparse.Namespace) -> int:
             progress=not args.quiet,
         )
         print(f"control {control}: " + ", ".join(f"{k} {v:.1%}" for k, v in m["success"].items()))
+        controls.update({f"control_{control}_{k}": round(v, 3) for k, v in m["success"].items()})
     timings["eval_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     atomic_write_json(
@@ -104,6 +107,7 @@ def run(args: argparse.Namespace) -> int:
             "head": policy_cfg.head_config().kind,
             "steps": result.steps,
             **{f"success_{k}": round(v, 3) for k, v in metrics["success"].items()},
+            **controls,
             **{k: round(v, 1) for k, v in timings.items()},
         },
     )
