@@ -23,13 +23,13 @@ STATS = {
 }
 
 
-def _policy(fusion: str, **options: object) -> VLAPolicy:
+def _policy(fusion: str, vision: dict | None = None, **options: object) -> VLAPolicy:
     cfg = PolicyConfig(
         cameras=("front", "wrist"),
         image_size=IMAGE,
         instructions=INSTRUCTIONS,
         dim=16,
-        vision={"kind": "cnn", "channels": (8, 8, 16, 16), "num_keypoints": 4},
+        vision=vision or {"kind": "cnn", "channels": (8, 8, 16, 16), "num_keypoints": 4},
         language={"kind": "lstm", "embed_dim": 16, "hidden_dim": 16},
         fusion=fusion,
         fusion_options={"num_heads": 2, "num_layers": 2, **options},
@@ -182,6 +182,32 @@ def test_heatmap_does_not_change_policy_output_or_mode() -> None:
 def test_fusions_without_text_to_vision_attention_raise_clearly(fusion: str) -> None:
     with pytest.raises(ValueError, match=rf"fusion '{fusion}'.*cross_attention, hierarchical, transformer"):
         viz.attention_heatmaps(_policy(fusion), _obs())
+
+
+def test_keypoint_heatmaps_sum_to_one_and_match_the_encoders_keypoints() -> None:
+    vision = {"kind": "cnn", "channels": (8, 16), "strides": (2, 2), "condition": True, "pool": "keypoints"}
+    policy = _policy("film", vision=vision)
+    maps = viz.keypoint_heatmaps(policy, _obs(), camera="wrist", top=3)
+    assert maps.heatmaps.shape == (3, 8, 8) and maps.frame.shape[:2] == (IMAGE, IMAGE)
+    np.testing.assert_allclose(maps.heatmaps.sum(axis=(1, 2)), 1.0, atol=1e-6)
+    # Reference: each map's expected cell centre is the encoder's own keypoint (x right, y down).
+    with torch.no_grad():
+        cond = policy.language(["pick up the red cube"]).pooled
+        x = torch.from_numpy(_obs()["wrist"]).permute(2, 0, 1)[None].float() / 255.0
+        keypoints = policy.vision(x, cond).keypoints[0].double().numpy()  # (K, 2)
+    centres = (np.arange(8) + 0.5) / 8 * 2 - 1
+    for label, heat in zip(maps.words, maps.heatmaps, strict=True):
+        k = int(label.split()[-1])
+        expected = [(heat.sum(0) * centres).sum(), (heat.sum(1) * centres).sum()]
+        np.testing.assert_allclose(expected, keypoints[k], atol=1e-5)
+    peaks = maps.heatmaps.reshape(3, -1).max(axis=1)
+    assert np.all(np.diff(peaks) <= 1e-12)  # most concentrated first
+    other = viz.keypoint_heatmaps(policy, _obs(instruction="push the green slab to the left"), camera="wrist")
+    assert not np.allclose(other.heatmaps, viz.keypoint_heatmaps(policy, _obs(), camera="wrist").heatmaps)
+    with pytest.raises(ValueError, match="no spatial-softmax keypoints"):
+        viz.keypoint_heatmaps(
+            _policy("film", vision={"kind": "cnn", "channels": (8,), "strides": (2,), "pool": "mean"}), _obs()
+        )
 
 
 def test_heatmap_needs_grid_tokens() -> None:

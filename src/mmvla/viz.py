@@ -288,6 +288,62 @@ def attention_heatmaps(
     )
 
 
+def keypoint_heatmaps(
+    policy: VLAPolicy, observation: Mapping[str, Any], camera: str = "front", top: int = 4
+) -> AttentionMaps:
+    """Where the vision encoder's spatial-softmax keypoints look in one camera's frame.
+
+    With an instruction-conditioned trunk (``VisionConfig.condition``) these maps are the policy's
+    language-dependent attention over the image: the keypoints that track the named object move with
+    the instruction. The ``top`` most concentrated maps (highest peak) of the finest scale are returned.
+
+    Args:
+        policy: a policy whose vision pool is ``"spatial_softmax"`` or ``"keypoints"``.
+        observation: one observation as for :meth:`VLAPolicy.act`.
+        camera: one of the policy's cameras.
+        top: how many keypoint maps to return (1 .. K).
+    Returns:
+        :class:`AttentionMaps` with ``words`` = keypoint labels, ``heatmaps`` (top, h, w) summing to 1 each.
+    Raises:
+        ValueError: the pool has no keypoints, the camera is not the policy's, or ``top`` is out of range.
+    """
+    from mmvla.policy.observation import observation_to_batch, validate_observation
+
+    cfg = policy.cfg
+    if camera not in cfg.cameras:
+        raise ValueError(f"keypoint_heatmaps: camera {camera!r} is not one of the policy's {cfg.cameras}")
+    pool = getattr(policy.vision, "pool", None)
+    if pool is None or pool.kind not in ("spatial_softmax", "keypoints"):
+        raise ValueError("keypoint_heatmaps: the policy's vision pool has no spatial-softmax keypoints")
+    validate_observation(observation, cfg.cameras, cfg.image_size, cfg.state_dim)
+    was_training = policy.training
+    policy.eval()
+    dev = next(policy.parameters()).device
+    try:
+        with torch.no_grad():
+            images, texts, _ = observation_to_batch(observation, cfg.cameras)
+            x = images[camera].to(dev).float() / 255.0  # (1, 3, H, W)
+            cond = policy.language(texts).pooled if policy.vision.cfg.condition else None  # (1, D)
+            out = policy.vision(x, cond)
+            maps = pool.maps(out.tokens, out.grids)[0][0].double()  # (K, h, w), finest scale
+    finally:
+        policy.train(was_training)
+    K = maps.shape[0]
+    if not 1 <= top <= K:
+        raise ValueError(f"keypoint_heatmaps: top must be in 1..{K}, got {top}")
+    order = torch.argsort(maps.flatten(1).max(dim=1).values, descending=True)[:top]
+    return AttentionMaps(
+        instruction=str(observation["instruction"]),
+        words=[f"keypoint {int(k)}" for k in order],
+        heatmaps=maps[order].cpu().numpy(),
+        frame=np.ascontiguousarray(observation[camera]),
+        camera=camera,
+        fusion=cfg.fusion,
+        layer="vision keypoints" + (" (instruction-conditioned)" if policy.vision.cfg.condition else ""),
+        camera_share=np.ones(top),
+    )
+
+
 def attention_overlay_figure(
     maps: AttentionMaps, *, alpha: float = 0.5, cmap: str = "jet", columns: int = 4
 ) -> Figure:
@@ -325,8 +381,9 @@ def attention_overlay_figure(
             interpolation="nearest",
         )
         peak = float(maps.heatmaps[k - 1].max()) * h * w
-        ax.set_title(f"{maps.words[k - 1]}  (peak {peak:.1f}× uniform)", fontsize=9)
-    fig.suptitle(f'"{maps.instruction}" — {maps.fusion}, {maps.layer}, heads averaged', fontsize=10)
+        ax.set_title(f"{maps.words[k - 1]}  (peak {peak:.1f}×)", fontsize=9)
+    heads = "" if maps.layer.startswith("vision keypoints") else ", heads averaged"
+    fig.suptitle(f'"{maps.instruction}" — {maps.fusion}, {maps.layer}{heads}', fontsize=10)
     return fig
 
 
@@ -363,8 +420,11 @@ def attention_overlay_for_checkpoint(
         instruction: a canonical instruction; default: the one the environment draws at ``seed``.
         seed: environment seed (the frame is reproducible).
         layer: see :func:`attention_heatmaps`.
+    Policies without language → vision attention over grid tokens but with an instruction-conditioned
+    trunk (the demo recipe) get :func:`keypoint_heatmaps` instead.
+
     Raises:
-        ValueError: the policy's fusion has no language → vision attention.
+        ValueError: neither language → vision attention nor a conditioned trunk.
     """
     from mmvla.policy import VLAPolicy
     from mmvla.sim.env import TabletopEnv
@@ -372,10 +432,12 @@ def attention_overlay_for_checkpoint(
 
     policy = VLAPolicy.from_pretrained(checkpoint)
     cfg = policy.cfg
-    if not _attention_sites(policy):
+    use_keypoints = not _attention_sites(policy) or cfg.vision_tokens != "all"
+    if use_keypoints and not policy.vision.cfg.condition:
         raise ValueError(
-            f"attention_overlay_for_checkpoint: fusion {cfg.fusion!r} has no language-to-vision attention; "
-            f"use a policy with one of: {', '.join(HEATMAP_FUSIONS)}"
+            f"attention_overlay_for_checkpoint: fusion {cfg.fusion!r} has no language-to-vision attention "
+            f"and the vision trunk is not instruction-conditioned; use a policy with one of: "
+            f"{', '.join(HEATMAP_FUSIONS)}, or VisionConfig.condition"
         )
     families = set()
     for text in [*cfg.instructions, *([instruction] if instruction else [])]:
@@ -394,6 +456,8 @@ def attention_overlay_for_checkpoint(
     finally:
         env.close()
     cam = camera or ("front" if "front" in cfg.cameras else cfg.cameras[0])
+    if use_keypoints:
+        return attention_overlay_figure(keypoint_heatmaps(policy, obs, camera=cam))
     return attention_overlay_figure(attention_heatmaps(policy, obs, camera=cam, layer=layer))
 
 

@@ -219,6 +219,12 @@ def sincos_2d(h: int, w: int, dim: int, device: torch.device | None = None) -> T
     return torch.cat([ax.sin(), ax.cos(), ay.sin(), ay.cos()], dim=-1)  # (h*w, dim)
 
 
+def spatial_softmax_maps(logits: Tensor, temperature: Tensor | float = 1.0) -> Tensor:
+    """Per-keypoint softmax over grid cells: (B, h·w, K) logits -> (B, h·w, K) float32, each column
+    summing to 1 (where each keypoint "looks")."""
+    return torch.softmax(logits.float() / temperature, dim=1)
+
+
 def spatial_softmax_keypoints(
     logits: Tensor, grid: tuple[int, int], temperature: Tensor | float = 1.0
 ) -> Tensor:
@@ -234,7 +240,7 @@ def spatial_softmax_keypoints(
     h, w = grid
     if logits.shape[1] != h * w:
         raise ValueError(f"spatial_softmax_keypoints: {logits.shape[1]} cells for grid {grid}")
-    attn = torch.softmax(logits.float() / temperature, dim=1)  # (B, h*w, K)
+    attn = spatial_softmax_maps(logits, temperature)  # (B, h*w, K)
     coords = grid_coords(h, w, logits.device)  # (h*w, 2)
     return torch.einsum("bnk,nc->bkc", attn, coords).to(logits.dtype)  # (B, K, 2)
 
@@ -307,6 +313,18 @@ class _Pool(nn.Module):
             self.kv = nn.Linear(dim, 2 * dim)
             self.out = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
+
+    def maps(self, tokens: Tensor, grids: list[tuple[int, int]]) -> list[Tensor]:
+        """Keypoint pools: each scale's softmax maps, (B, K, h, w) float32, each map summing to 1."""
+        if self.kind not in KEYPOINT_POOLS:
+            raise ValueError(f"pool {self.kind!r} has no keypoint maps (pools with them: {KEYPOINT_POOLS})")
+        out, start = [], 0
+        for s, (h, w) in enumerate(grids):
+            t = tokens[:, start : start + h * w]  # (B, h*w, D)
+            start += h * w
+            m = spatial_softmax_maps(self.keypoint_logits[s](t), self.log_temperature.exp())  # (B, h*w, K)
+            out.append(m.transpose(1, 2).reshape(m.shape[0], -1, h, w))
+        return out
 
     def forward(self, tokens: Tensor, grids: list[tuple[int, int]]) -> tuple[Tensor, Tensor | None]:
         b, _, d = tokens.shape
