@@ -289,3 +289,15 @@ def test_cli_pretrain_then_train_init_from(sim_dataset, tmp_path) -> None:
     assert rc == 0
     trained = load_file(str(tmp_path / "run" / "policy" / "model.safetensors"))
     assert any(k.startswith("vision.") for k in trained)
+
+
+def test_conditioned_vision_is_refused_clearly() -> None:
+    from mmvla.contrastive import ContrastiveConfig
+
+    cfg = PolicyConfig(
+        dim=32,
+        instructions=("pick up the red cube",),
+        vision={"kind": "cnn", "channels": (8,), "strides": (2,), "condition": True},
+    )
+    with pytest.raises(ValueError, match="condition=False"):
+        DualEncoder(cfg, ContrastiveConfig(embed_dim=32, vision_dim=32, text_dim=32))

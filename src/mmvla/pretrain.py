@@ -212,6 +212,12 @@ class DualEncoder(nn.Module):
         self.vision = build_vision_encoder(
             _build_dataclass(VisionConfig, policy_cfg.vision, dim=D, image_size=policy_cfg.image_size)
         )
+        if self.vision.cfg.condition:
+            raise ValueError(
+                "contrastive pre-training needs an image embedding that does not see the instruction: "
+                "set the policy's vision condition=False for `mmvla pretrain` (a conditioned policy can "
+                "still start from the result with --init-from; its FiLM layers start fresh)"
+            )
         tokenizer = WordTokenizer.build(policy_cfg.instructions)
         self.language = build_language_encoder(
             _build_dataclass(LanguageConfig, policy_cfg.language, dim=D), tokenizer
