@@ -97,6 +97,7 @@ def main() -> None:
                 "platform": platform.platform(),
             },
             "settings": comparison["settings"],
+            "episodes_collected": args.episodes,
             "rows": rows,
             "winner": comparison["winners"].get("fusion"),
             "target_minutes": 60,

@@ -104,7 +104,7 @@ def run_variant(
         opt.zero_grad()
         loss.backward()
         opt.step()
-        train_rmse = 10 * math.sqrt(2 * float(loss))  # cm, over (x, y)
+        train_rmse = 10 * math.sqrt(2 * float(loss.detach()))  # cm, over (x, y)
     seconds = time.perf_counter() - t0
     model.eval()
     sq = []
