@@ -413,6 +413,8 @@ def attention_overlay_for_checkpoint(
     Loads the policy (``VLAPolicy.from_pretrained``), resets the tabletop with the policy's cameras and
     image size (split "all", the families of the policy's instructions) at ``seed`` (and
     ``instruction`` when given), and draws :func:`attention_overlay_figure` of the reset observation.
+    Policies without word → patch attention but with an instruction-conditioned trunk (the demo
+    recipe) get :func:`keypoint_heatmaps` instead.
 
     Args:
         checkpoint: a policy directory (``config.json`` + weights).
@@ -420,9 +422,6 @@ def attention_overlay_for_checkpoint(
         instruction: a canonical instruction; default: the one the environment draws at ``seed``.
         seed: environment seed (the frame is reproducible).
         layer: see :func:`attention_heatmaps`.
-    Policies without language → vision attention over grid tokens but with an instruction-conditioned
-    trunk (the demo recipe) get :func:`keypoint_heatmaps` instead.
-
     Raises:
         ValueError: neither language → vision attention nor a conditioned trunk.
     """

@@ -115,7 +115,8 @@ class VLAPolicy(nn.Module):
             state: (B, S) raw robot state.
         Returns:
             ModalityTokens with "vision" (B, C·(1 + N), D) (per camera: pooled token, then the N grid
-            tokens; N = 0 with ``vision_tokens="pooled"``), "language" (B, 1 + L, D) (sentence summary, then words), optionally "proprio" (B, 1, D).
+            tokens; N = 0 with ``vision_tokens="pooled"``), "language" (B, 1 + L, D) (sentence
+            summary, then words), optionally "proprio" (B, 1, D).
         """
         cams = self.cfg.cameras
         missing = [c for c in cams if c not in images]
