@@ -19,12 +19,13 @@ The model's parameters and code are untouched.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
 import os
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
@@ -35,6 +36,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from mmvla.io import atomic_write_bytes
+from mmvla.modules.vision import KEYPOINT_POOLS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -186,6 +188,18 @@ def _word_labels(policy: VLAPolicy, instruction: str, n: int) -> list[str]:
     return [f"token {i}" for i in range(n)]
 
 
+@contextlib.contextmanager
+def _inference(policy: VLAPolicy) -> Iterator[torch.device]:
+    """Eval mode and no gradients for a read-out; the policy's mode is restored. Yields its device."""
+    was_training = policy.training
+    policy.eval()
+    try:
+        with torch.no_grad():
+            yield next(policy.parameters()).device
+    finally:
+        policy.train(was_training)
+
+
 def attention_heatmaps(
     policy: VLAPolicy, observation: Mapping[str, Any], camera: str = "front", layer: int = -1
 ) -> AttentionMaps:
@@ -236,23 +250,17 @@ def attention_heatmaps(
     validate_observation(observation, cfg.cameras, cfg.image_size, cfg.state_dim)
     site = candidates[layer]
     name, module = site.name, site.module
-    was_training = policy.training
-    policy.eval()
-    dev = next(policy.parameters()).device
-    try:
-        with torch.no_grad():
-            images, texts, state = observation_to_batch(observation, cfg.cameras)
-            images = {k: v.to(dev) for k, v in images.items()}
-            tokens = policy.encode(images, texts, state.to(dev))
-            grids = policy.vision.output_grids(*images[camera].shape[-2:])
-            module.recorder = []
-            try:
-                policy.fusion(tokens)
-                recorded = list(module.recorder)
-            finally:
-                module.recorder = None
-    finally:
-        policy.train(was_training)
+    with _inference(policy) as dev:
+        images, texts, state = observation_to_batch(observation, cfg.cameras)
+        images = {k: v.to(dev) for k, v in images.items()}
+        tokens = policy.encode(images, texts, state.to(dev))
+        grids = policy.vision.output_grids(*images[camera].shape[-2:])
+        module.recorder = []
+        try:
+            policy.fusion(tokens)
+            recorded = list(module.recorder)
+        finally:
+            module.recorder = None
     if len(recorded) != 1:
         raise RuntimeError(f"attention_heatmaps: {name} ran {len(recorded)} times, expected once")
     weights = recorded[0][0].double().mean(dim=0)  # (Nq, Nk), heads averaged
@@ -312,22 +320,16 @@ def keypoint_heatmaps(
     cfg = policy.cfg
     if camera not in cfg.cameras:
         raise ValueError(f"keypoint_heatmaps: camera {camera!r} is not one of the policy's {cfg.cameras}")
-    pool = getattr(policy.vision, "pool", None)
-    if pool is None or pool.kind not in ("spatial_softmax", "keypoints"):
+    pool = policy.vision.pool
+    if pool.kind not in KEYPOINT_POOLS:
         raise ValueError("keypoint_heatmaps: the policy's vision pool has no spatial-softmax keypoints")
     validate_observation(observation, cfg.cameras, cfg.image_size, cfg.state_dim)
-    was_training = policy.training
-    policy.eval()
-    dev = next(policy.parameters()).device
-    try:
-        with torch.no_grad():
-            images, texts, _ = observation_to_batch(observation, cfg.cameras)
-            x = images[camera].to(dev).float() / 255.0  # (1, 3, H, W)
-            cond = policy.language(texts).pooled if policy.vision.cfg.condition else None  # (1, D)
-            out = policy.vision(x, cond)
-            maps = pool.maps(out.tokens, out.grids)[0][0].double()  # (K, h, w), finest scale
-    finally:
-        policy.train(was_training)
+    with _inference(policy) as dev:
+        images, texts, _ = observation_to_batch(observation, cfg.cameras)
+        x = images[camera].to(dev).float() / 255.0  # (1, 3, H, W)
+        cond = policy.language(texts).pooled if policy.vision.cfg.condition else None  # (1, D)
+        out = policy.vision(x, cond)
+        maps = pool.maps(out.tokens, out.grids)[0][0].double()  # (K, h, w), finest scale
     K = maps.shape[0]
     if not 1 <= top <= K:
         raise ValueError(f"keypoint_heatmaps: top must be in 1..{K}, got {top}")

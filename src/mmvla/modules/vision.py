@@ -28,6 +28,7 @@ column ``i % w``).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,17 +315,22 @@ class _Pool(nn.Module):
             self.out = nn.Linear(dim, dim)
         self.norm = nn.LayerNorm(dim)
 
+    def _keypoint_logits(self, tokens: Tensor, grids: list[tuple[int, int]]) -> Iterator[Tensor]:
+        """Per scale, in token order: keypoint logits (B, h·w, K) of that scale's tokens."""
+        start = 0
+        for s, (h, w) in enumerate(grids):
+            yield self.keypoint_logits[s](tokens[:, start : start + h * w])  # (B, h*w, K)
+            start += h * w
+
     def maps(self, tokens: Tensor, grids: list[tuple[int, int]]) -> list[Tensor]:
         """Keypoint pools: each scale's softmax maps, (B, K, h, w) float32, each map summing to 1."""
         if self.kind not in KEYPOINT_POOLS:
             raise ValueError(f"pool {self.kind!r} has no keypoint maps (pools with them: {KEYPOINT_POOLS})")
-        out, start = [], 0
-        for s, (h, w) in enumerate(grids):
-            t = tokens[:, start : start + h * w]  # (B, h*w, D)
-            start += h * w
-            m = spatial_softmax_maps(self.keypoint_logits[s](t), self.log_temperature.exp())  # (B, h*w, K)
-            out.append(m.transpose(1, 2).reshape(m.shape[0], -1, h, w))
-        return out
+        temperature = self.log_temperature.exp()
+        return [
+            spatial_softmax_maps(logits, temperature).transpose(1, 2).reshape(logits.shape[0], -1, h, w)
+            for logits, (h, w) in zip(self._keypoint_logits(tokens, grids), grids, strict=True)
+        ]
 
     def forward(self, tokens: Tensor, grids: list[tuple[int, int]]) -> tuple[Tensor, Tensor | None]:
         b, _, d = tokens.shape
@@ -336,14 +342,11 @@ class _Pool(nn.Module):
             q = self.query.expand(b, -1, -1).view(b, 1, self.num_heads, hd).transpose(1, 2)  # (B, H, 1, hd)
             y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, d)  # (B, D)
             return self.norm(self.out(y)), None
-        kps, start = [], 0
         temperature = self.log_temperature.exp()
-        for s, (h, w) in enumerate(grids):
-            t = tokens[:, start : start + h * w]  # (B, h*w, D)
-            start += h * w
-            kps.append(
-                spatial_softmax_keypoints(self.keypoint_logits[s](t), (h, w), temperature)
-            )  # (B, K, 2)
+        kps = [
+            spatial_softmax_keypoints(logits, grid, temperature)  # (B, K, 2)
+            for logits, grid in zip(self._keypoint_logits(tokens, grids), grids, strict=True)
+        ]
         keypoints = torch.cat(kps, dim=1)  # (B, S*K, 2)
         feat = keypoints.flatten(1)  # (B, 2SK)
         if self.kind == "spatial_softmax":
@@ -353,6 +356,8 @@ class _Pool(nn.Module):
 
 class VisionEncoder(nn.Module):
     """Base class: ``forward(images (B, 3, H, W) float in [0, 1]) -> VisionOutput``."""
+
+    pool: _Pool  # every encoder pools its tokens; set by the subclass
 
     def __init__(self, cfg: VisionConfig) -> None:
         super().__init__()
