@@ -25,6 +25,7 @@ from mmvla.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FUSIONS = "early,late,cross_attention,transformer,film,gated,moe,hierarchical"
+QUICK_EPISODES = 6
 
 
 def main() -> None:
@@ -54,7 +55,16 @@ def main() -> None:
     ]  # fmt: skip
     result_path = RESULTS / "compare.json"
     if args.quick:
-        argv += ["--episodes", "6", "--steps", "20", "--eval-episodes", "2", "--controls", "1"]
+        argv += [
+            "--episodes",
+            str(QUICK_EPISODES),
+            "--steps",
+            "20",
+            "--eval-episodes",
+            "2",
+            "--controls",
+            "1",
+        ]
         argv += ["--eval-max-steps", "20", "--set", "policy.dim=32", "--set", "train.batch_size=16"]
         argv[argv.index("--out") + 1] = args.out + "_quick"
         result_path = RESULTS / "compare_quick.json"
@@ -97,7 +107,7 @@ def main() -> None:
                 "platform": platform.platform(),
             },
             "settings": comparison["settings"],
-            "episodes_collected": args.episodes,
+            "episodes_collected": QUICK_EPISODES if args.quick else args.episodes,
             "rows": rows,
             "winner": comparison["winners"].get("fusion"),
             "target_minutes": 60,

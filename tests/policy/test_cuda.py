@@ -41,14 +41,15 @@ def _to(batch, device):
     return out
 
 
-def test_gpu_loss_matches_cpu_and_bf16_stays_close(tiny_dataset):
+def test_gpu_loss_matches_cpu_and_bf16_stays_close(tiny_dataset, monkeypatch):
     policy, batch = _policy_and_batch(tiny_dataset)
+    # Full fp32 on the GPU for the parity check (TF32 would round matmuls and convs to 10 bits).
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     with torch.no_grad():
         cpu_loss, _ = policy(batch)
         gpu = policy.to("cuda")
         gpu_batch = _to(batch, "cuda")
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
         gpu_loss, _ = gpu(gpu_batch)
         with torch.autocast("cuda", dtype=torch.bfloat16):
             bf16_loss, _ = gpu(gpu_batch)
