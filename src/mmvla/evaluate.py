@@ -154,7 +154,7 @@ def _worker_init(checkpoint: str | None, server: str | None = None) -> None:
 def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> EpisodeResult:
     split, seed, family, opts, record = job
     import mmvla.sim  # noqa: F401  (registers the environment)
-    from mmvla.sim.registry import make_env, wrong_instruction_pool
+    from mmvla.sim.registry import check_rendered, make_env, wrong_instruction_pool
 
     policy = _WORKER["policy"]
     pcfg = policy.cfg
@@ -163,6 +163,7 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
     )
     try:
         obs, info = env.reset(seed=seed, options={"family": family} if family else None)
+        check_rendered(obs, pcfg.cameras)
         canonical = str(obs["instruction"])
         given = opts["rephrase"].get(canonical, canonical)
         if opts["control"] == "wrong_instruction":

@@ -219,3 +219,16 @@ def test_kwargs_override_config():
     e = TabletopEnv(cfg, split="unseen")
     assert e.config.split == "unseen" and e.config.image_size == 32
     assert e.observation_space["front"].shape == (32, 32, 3)
+
+
+def test_check_rendered_passes_real_frames_and_names_a_blank_camera():
+    """A broken OpenGL set-up renders flat frames without an error; collect and eval refuse them."""
+    from mmvla.sim.registry import check_rendered
+
+    env = TabletopEnv(cameras=("front", "wrist"), image_size=32)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    check_rendered(obs, ("front", "wrist"))  # the real renderer draws a scene
+    blank = dict(obs, wrist=np.zeros_like(obs["wrist"]))
+    with pytest.raises(RuntimeError, match="camera 'wrist' rendered a uniform frame"):
+        check_rendered(blank, ("front", "wrist"))

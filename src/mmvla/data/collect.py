@@ -163,10 +163,11 @@ def _init_worker(cfg: CollectConfig) -> None:
 
 def record_episode(index: int, seed: int) -> EpisodeResult:
     """Simulate episode ``index`` with ``seed`` in this worker's environment; encode it if successful."""
-    from mmvla.sim.registry import environment_state, episode_extra, make_expert
+    from mmvla.sim.registry import check_rendered, environment_state, episode_extra, make_expert
 
     env, cfg = _WORKER["env"], _WORKER["cfg"]
     obs, info = env.reset(seed=seed)
+    check_rendered(obs, cfg.cameras)
     expert = make_expert(cfg.env, env, noise_std=cfg.noise_std, seed=seed)
     expert.reset()
     instruction = str(info["instruction"])

@@ -54,7 +54,8 @@ def _smoothstep(x: float) -> float:
     return x * x * (3.0 - 2.0 * x)
 
 
-def _wrap(angle: float) -> float:
+def wrap_angle(angle: float) -> float:
+    """``angle`` (radians) wrapped to [-pi, pi)."""
     return (angle + math.pi) % (2 * math.pi) - math.pi
 
 
@@ -166,7 +167,7 @@ class ScriptedExpert:
             delta *= cfg.max_delta_pos / norm
         action = np.zeros(7, np.float32)
         action[:3] = delta / cfg.max_delta_pos
-        action[5] = np.clip(YAW_GAIN * _wrap(yaw_goal - ee[3]) / cfg.max_delta_yaw, -1.0, 1.0)
+        action[5] = np.clip(YAW_GAIN * wrap_angle(yaw_goal - ee[3]) / cfg.max_delta_yaw, -1.0, 1.0)
         action[6] = np.clip(grip, -1.0, 1.0)
         return np.clip(action, -1.0, 1.0)
 
@@ -178,7 +179,7 @@ class ScriptedExpert:
         half_h = scene.SHAPE_HALF_EXTENTS[obj.shape][2]
         grasp = pos + np.array([0.0, 0.0, max(0.0, GRASP_Z_MIN - half_h)])
         yaw_goal = grasp_yaw(obj.shape, env.object_yaw(obj))
-        yaw_err = _wrap(yaw_goal - ee[3])
+        yaw_err = wrap_angle(yaw_goal - ee[3])
         d = math.hypot(math.hypot(grasp[0] - ee[0], grasp[1] - ee[1]), YAW_TO_METRES * yaw_err)
         # How far the fingers have closed towards the object's width: 0 open, 1 touching.
         closure = (2 * scene.FINGER_MAX - ee[4]) / (2 * scene.FINGER_MAX - GRASP_WIDTH)
