@@ -117,6 +117,7 @@ def test_rejects_uint8_and_bad_shapes() -> None:
         ({"kind": "efficientnet_lite0", "feature_stride": 4}, "feature_stride"),
         ({"kind": "efficientnet_lite0", "feature_stride": 32, "multi_scale": True}, "multi_scale"),
         ({"kind": "patch", "condition": True}, "condition"),
+        ({"keypoint_temperature": 0.0}, "keypoint_temperature"),
     ],
 )
 def test_config_validation(kw: dict[str, object], match: str) -> None:
@@ -145,6 +146,20 @@ def test_spatial_softmax_keypoints_peak_and_uniform() -> None:
     assert kp[0, 0].tolist() == pytest.approx([(3 + 0.5) / w * 2 - 1, (1 + 0.5) / h * 2 - 1], abs=1e-6)
     assert kp[1, 2].tolist() == pytest.approx([(0 + 0.5) / w * 2 - 1, (3 + 0.5) / h * 2 - 1], abs=1e-6)
     assert kp[0, 1].tolist() == pytest.approx([0.0, 0.0], abs=1e-6)  # uniform logits -> grid centroid
+
+
+def test_keypoint_temperature_sets_the_initial_sharpness() -> None:
+    """The pool starts at the configured temperature: its maps equal a float64 softmax of logits / T."""
+    torch.manual_seed(0)
+    enc = build_vision_encoder(
+        VisionConfig(dim=32, num_keypoints=4, pool="keypoints", keypoint_temperature=0.1)
+    )
+    assert float(enc.pool.log_temperature.detach().exp()) == pytest.approx(0.1)
+    out = enc(torch.rand(2, 3, 32, 32))
+    logits = next(enc.pool._keypoint_logits(out.tokens, out.grids)).double()  # (B, h*w, K), first scale
+    want = torch.softmax(logits / 0.1, dim=1).transpose(1, 2)  # (B, K, h*w)
+    got = enc.pool.maps(out.tokens, out.grids)[0].flatten(2).double()  # (B, K, h*w)
+    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-4)
 
 
 def test_token_order_matches_image_location() -> None:

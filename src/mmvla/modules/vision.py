@@ -80,6 +80,8 @@ class VisionConfig:
             by; pairs with ``condition``), ``"attention"``
             (a learned query attends over the tokens) or ``"mean"``.
         num_keypoints: keypoints K per scale for ``"spatial_softmax"`` and ``"keypoints"``.
+        keypoint_temperature: initial softmax temperature of the keypoint maps (learned from there);
+            below 1 sharpens the maps at the start, so keypoints follow the image from the first steps.
         multi_scale: return tokens from two resolutions (fine and 2× coarser), each with a learned
             scale embedding (``"cnn"`` and ``"efficientnet_lite0"``).
         channels: ``"cnn"`` stage widths.
@@ -109,6 +111,7 @@ class VisionConfig:
     image_size: int = 64
     pool: str = "spatial_softmax"
     num_keypoints: int = 32
+    keypoint_temperature: float = 1.0
     multi_scale: bool = False
     # cnn
     channels: tuple[int, ...] = (32, 64, 128, 128)
@@ -145,6 +148,10 @@ class VisionConfig:
             raise ValueError(f"VisionConfig: image_size must be positive, got {self.image_size}")
         if self.num_keypoints <= 0:
             raise ValueError(f"VisionConfig: num_keypoints must be positive, got {self.num_keypoints}")
+        if not self.keypoint_temperature > 0:
+            raise ValueError(
+                f"VisionConfig: keypoint_temperature must be positive, got {self.keypoint_temperature}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"VisionConfig: dropout must be in [0, 1), got {self.dropout}")
         if self.kind == "cnn":
@@ -300,13 +307,21 @@ class _Tokenizer(nn.Module):
 class _Pool(nn.Module):
     """Tokens (B, N, D) + grids -> pooled (B, D) (and the keypoints for the keypoint pools)."""
 
-    def __init__(self, kind: str, dim: int, num_scales: int, num_keypoints: int, num_heads: int) -> None:
+    def __init__(
+        self,
+        kind: str,
+        dim: int,
+        num_scales: int,
+        num_keypoints: int,
+        num_heads: int,
+        temperature: float = 1.0,
+    ) -> None:
         super().__init__()
         self.kind = kind
         self.num_heads = num_heads
         if kind in KEYPOINT_POOLS:
             self.keypoint_logits = nn.ModuleList(nn.Linear(dim, num_keypoints) for _ in range(num_scales))
-            self.log_temperature = nn.Parameter(torch.zeros(()))
+            self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
             width = 2 * num_keypoints * num_scales + (dim if kind == "spatial_softmax" else 0)
             self.mlp = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         elif kind == "attention":
@@ -436,7 +451,9 @@ class ConvEncoder(VisionEncoder):
         self.coarse = _conv_gn_relu(cin, cin, 2) if cfg.multi_scale else None
         n_scales = 2 if cfg.multi_scale else 1
         self.tokenizer = _Tokenizer([cin] * n_scales, cfg.dim)
-        self.pool = _Pool(cfg.pool, cfg.dim, n_scales, cfg.num_keypoints, cfg.num_heads)
+        self.pool = _Pool(
+            cfg.pool, cfg.dim, n_scales, cfg.num_keypoints, cfg.num_heads, cfg.keypoint_temperature
+        )
 
     def output_grids(self, height: int, width: int) -> list[tuple[int, int]]:
         h, w = height, width
@@ -492,7 +509,7 @@ class PatchEncoder(VisionEncoder):
             for _ in range(cfg.num_layers)
         )
         self.norm = nn.LayerNorm(cfg.dim)
-        self.pool = _Pool(cfg.pool, cfg.dim, 1, cfg.num_keypoints, cfg.num_heads)
+        self.pool = _Pool(cfg.pool, cfg.dim, 1, cfg.num_keypoints, cfg.num_heads, cfg.keypoint_temperature)
 
     def output_grids(self, height: int, width: int) -> list[tuple[int, int]]:
         return [(height // self.cfg.patch_size, width // self.cfg.patch_size)]
@@ -689,7 +706,9 @@ class EfficientNetEncoder(VisionEncoder):
             self.backbone.requires_grad_(False)
             self.backbone.eval()
         self.tokenizer = _Tokenizer([_EFFNET_TAPS[s][1] for s in self.strides], cfg.dim)
-        self.pool = _Pool(cfg.pool, cfg.dim, len(self.strides), cfg.num_keypoints, cfg.num_heads)
+        self.pool = _Pool(
+            cfg.pool, cfg.dim, len(self.strides), cfg.num_keypoints, cfg.num_heads, cfg.keypoint_temperature
+        )
 
     def train(self, mode: bool = True) -> EfficientNetEncoder:
         super().train(mode)
