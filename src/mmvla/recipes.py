@@ -5,35 +5,45 @@ from __future__ import annotations
 from mmvla.policy import PolicyConfig
 from mmvla.train_config import TrainConfig
 
+# The demo's vision encoder: 3 stride-2 stages, no residual convs (~6 MFLOP per 64² image), each stage
+# FiLM-conditioned on the instruction, one token of spatial-softmax keypoints per camera.
+DEMO_VISION: dict[str, object] = {
+    "kind": "cnn",
+    "channels": (16, 32, 64),
+    "strides": (2, 2, 2),
+    "residual": False,
+    "condition": True,
+    "pool": "keypoints",
+}
 
-def demo_configs(steps: int = 3500, seed: int = 0) -> tuple[PolicyConfig, TrainConfig]:
-    """Policy and training settings of ``mmvla demo``: sized for ~5.5 minutes of training on 2 CPU
-    cores (3,500 steps at ~680 samples/s, measured).
+
+def demo_configs(steps: int = 8000, seed: int = 0) -> tuple[PolicyConfig, TrainConfig]:
+    """Policy and training settings of ``mmvla demo``: sized for ~6 minutes of training on 2 CPU
+    cores (8,000 steps of 64 at ~1,200 samples/s, measured).
 
     What makes it localise the named object (docs/findings.md, benchmarks/grounding.py): the CNN trunk
     is FiLM-conditioned on the instruction, each camera reaches the fusion as one token of
     spatial-softmax keypoints (no grid tokens to memorise scenes by), and an auxiliary loss predicts
-    the named object's position relative to the gripper (training-time only).
+    the named object's position relative to the gripper (training-time only). What makes it learn
+    that quickly: the frozen MiniLM sentence encoder. With a language encoder trained from scratch,
+    "red cube" and "blue cube" stay nearly the same vector (cosine 0.96 after 1,500 steps), so the
+    conditioned trunk cannot single out either and the vision gradient stays near zero until ~2,000
+    steps; MiniLM's fixed embeddings differ from step 0 and vision engages within ~1,000 steps.
+    Channels 16-32-64 cost half of 32-64-64 per sample with the same learning curve per step.
     """
     policy = PolicyConfig(
         cameras=("front", "wrist"),
         image_size=64,
         dim=128,
-        # 3 stride-2 stages, no residual convs: ~19 MFLOP per 64² image.
-        vision={
-            "kind": "cnn",
-            "channels": (32, 64, 64),
-            "strides": (2, 2, 2),
-            "residual": False,
-            "condition": True,
-            "pool": "keypoints",
-        },
+        vision=dict(DEMO_VISION),
         vision_tokens="pooled",
-        language={"kind": "lstm"},
+        language={"kind": "minilm"},
         fusion="film",
         head={"kind": "regression", "chunk_size": 4, "loss": "l1"},
         camera_dropout=0.1,
         aux_state_weight=1.0,
     )
-    train = TrainConfig(steps=steps, batch_size=64, lr=1e-3, warmup_steps=100, seed=seed, augment_shift=4)
+    train = TrainConfig(
+        steps=steps, batch_size=64, lr=1e-3, warmup_steps=100, ema_decay=0.999, seed=seed, augment_shift=4
+    )
     return policy, train

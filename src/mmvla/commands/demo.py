@@ -8,7 +8,7 @@ HELP = "Run the whole chain on built-in defaults (about 10 minutes on a 2-core C
 
 # Built-in defaults: the budget that fits ~10 minutes on a 2-core laptop CPU.
 DEMO_EPISODES = 2000
-DEMO_STEPS = 3500
+DEMO_STEPS = 8000
 DEMO_EVAL_EPISODES = 100
 DEMO_CONTROLS = 50
 

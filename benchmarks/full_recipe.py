@@ -1,0 +1,111 @@
+"""The full recipe (configs/full.json) as a benchmark: train on the demo's data, evaluate, record.
+
+Trains ``configs/full.json`` on a dataset (default: the demo's, ``runs/demo/data``; collected by
+``mmvla demo`` or ``mmvla collect --out runs/demo/data --episodes 2000``), evaluates it on both splits
+and runs the two blind controls on the same checkpoint, then writes benchmarks/results/full_recipe.json
+(training time and throughput, success per split and family with Wilson intervals, controls).
+
+    .venv/bin/python benchmarks/full_recipe.py                         # ~25 min on 2 cores
+    .venv/bin/python benchmarks/full_recipe.py --run runs/full --eval-only   # re-evaluate a finished run
+
+Resumable: a killed run continues from its last checkpoint. Time it alone (two heavy jobs on two cores
+slow each other severalfold).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any
+
+from mmvla.io import atomic_write_json, read_json
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results" / "full_recipe.json"
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+
+def _success_table(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {
+        split: {
+            "success": metrics["success"][split],
+            "ci95": metrics["ci95"][split],
+            "per_family": {f: v["success"] for f, v in metrics["per_family"][split].items()},
+        }
+        for split in metrics["success"]
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--config", default=str(ROOT / "configs" / "full.json"))
+    p.add_argument("--data", default="runs/demo/data", help="dataset directory")
+    p.add_argument("--run", default="runs/full", help="run directory")
+    p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split")
+    p.add_argument("--controls", type=int, default=50, help="blind-control episodes per split")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--eval-only", action="store_true", help="evaluate the finished run in --run")
+    p.add_argument("--out", default=str(RESULTS))
+    args = p.parse_args()
+
+    from mmvla.evaluate import EvalConfig, evaluate
+    from mmvla.policy import PolicyConfig
+    from mmvla.train import train
+    from mmvla.train_config import TrainConfig
+
+    run = Path(args.run)
+    raw = read_json(args.config)
+    policy_cfg = PolicyConfig.from_dict(raw["policy"])
+    train_cfg = TrainConfig(**raw["train"])
+    result: dict[str, Any] = {
+        "config": str(Path(args.config).resolve().relative_to(ROOT)),
+        "data": str(Path(args.data)),
+        "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
+    }
+    t0 = time.perf_counter()
+    if not args.eval_only:
+        resume = (run / "checkpoints" / "last" / "trainer_state.json").is_file()
+        r = train(args.data, run, policy_cfg, train_cfg, resume=resume, progress=True)
+        result["train"] = {
+            "steps": r.steps,
+            "train_seconds": round(r.train_seconds, 1),
+            "samples_per_s": round(r.samples_per_s, 1),
+            "final_loss": round(r.final_loss, 4),
+            "resumed": resume,
+        }
+    else:
+        result["train"] = read_json(args.out).get("train") if Path(args.out).is_file() else None
+    policy_dir = run / "policy"
+    t1 = time.perf_counter()
+    metrics = evaluate(
+        policy_dir,
+        EvalConfig(episodes=args.episodes, split="all", workers=args.workers),
+        run / "eval",
+        progress=True,
+    )
+    result["success"] = _success_table(metrics)
+    controls: dict[str, Any] = {}
+    for control in ("blank_images", "wrong_instruction") if args.controls else ():
+        m = evaluate(
+            policy_dir,
+            EvalConfig(episodes=args.controls, split="all", workers=args.workers, control=control),
+            run / f"eval_{control}",
+            progress=False,
+        )
+        controls[control] = m["success"]
+    result["controls"] = controls
+    result["eval_seconds"] = round(time.perf_counter() - t1, 1)
+    result["wall_seconds"] = round(time.perf_counter() - t0, 1)
+    result["episodes_per_split"] = args.episodes
+    result["control_episodes_per_split"] = args.controls
+    atomic_write_json(Path(args.out), result)
+    print(json.dumps({k: result[k] for k in ("train", "success", "controls")}, indent=1))
+    print(f"-> {args.out}")
+
+
+if __name__ == "__main__":
+    main()
