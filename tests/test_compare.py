@@ -229,12 +229,12 @@ def test_config_validation_and_overrides():
     }
     with pytest.raises(ValueError, match="not a dict"):
         apply_overrides({"a": 1}, {"a.b": 2})
-    cfg = CompareConfig(fusions=("moe",), heads=("flow",), languages=("minilm",), steps=7)
+    cfg = CompareConfig(fusions=("moe",), heads=("flow",), languages=("lstm",), steps=7)  # base: minilm
     base_p, base_t = base_configs(cfg)
     for v, field, value in [
         (Variant("fusion", "moe"), "fusion", "moe"),
         (Variant("head", "flow"), "head", None),
-        (Variant("language", "minilm"), "language", None),
+        (Variant("language", "lstm"), "language", None),
     ]:
         p, t = variant_configs(v, base_p, base_t, seed=3)
         changed = {k for k, val in p.to_dict().items() if base_p.to_dict()[k] != val}
