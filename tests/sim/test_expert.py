@@ -118,20 +118,28 @@ def test_push_contact_offset_matches_a_dense_sample():
             assert push_contact_offset(shape, yaw, sign, w) == pytest.approx(brute, abs=2e-4)
 
 
-def test_environment_state_is_the_target_relative_to_the_grasp_point():
+
+def test_environment_state_is_the_target_offset_and_grasp_alignment():
     """Tabletop's privileged state: the named object's centre minus the grasp point (the simulator's own
-    poses), which the expert drives to ~0 before it lifts."""
+    poses), then (cos, sin) of the object's yaw relative to the hand's times its symmetry order, read
+    here from the two rotation matrices; the expert drives the offset to ~0 and the alignment to (1, 0)
+    before it lifts."""
     from mmvla.sim.registry import environment_state
 
     env = TabletopEnv(cameras=(), families=("pick",))
     expert = ScriptedExpert(env, noise_std=0.0, seed=0)
-    for seed in range(4):
+    order = {"cube": 4, "slab": 2, "cylinder": 0}
+    for seed in range(6):
         obs, info = env.reset(seed=seed)
         state = environment_state("tabletop", env)
-        assert state is not None and state.shape == (3,) and state.dtype == np.float32
-        assert env.target is not None
-        want = env.object_position(env.target) - env.ee_state()[:3]
-        np.testing.assert_allclose(state, want, atol=1e-6)
+        assert state is not None and state.shape == (5,) and state.dtype == np.float32
+        target = env.target
+        assert target is not None
+        want = env.object_position(target) - env.ee_state()[:3]
+        np.testing.assert_allclose(state[:3], want, atol=1e-6)
+        relative = env.hand_rotation().T @ env.object_rotation(target)  # object in the hand frame
+        angle = order[target.shape] * math.atan2(relative[1, 0], relative[0, 0])
+        np.testing.assert_allclose(state[3:], [math.cos(angle), math.sin(angle)], atol=1e-4)
         expert.reset(seed=seed)
         done = False
         while not done:
@@ -139,5 +147,5 @@ def test_environment_state_is_the_target_relative_to_the_grasp_point():
             done = terminated or truncated
         assert info["success"]
         final = environment_state("tabletop", env)
-        assert final is not None and np.linalg.norm(final) < 0.02
+        assert final is not None and np.linalg.norm(final[:3]) < 0.02 and final[3] > 0.95
     env.close()

@@ -140,22 +140,31 @@ def dataset_schema(name: str, config: Any) -> DatasetSchema:
     return DatasetSchema(tuple(config.state_names), tuple(config.action_names), mw.ROBOT_TYPE, mw.CONTROL_HZ)
 
 
-TABLETOP_ENV_STATE = ("target_dx", "target_dy", "target_dz")
+TABLETOP_ENV_STATE = ("target_dx", "target_dy", "target_dz", "grasp_cos", "grasp_sin")
 
 
 def environment_state(name: str, env: Any) -> np.ndarray | None:
     """Privileged state recorded per frame for auxiliary losses; None for environments that record none.
 
-    Tabletop, float32 (3,): the named object's centre relative to the grasp point (metres, world axes).
-    Relative, not absolute: the grasp point is in the proprioceptive state, so an absolute target would
-    let a network answer "where the hand is" (the expert's hand sits on the target in most frames)
-    without looking. (Adding the yaw still to turn, so that the encoder learns the object's orientation,
-    made a 3,500-step demo policy worse: 8%/10% against 33%/20%, docs/findings.md.)
+    Tabletop, float32 (5,): the named object's centre relative to the grasp point (metres, world axes),
+    then its yaw relative to the hand's as (cos, sin) of ``period_factor * (object_yaw - hand_yaw)``
+    with the factor 4 for cubes and 2 for slabs (their footprints' symmetry), so every grasp the shape
+    allows maps to (1, 0) and the target is continuous in both yaws; cylinders are always (1, 0).
+    Relative, not absolute: the grasp point and yaw are in the proprioceptive state, so an absolute
+    target would let a network answer "where the hand is" (the expert's hand sits on the target in most
+    frames) without looking. The yaw term asks the encoder for the object's orientation, which most
+    failed grasps got wrong (docs/findings.md).
     """
     if check_env_name(name) != "tabletop":
         return None
+    from mmvla.sim import scene
+
     sim = env.unwrapped
-    return np.asarray(sim.object_position(sim.target) - sim.ee_state()[:3], dtype=np.float32)
+    target = sim.target
+    ee = sim.ee_state()
+    period = scene.SHAPE_YAW_PERIOD[target.shape]
+    rel = (2 * np.pi / period) * (sim.object_yaw(target) - ee[3]) if period else 0.0
+    return np.asarray([*(sim.object_position(target) - ee[:3]), np.cos(rel), np.sin(rel)], dtype=np.float32)
 
 
 def check_rendered(obs: Mapping[str, Any], cameras: Sequence[str]) -> None:
