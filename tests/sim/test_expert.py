@@ -118,7 +118,6 @@ def test_push_contact_offset_matches_a_dense_sample():
             assert push_contact_offset(shape, yaw, sign, w) == pytest.approx(brute, abs=2e-4)
 
 
-
 def test_environment_state_is_the_target_offset_and_grasp_alignment():
     """Tabletop's privileged state: the named object's centre minus the grasp point (the simulator's own
     poses), then (cos, sin) of the object's yaw relative to the hand's times its symmetry order, read
