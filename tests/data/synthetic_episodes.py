@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from mmvla.data.lerobot_format import Episode, LeRobotWriter
+from mmvla.sim.registry import TABLETOP_ENV_STATE
 
 CAMERAS = ("front", "wrist")
 SIZE = 16
@@ -18,7 +19,7 @@ def make_episode(
     rng: np.random.Generator, length: int, index: int, size: int = SIZE, env_state: bool = False
 ) -> Episode:
     """Random frames (uint8 noise, so PNG has work to do), state and action; task cycles over TASKS;
-    with ``env_state`` also a (T, 3) privileged state, as the tabletop records."""
+    with ``env_state`` also a (T, E) privileged state, E as the tabletop records."""
     return Episode(
         images={cam: rng.integers(0, 256, (length, size, size, 3), dtype=np.uint8) for cam in CAMERAS},
         state=rng.normal(size=(length, 5)).astype(np.float32),
@@ -30,7 +31,9 @@ def make_episode(
             "seed": 100 + index,
             "target": "red cube",
         },
-        env_state=rng.normal(size=(length, 3)).astype(np.float32) if env_state else None,
+        env_state=rng.normal(size=(length, len(TABLETOP_ENV_STATE))).astype(np.float32)
+        if env_state
+        else None,
     )
 
 
