@@ -25,8 +25,8 @@ def demo_configs(steps: int = 8000, seed: int = 0) -> tuple[PolicyConfig, TrainC
     is FiLM-conditioned on the instruction, each camera reaches the fusion as one token of
     spatial-softmax keypoints (no grid tokens to memorise scenes by), and an auxiliary loss predicts
     the named object's position and grasp alignment relative to the gripper (training-time only;
-    :func:`mmvla.sim.registry.environment_state`). What makes it learn
-    that quickly: the frozen MiniLM sentence encoder. With a language encoder trained from scratch,
+    :func:`mmvla.sim.registry.environment_state`). What makes it learn that quickly: the frozen
+    MiniLM sentence encoder. With a language encoder trained from scratch,
     "red cube" and "blue cube" stay nearly the same vector (cosine 0.96 after 1,500 steps), so the
     conditioned trunk cannot single out either and the vision gradient stays near zero until ~2,000
     steps; MiniLM's fixed embeddings differ from step 0 and vision engages within ~1,000 steps.
