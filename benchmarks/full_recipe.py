@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluate import EvalConfig, evaluate
+    from mmvla.evaluate import EvalConfig, evaluate, evaluate_blind_controls
     from mmvla.policy import PolicyConfig
     from mmvla.train import train
     from mmvla.train_config import TrainConfig
@@ -88,16 +88,9 @@ def main() -> None:
         progress=True,
     )
     result["success"] = _success_table(metrics)
-    controls: dict[str, Any] = {}
-    for control in ("blank_images", "wrong_instruction") if args.controls else ():
-        m = evaluate(
-            policy_dir,
-            EvalConfig(episodes=args.controls, split="all", workers=args.workers, control=control),
-            run / f"eval_{control}",
-            progress=False,
-        )
-        controls[control] = m["success"]
-    result["controls"] = controls
+    result["controls"] = (
+        evaluate_blind_controls(policy_dir, args.controls, run, workers=args.workers) if args.controls else {}
+    )
     result["eval_seconds"] = round(time.perf_counter() - t1, 1)
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     result["episodes_per_split"] = args.episodes

@@ -25,5 +25,9 @@ def test_demo_runs_end_to_end(tmp_path):
         assert 0.0 <= summary[key] <= 1.0, key
     metrics = json.loads((out / "eval" / "metrics.json").read_text())
     assert metrics["episodes"]["train"] == 2 and metrics["episodes"]["unseen"] == 2
+    for control in ("blank_images", "wrong_instruction"):  # the summary reports each control's own file
+        m = json.loads((out / f"eval_{control}" / "metrics.json").read_text())
+        assert m["episodes"] == {"train": 1, "unseen": 1}
+        assert summary[f"control_{control}_unseen"] == round(m["success"]["unseen"], 3)
     assert (out / "policy" / "model.safetensors").is_file()
     assert (out / "report.html").stat().st_size > 10_000

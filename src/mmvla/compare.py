@@ -35,11 +35,11 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.evaluate import SPLITS, wilson_interval
+from mmvla.evaluate import BLIND_CONTROLS, SPLITS, wilson_interval
 from mmvla.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 AXES = ("fusion", "head", "language")
-CONTROL_NAMES = ("blank_images", "wrong_instruction")
+CONTROL_NAMES = BLIND_CONTROLS
 
 
 # ------------------------------------------------------------------------ configuration

@@ -25,6 +25,7 @@ from mmvla.io import atomic_write_json
 SPLITS = ("train", "unseen")
 ENVS = ("tabletop", "metaworld-mt10")  # mmvla.sim.registry.ENV_NAMES (not imported here: it loads MuJoCo)
 CONTROLS = ("none", "blank_images", "wrong_instruction")
+BLIND_CONTROLS = CONTROLS[1:]  # vision-blind, language-blind
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -293,6 +294,29 @@ def evaluate(
                     r.success,
                 )
     return metrics
+
+
+def evaluate_blind_controls(
+    checkpoint: str | os.PathLike[str],
+    episodes: int,
+    out_dir: str | os.PathLike[str],
+    workers: int = 1,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Both blind controls on one checkpoint, ``episodes`` per split (train and unseen).
+
+    Returns ``{control: {split: success rate}}``; each control's metrics go to
+    ``out_dir/eval_<control>/metrics.json``.
+    """
+    return {
+        control: evaluate(
+            checkpoint,
+            EvalConfig(episodes=episodes, split="all", workers=workers, control=control),
+            Path(out_dir) / f"eval_{control}",
+            progress=progress,
+        )["success"]
+        for control in BLIND_CONTROLS
+    }
 
 
 def _check_server(server: str, checkpoint: str | os.PathLike[str] | None) -> str:

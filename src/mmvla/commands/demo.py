@@ -38,7 +38,7 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mmvla.data.collect import collect_dataset
-    from mmvla.evaluate import EvalConfig, evaluate, format_metrics
+    from mmvla.evaluate import EvalConfig, evaluate, evaluate_blind_controls, format_metrics
     from mmvla.io import atomic_write_json
     from mmvla.policy import PolicyConfig
     from mmvla.recipes import demo_configs
@@ -89,15 +89,13 @@ def run(args: argparse.Namespace) -> int:
     )
     print(format_metrics(metrics))
     controls: dict[str, float] = {}
-    for control in ("blank_images", "wrong_instruction") if args.controls else ():
-        m = evaluate(
-            result.policy_dir,
-            EvalConfig(episodes=args.controls, split="all", workers=args.workers, control=control),
-            out / f"eval_{control}",
-            progress=not args.quiet,
+    if args.controls:
+        blind = evaluate_blind_controls(
+            result.policy_dir, args.controls, out, workers=args.workers, progress=not args.quiet
         )
-        print(f"control {control}: " + ", ".join(f"{k} {v:.1%}" for k, v in m["success"].items()))
-        controls.update({f"control_{control}_{k}": round(v, 3) for k, v in m["success"].items()})
+        for control, success in blind.items():
+            print(f"control {control}: " + ", ".join(f"{k} {v:.1%}" for k, v in success.items()))
+            controls.update({f"control_{control}_{k}": round(v, 3) for k, v in success.items()})
     timings["eval_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     atomic_write_json(
