@@ -49,7 +49,8 @@ EVAL_SEED = 1_000_000
 def policy_and_train_configs(args: argparse.Namespace, steps: int) -> tuple[Any, Any]:
     """The recipe: the tabletop demo's (a 16-32-64 CNN FiLM-conditioned on the instruction, one token
     of spatial-softmax keypoints per camera, the frozen MiniLM sentence encoder, FiLM fusion) with
-    8-step action chunks, L1 loss, and no auxiliary loss (Meta-World records no privileged state)."""
+    8-step action chunks, L1 loss, and the auxiliary loss that predicts the object and the goal relative
+    to the hand (``observation.environment_state``, recorded by collect) from the fused features."""
     from mmvla.policy import PolicyConfig
     from mmvla.recipes import DEMO_VISION
     from mmvla.train_config import TrainConfig
@@ -66,6 +67,7 @@ def policy_and_train_configs(args: argparse.Namespace, steps: int) -> tuple[Any,
         fusion=args.fusion,
         head={"kind": "regression", "chunk_size": args.chunk_size, "loss": "l1"},
         camera_dropout=0.0,  # one camera: dropping it leaves the policy blind
+        aux_state_weight=args.aux_state_weight,
     )
     train = TrainConfig(
         steps=steps,
@@ -142,6 +144,12 @@ def main() -> None:
     ap.add_argument("--fusion", default="film")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument(
+        "--aux-state-weight",
+        type=float,
+        default=1.0,
+        help="weight of the auxiliary object/goal-position loss (0: off)",
+    )
     ap.add_argument("--noise", type=float, default=0.1, help="expert noise std while collecting")
     ap.add_argument("--variations", type=int, default=50, help="goal variations per task (0: fresh goals)")
     ap.add_argument("--max-steps", type=int, default=200, help="episode time limit")

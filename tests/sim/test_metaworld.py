@@ -298,6 +298,7 @@ def test_registry_builds_both_environments() -> None:
     schema = dataset_schema("metaworld-mt10", cfg)
     assert schema.state_names == ("x", "y", "z", "gripper") and schema.fps == 80
     assert schema.action_names == ("dx", "dy", "dz", "gripper")
+    assert schema.env_state_names == ("object_dx", "object_dy", "object_dz", "goal_dx", "goal_dy", "goal_dz")
     env = make_env("metaworld-mt10", cfg)
     try:
         obs, _ = env.reset(seed=0)
@@ -316,11 +317,37 @@ def test_registry_builds_both_environments() -> None:
 
 
 @needs_metaworld
+@pytest.mark.parametrize("task", ["reach-v3", "push-v3", "drawer-open-v3", "peg-insert-side-v3"])
+def test_environment_state_is_object_and_goal_relative_to_the_hand(task: str) -> None:
+    """The privileged aux target against Meta-World's own accessors (end effector, objects, goal), along an
+    expert episode, so the object and the hand both move."""
+    from mmvla.sim.registry import METAWORLD_ENV_STATE, environment_state
+
+    env = mwe.MetaWorldMT10Env(cameras=(), tasks=(task,), max_steps=40)
+    try:
+        obs, _ = env.reset(seed=3)
+        expert = mwe.MetaWorldExpert(env, seed=0)
+        for _ in range(40):
+            got = environment_state("metaworld-mt10", env)
+            mw = env.metaworld_env
+            hand = np.asarray(mw.get_endeff_pos(), dtype=np.float64)
+            want = np.concatenate([mw._get_pos_objects()[:3] - hand, mw._get_pos_goal() - hand])
+            assert got is not None and got.shape == (len(METAWORLD_ENV_STATE),) and got.dtype == np.float32
+            np.testing.assert_allclose(got, want, atol=1e-6)
+            obs, _, term, trunc, _ = env.step(expert.act(obs))
+            if term or trunc:
+                break
+    finally:
+        env.close()
+
+
+@needs_metaworld
 @pytest.mark.slow
 def test_tiny_collect_train_eval(tmp_path: Path) -> None:
     """The whole pipeline through the CLI: collect (one episode per task), train, evaluate per task."""
     from mmvla.cli import main
     from mmvla.data.dataset import VLADataset
+    from mmvla.sim.registry import METAWORLD_ENV_STATE
 
     data, run, ev = tmp_path / "data", tmp_path / "run", tmp_path / "eval"
     argv = ["collect", "--env", "metaworld-mt10", "--out", str(data), "--episodes", "10"]
@@ -332,6 +359,7 @@ def test_tiny_collect_train_eval(tmp_path: Path) -> None:
     assert set(ds.episodes["family"]) <= set(mwe.MT10_TASKS) and len(ds.episodes["family"]) >= 8
     assert set(ds.episodes["variation"]) == {0}
     assert ds.cameras == ("corner4",)
+    assert ds.meta["features"]["observation.environment_state"]["names"] == list(METAWORLD_ENV_STATE)
     config = tmp_path / "mw.json"
     config.write_text(
         json.dumps(
@@ -343,6 +371,7 @@ def test_tiny_collect_train_eval(tmp_path: Path) -> None:
                     "action_dim": 4,
                     "dim": 32,
                     "head": {"kind": "regression", "chunk_size": 4},
+                    "aux_state_weight": 1.0,
                 },
                 "train": {"steps": 3, "batch_size": 8, "warmup_steps": 1, "log_every": 1},
             }

@@ -13,7 +13,8 @@ Observation (``gymnasium.spaces.Dict``):
         metres, world frame: +x to the robot's right, +y away from its base, z up, table top at z = 0)
         and the gripper opening (finger distance / 0.1 m, clipped to [0, 1]: 0 closed, 1 open); that is
         Meta-World's own proprioception, ``obs[:4]``. Objects and goals are not in the state: the policy
-        must find them in the image.
+        must find them in the image. (Datasets record them, relative to the hand, as the privileged
+        ``observation.environment_state`` for an auxiliary loss: :func:`mmvla.sim.registry.environment_state`.)
     ``"instruction"``: the task's canonical instruction (:data:`TASK_INSTRUCTIONS`).
 
 Action: float32 (4,) in [-1, 1] = [dx, dy, dz, gripper] (``config.action_dim = 4``, the default):

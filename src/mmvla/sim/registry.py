@@ -137,14 +137,21 @@ def dataset_schema(name: str, config: Any) -> DatasetSchema:
         )
     from mmvla.sim import metaworld_env as mw
 
-    return DatasetSchema(tuple(config.state_names), tuple(config.action_names), mw.ROBOT_TYPE, mw.CONTROL_HZ)
+    return DatasetSchema(
+        tuple(config.state_names),
+        tuple(config.action_names),
+        mw.ROBOT_TYPE,
+        mw.CONTROL_HZ,
+        METAWORLD_ENV_STATE,
+    )
 
 
 TABLETOP_ENV_STATE = ("target_dx", "target_dy", "target_dz", "grasp_cos", "grasp_sin")
+METAWORLD_ENV_STATE = ("object_dx", "object_dy", "object_dz", "goal_dx", "goal_dy", "goal_dz")
 
 
 def environment_state(name: str, env: Any) -> np.ndarray | None:
-    """Privileged state recorded per frame for auxiliary losses; None for environments that record none.
+    """Privileged state recorded per frame for auxiliary losses (``observation.environment_state``).
 
     Tabletop, float32 (5,): the named object's centre relative to the grasp point (metres, world axes),
     then its yaw relative to the hand's as (cos, sin) of ``period_factor * (object_yaw - hand_yaw)``
@@ -154,9 +161,16 @@ def environment_state(name: str, env: Any) -> np.ndarray | None:
     target would let a network answer "where the hand is" (the expert's hand sits on the target in most
     frames) without looking. The yaw term asks the encoder for the object's orientation, which most
     failed grasps got wrong (docs/findings.md).
+
+    Meta-World, float32 (6,): the task's main object (Meta-World's ``obs[4:7]``: the puck, the peg, the
+    door/drawer/window handle, the button) and its goal (``obs[36:39]``), each relative to the hand
+    (``obs[:3]``), metres, world axes. Neither is in the policy's observation; the goal of reach, push and
+    pick-place is only visible as its marker.
     """
     if check_env_name(name) != "tabletop":
-        return None
+        mw_obs = env.unwrapped.mw_obs  # (39,) Meta-World's full observation, goal included
+        hand = mw_obs[:3]
+        return np.asarray([*(mw_obs[4:7] - hand), *(mw_obs[36:39] - hand)], dtype=np.float32)
     from mmvla.sim import scene
 
     sim = env.unwrapped
