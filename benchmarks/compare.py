@@ -5,9 +5,12 @@ benchmarks/results/compare.json (settings, wall time, machine, the comparison ro
 prints the comparison table. The run directory is resumable: rerunning continues where a killed run
 stopped and only re-aggregates finished designs.
 
-    .venv/bin/python benchmarks/compare.py                 # reduced budget; target <= 60 min on 2 cores
+    .venv/bin/python benchmarks/compare.py                 # 2,000 demos, 4,000 steps each; target <= 60 min
     .venv/bin/python benchmarks/compare.py --quick         # smoke run (~1 min), results/compare_quick.json
     .venv/bin/python benchmarks/compare.py --seeds 0,1,2   # mean ± spread over seeds (3x the time)
+    # the same designs without the instruction-conditioned CNN, on the first run's dataset:
+    .venv/bin/python benchmarks/compare.py --data runs/bench_compare/data --set policy.vision.condition=false \
+        --out runs/bench_compare_uncond --result compare_unconditioned.json
 
 Timings on a shared machine are noisy: the JSON records the CPU count and the load average at the start.
 """
@@ -32,12 +35,22 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_compare", help="comparison directory (resumable)")
     p.add_argument("--fusions", default=FUSIONS)
-    p.add_argument("--episodes", type=int, default=200, help="demonstrations collected")
-    p.add_argument("--steps", type=int, default=1000, help="training steps per design")
+    p.add_argument("--data", help="reuse this dataset (from mmvla collect) instead of collecting")
+    p.add_argument("--episodes", type=int, default=2000, help="demonstrations collected")
+    p.add_argument("--steps", type=int, default=4000, help="training steps per design")
     p.add_argument("--seeds", default="0")
-    p.add_argument("--eval-episodes", type=int, default=30, help="evaluation episodes per split")
-    p.add_argument("--controls", type=int, default=10, help="blind-control episodes per split")
+    p.add_argument("--eval-episodes", type=int, default=100, help="evaluation episodes per split")
+    p.add_argument("--controls", type=int, default=20, help="blind-control episodes per split")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="SCOPE.FIELD=VALUE",
+        help="recipe change for every design (mmvla compare --set)",
+    )
+    p.add_argument("--result", default="compare.json", help="file name under benchmarks/results")
     p.add_argument("--quick", action="store_true", help="tiny smoke budget; writes compare_quick.json")
     args = p.parse_args()
 
@@ -53,7 +66,10 @@ def main() -> None:
         "--workers", str(args.workers),
         "--quiet",
     ]  # fmt: skip
-    result_path = RESULTS / "compare.json"
+    argv += ["--data", args.data] if args.data else []
+    for override in args.overrides:
+        argv += ["--set", override]
+    result_path = RESULTS / args.result
     if args.quick:
         argv += [
             "--episodes",
@@ -107,7 +123,7 @@ def main() -> None:
                 "platform": platform.platform(),
             },
             "settings": comparison["settings"],
-            "episodes_collected": QUICK_EPISODES if args.quick else args.episodes,
+            "episodes_collected": None if args.data else QUICK_EPISODES if args.quick else args.episodes,
             "rows": rows,
             "winner": comparison["winners"].get("fusion"),
             "target_minutes": 60,
