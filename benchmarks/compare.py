@@ -84,6 +84,7 @@ def main() -> None:
         argv += ["--eval-max-steps", "20", "--set", "policy.dim=32", "--set", "train.batch_size=16"]
         argv[argv.index("--out") + 1] = args.out + "_quick"
         result_path = RESULTS / "compare_quick.json"
+    previous = read_json(result_path, "compare result") if result_path.is_file() else {}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
     from mmvla.cli import main as cli
 
@@ -115,6 +116,12 @@ def main() -> None:
             "command": "mmvla " + " ".join(argv),
             "wall_s": wall,
             "wall_s_this_invocation_only": bool(comparison["skipped"]),
+            # the wall time of the invocation that trained every design (kept across re-aggregations)
+            "wall_s_full_run": wall
+            if not comparison["skipped"]
+            else previous.get("wall_s_full_run")
+            if previous.get("settings") == comparison["settings"]
+            else None,
             "ran": comparison["ran"],
             "skipped": comparison["skipped"],
             "machine": {

@@ -64,8 +64,12 @@ def _check_outputs(out: Path, fusions: tuple[str, ...]) -> dict:
         assert r["params"]["total"] > 0 and r["latency_ms"]["p99"] >= r["latency_ms"]["p50"] > 0
         assert set(r["success"]) == {"train", "unseen"}
         assert set(r["controls"]) == {"blank_images", "wrong_instruction"}
+        for split, pooled in ((s, r["success"][s]["pooled"]) for s in ("train", "unseen")):
+            outcomes = r["outcomes"][split]  # per episode, read back from the run's episodes.json
+            assert len(outcomes) == pooled["episodes"] and sum(outcomes.values()) == pooled["successes"]
     winner = comparison["winners"]["fusion"]
     assert winner["name"] in fusions and "ci_overlap" in winner
+    assert [t["name"] for t in winner["paired"]] == winner["ranking"][1:]
     assert (out / "comparison.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "Comparison of designs" in (out / "report.html").read_text()
     return comparison
@@ -274,3 +278,60 @@ def test_steady_train_seconds_skips_the_first_window(tmp_path):
     # median of the later windows = 100 samples/s -> 100 steps x 64 samples / 100
     assert steady_train_seconds(log, 100, 64, fallback=-1.0) == pytest.approx(64.0)
     assert steady_train_seconds(tmp_path / "missing.csv", 100, 64, fallback=-1.0) == -1.0
+
+
+def test_mcnemar_exact_matches_the_binomial_test():
+    from mmvla.evaluate import mcnemar_exact
+
+    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 2 * P(Bin(5, 1/2) = 0)
+    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
+    scipy_stats = pytest.importorskip("scipy.stats")
+    for b, c in [(22, 2), (9, 4), (1, 12), (30, 18), (7, 0)]:
+        want = scipy_stats.binomtest(b, b + c, 0.5).pvalue
+        assert mcnemar_exact(b, c) == pytest.approx(want, rel=1e-12)
+        assert mcnemar_exact(c, b) == pytest.approx(want, rel=1e-12)
+    with pytest.raises(ValueError, match=">= 0"):
+        mcnemar_exact(-1, 2)
+
+
+def test_holm_step_down():
+    from mmvla.compare import holm_reject
+
+    # sorted 0.01 <= 0.05/4, then 0.03 > 0.05/3 stops: only the first is rejected
+    assert holm_reject([0.04, 0.01, 0.03, 0.5]) == [False, True, False, False]
+    assert holm_reject([0.02, 0.001, 0.04]) == [True, True, True]  # 0.001<=.05/3, .02<=.05/2, .04<=.05
+    assert holm_reject([]) == []
+
+
+def _with_outcomes(row: dict, passes: list[bool]) -> dict:
+    row["outcomes"] = {"unseen": {str(1000 + i): ok for i, ok in enumerate(passes)}}
+    return row
+
+
+def test_paired_tests_establish_a_lead_the_intervals_cannot():
+    # 40 shared unseen episodes: a passes 24, b passes 14 and c 23; a and b disagree on 12 episodes,
+    # all but one in a's favour (McNemar p = 2 * (1 + 12) / 2**12 ~ 0.006); a and c differ on one episode.
+    a = [True] * 24 + [False] * 16
+    b = [True] * 13 + [False] * 11 + [True] + [False] * 15
+    c = [True] * 23 + [False] * 17
+    rows = [
+        aggregate_variant([_with_outcomes(_result(n, 0, 5, sum(o), n=40), o)])
+        for n, o in (("a", a), ("b", b), ("c", c))
+    ]
+    w = pick_winner(rows)
+    assert w["name"] == "a" and w["ci_overlap"] is True  # runner-up c: 23/40 against a's 24/40
+    by_name = {t["name"]: t for t in w["paired"]}
+    assert (by_name["b"]["wins"], by_name["b"]["losses"], by_name["b"]["pairs"]) == (11, 1, 40)
+    assert by_name["b"]["p_value"] == pytest.approx(2 * (1 + 12) / 2**12)
+    assert by_name["b"]["better"] and not by_name["c"]["better"]
+    assert w["established"] is False and "better than b; not distinguishable from c" in w["statement"]
+    # without c, a is above every other design on the paired test although the intervals (24/40, 14/40)
+    # overlap
+    w = pick_winner(rows[:2])
+    assert w["ci_overlap"] is True and w["established"] is True and "a clear winner" in w["statement"]
+    # rows without per-episode outcomes (older comparisons): interval statement only
+    plain = [
+        aggregate_variant([_result("a", 0, 5, 24, n=40)]),
+        aggregate_variant([_result("b", 0, 5, 14, n=40)]),
+    ]
+    assert "paired" not in pick_winner(plain)

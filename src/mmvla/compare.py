@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.evaluate import BLIND_CONTROLS, SPLITS, wilson_interval
+from mmvla.evaluate import BLIND_CONTROLS, SPLITS, mcnemar_exact, wilson_interval
 from mmvla.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 
 AXES = ("fusion", "head", "language")
@@ -506,6 +506,11 @@ def aggregate_variant(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             ]
         )
         out["controls"][c] = {**both, "per_split": per_split}
+    # Per-episode pass/fail keyed "<training seed>/<episode seed>": every variant meets the same keys.
+    out["outcomes"] = {
+        s: {f"{r['seed']}/{k}": v for r in results for k, v in r.get("outcomes", {}).get(s, {}).items()}
+        for s in SPLITS
+    }
     out["params"] = first["params"]
     out["latency_ms"] = {
         "p50": statistics.median(r["latency"]["p50_ms"] for r in results),
@@ -515,9 +520,61 @@ def aggregate_variant(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def episode_outcomes(episodes_json: Path) -> dict[str, dict[str, bool]]:
+    """Pass/fail per evaluation episode from an evaluation's ``episodes.json``: split -> {episode seed: ok}.
+    Empty when the file is missing (an evaluation from before it was written)."""
+    if not episodes_json.is_file():
+        return {}
+    out: dict[str, dict[str, bool]] = {}
+    for ep in json.loads(episodes_json.read_text()):
+        out.setdefault(str(ep["split"]), {})[str(ep["seed"])] = bool(ep["success"])
+    return out
+
+
+def holm_reject(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down test: which hypotheses are rejected with family-wise error rate ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    reject = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        reject[i] = True
+    return reject
+
+
+def paired_tests(
+    best: Mapping[str, Any], others: Sequence[Mapping[str, Any]], split: str = "unseen"
+) -> list[dict[str, Any]]:
+    """``best`` against each of ``others`` on the evaluation episodes both ran (same seeds): discordant
+    counts, the exact McNemar p-value and Holm's decision over all the comparisons. Empty when the rows
+    carry no per-episode outcomes."""
+    mine = best.get("outcomes", {}).get(split, {})
+    tests = []
+    for r in others:
+        theirs = r.get("outcomes", {}).get(split, {})
+        shared = mine.keys() & theirs.keys()
+        if not shared:
+            return []
+        wins = sum(mine[k] and not theirs[k] for k in shared)
+        losses = sum(theirs[k] and not mine[k] for k in shared)
+        tests.append(
+            {
+                "name": r["name"],
+                "pairs": len(shared),
+                "wins": wins,
+                "losses": losses,
+                "p_value": mcnemar_exact(wins, losses),
+            }
+        )
+    for t, rejected in zip(tests, holm_reject([t["p_value"] for t in tests]), strict=True):
+        t["better"] = rejected and t["wins"] > t["losses"]
+    return tests
+
+
 def pick_winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
-    """Best mean unseen success (ties: train success, then fewer parameters) and whether its pooled
-    95% Wilson interval overlaps the runner-up's (overlap: the ranking is not established)."""
+    """Best mean unseen success (ties: train success, then fewer parameters); whether its pooled 95%
+    Wilson interval overlaps the runner-up's; and, with per-episode outcomes, paired exact McNemar tests
+    against every other design on the same unseen episodes (Holm-corrected at 5%)."""
     rows = [r for r in rows if "unseen" in r["success"]]
     if not rows:
         return None
@@ -549,15 +606,29 @@ def pick_winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
                 "spread": best["success"]["unseen"]["mean"] - ranked[-1]["success"]["unseen"]["mean"],
             }
         )
-        w["statement"] = (
+        statement = (
             f"{best['name']} has the best unseen success ({w['unseen_mean']:.1%}, 95% CI "
             f"[{w['unseen_ci95'][0]:.2f}, {w['unseen_ci95'][1]:.2f}]); runner-up {ru['name']} "
             f"({w['runner_up_mean']:.1%}, [{w['runner_up_ci95'][0]:.2f}, {w['runner_up_ci95'][1]:.2f}]): "
-            + (
-                "the intervals overlap, so the lead is not statistically established at this budget."
-                if overlap
-                else "the intervals do not overlap: a clear winner."
+            f"the intervals {'overlap' if overlap else 'do not overlap'}"
+        )
+        paired = paired_tests(best, ranked[1:])
+        if paired:
+            beaten = [t["name"] for t in paired if t["better"]]
+            tied = [t["name"] for t in paired if not t["better"]]
+            w["paired"] = paired
+            parts = [f"better than {', '.join(beaten)}"] if beaten else []
+            parts += [f"not distinguishable from {', '.join(tied)}"] if tied else []
+            statement += (
+                f". Paired on the same {paired[0]['pairs']} unseen episodes (exact McNemar, Holm-corrected"
+                f" over {len(paired)} comparisons): {'; '.join(parts)}"
             )
+        # Established: the intervals separate, or the paired tests put it above every other design.
+        w["established"] = not overlap or bool(paired and all(t["better"] for t in paired))
+        w["statement"] = statement + (
+            ": a clear winner."
+            if w["established"]
+            else ". The lead is not statistically established at this budget."
         )
     else:
         w["statement"] = f"{best['name']} is the only design compared ({w['unseen_mean']:.1%} unseen)."
@@ -828,6 +899,8 @@ def run_compare(
         res = run_variant(v, seed, data, out, cfg, base_policy, base_train, obs, progress, log)
         by_config[key] = res
         results.append(res)
+    for r in results:
+        r.setdefault("outcomes", episode_outcomes(out / r["run_dir"] / "eval" / "episodes.json"))
     comparison = build_comparison(results, cfg, data)
     own = [r for r in results if "same_as" not in r]
     comparison["ran"] = [Path(r["run_dir"]).name for r in own if not r["skipped"]]

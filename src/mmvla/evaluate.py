@@ -39,6 +39,23 @@ def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tup
     return max(0.0, centre - half), min(1.0, centre + half)
 
 
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value for paired pass/fail outcomes (two policies on the same episodes).
+
+    Only the discordant pairs count: ``only_first`` episodes only the first policy passed, ``only_second``
+    only the second. Under "equally good" each discordant pair is a fair coin, so the p-value is the
+    two-sided binomial test of ``only_first`` ~ Bin(n, 1/2), n = ``only_first + only_second``; 1.0 when
+    n = 0. Pairing removes the episode-to-episode variation two independent intervals carry.
+    """
+    if only_first < 0 or only_second < 0:
+        raise ValueError(f"mcnemar_exact: counts must be >= 0, got {only_first}, {only_second}")
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_first, only_second) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
 @dataclass
 class EvalConfig:
     """How to evaluate.
