@@ -8,6 +8,9 @@ stopped and only re-aggregates finished designs.
     .venv/bin/python benchmarks/compare.py                 # 2,000 demos, 4,000 steps each; target <= 60 min
     .venv/bin/python benchmarks/compare.py --quick         # smoke run (~1 min), results/compare_quick.json
     .venv/bin/python benchmarks/compare.py --seeds 0,1,2   # mean ± spread over seeds (3x the time)
+    # action heads and language encoders on the same runs directory (FiLM is the base recipe):
+    .venv/bin/python benchmarks/compare.py --fusions film --heads regression,bins,flow \
+        --languages lstm,minilm --result compare_axes.json
     # the same designs without the instruction-conditioned CNN, on the first run's dataset:
     .venv/bin/python benchmarks/compare.py --data runs/bench_compare/data --set policy.vision.condition=false \
         --out runs/bench_compare_uncond --result compare_unconditioned.json
@@ -35,6 +38,8 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_compare", help="comparison directory (resumable)")
     p.add_argument("--fusions", default=FUSIONS)
+    p.add_argument("--heads", default="", help="action heads to compare too, e.g. regression,bins,flow")
+    p.add_argument("--languages", default="", help="language encoders to compare too, e.g. lstm,minilm")
     p.add_argument("--data", help="reuse this dataset (from mmvla collect) instead of collecting")
     p.add_argument("--episodes", type=int, default=2000, help="demonstrations collected")
     p.add_argument("--steps", type=int, default=4000, help="training steps per design")
@@ -67,6 +72,8 @@ def main() -> None:
         "--quiet",
     ]  # fmt: skip
     argv += ["--data", args.data] if args.data else []
+    argv += ["--heads", args.heads] if args.heads else []
+    argv += ["--languages", args.languages] if args.languages else []
     for override in args.overrides:
         argv += ["--set", override]
     result_path = RESULTS / args.result
@@ -97,6 +104,7 @@ def main() -> None:
     comparison = read_json(out / "comparison.json", "comparison")
     rows: list[dict[str, Any]] = [
         {
+            "axis": r["axis"],
             "design": r["name"],
             "success_train": r["success"]["train"]["mean"],
             "success_unseen": r["success"]["unseen"]["mean"],
@@ -133,6 +141,7 @@ def main() -> None:
             "episodes_collected": None if args.data else QUICK_EPISODES if args.quick else args.episodes,
             "rows": rows,
             "winner": comparison["winners"].get("fusion"),
+            "winners": comparison["winners"],
             "target_minutes": 60,
         },
     )
