@@ -50,7 +50,7 @@ Command line (the policy's widths differ from the tabletop's, so training takes 
 
     mmvla collect --env metaworld-mt10 --out data/mt10 --episodes 1000 --workers 2   # 100 per task
     echo '{"policy": {"cameras": ["corner4"], "state_dim": 4, "action_dim": 4, "camera_dropout": 0.0,
-           "head": {"kind": "regression", "chunk_size": 8, "loss": "l1"}}}' > mt10.json
+           "head": {"kind": "regression", "chunk_size": 8, "loss": "l1"}, "aux_state_weight": 1.0}}' > mt10.json
     mmvla train --data data/mt10 --out runs/mt10 --config mt10.json --steps 20000
     mmvla eval --env metaworld-mt10 --checkpoint runs/mt10/policy --episodes 500 --out runs/mt10/eval
 
