@@ -13,7 +13,8 @@ stopped and only re-aggregates finished designs.
         --languages lstm,minilm --result compare_axes.json
     # the same designs without the instruction-conditioned CNN, on the first run's dataset:
     .venv/bin/python benchmarks/compare.py --data runs/bench_compare/data --set policy.vision.condition=false \
-        --out runs/bench_compare_uncond --result compare_unconditioned.json
+        --steps 3000 --eval-episodes 50 --controls 10 --out runs/bench_compare_uncond \
+        --result compare_unconditioned.json
 
 Timings on a shared machine are noisy: the JSON records the CPU count and the load average at the start.
 """
@@ -102,6 +103,11 @@ def main() -> None:
         raise SystemExit(rc)
     out = Path(argv[argv.index("--out") + 1])
     comparison = read_json(out / "comparison.json", "comparison")
+    # The wall time of the invocation that trained every design, kept when this one only re-aggregated.
+    full_run: float | None = wall
+    if comparison["skipped"]:
+        same = previous.get("settings") == comparison["settings"]
+        full_run = previous.get("wall_s_full_run") if same else None
     rows: list[dict[str, Any]] = [
         {
             "axis": r["axis"],
@@ -124,12 +130,7 @@ def main() -> None:
             "command": "mmvla " + " ".join(argv),
             "wall_s": wall,
             "wall_s_this_invocation_only": bool(comparison["skipped"]),
-            # the wall time of the invocation that trained every design (kept across re-aggregations)
-            "wall_s_full_run": wall
-            if not comparison["skipped"]
-            else previous.get("wall_s_full_run")
-            if previous.get("settings") == comparison["settings"]
-            else None,
+            "wall_s_full_run": full_run,
             "ran": comparison["ran"],
             "skipped": comparison["skipped"],
             "machine": {

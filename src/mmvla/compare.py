@@ -899,8 +899,8 @@ def run_compare(
         res = run_variant(v, seed, data, out, cfg, base_policy, base_train, obs, progress, log)
         by_config[key] = res
         results.append(res)
-    for r in results:
-        r.setdefault("outcomes", episode_outcomes(out / r["run_dir"] / "eval" / "episodes.json"))
+    for r in results:  # per-episode pass/fail for the paired tests (also for runs reused from disk)
+        r["outcomes"] = episode_outcomes(out / r["run_dir"] / "eval" / "episodes.json")
     comparison = build_comparison(results, cfg, data)
     own = [r for r in results if "same_as" not in r]
     comparison["ran"] = [Path(r["run_dir"]).name for r in own if not r["skipped"]]
