@@ -8,6 +8,14 @@ reports the RMSE on episodes from other seeds. Chance (predicting the mean) is ~
 
     .venv/bin/python benchmarks/grounding.py                     # ~10 min on 2 cores
     .venv/bin/python benchmarks/grounding.py --steps 300 --train-episodes 100 --quick
+    # every fusion design on two encoders, MiniLM language, on the fusion comparison's dataset:
+    .venv/bin/python benchmarks/grounding.py --variants grid_tokens,conditioned_keypoints \
+        --fusions early,late,cross_attention,transformer,film,gated,moe,hierarchical --language minilm \
+        --train-data runs/bench_compare/data --result grounding_fusions.json
+
+Each row carries a 95% interval of its RMSE from a bootstrap over validation episodes (frames of one
+episode are correlated); with several fusions, the best of each variant is compared with each other one
+on the same bootstrap draws (paired), and ``separated`` says the difference's interval excludes 0.
 
 Writes benchmarks/results/grounding.json (or grounding_quick.json) and prints a table.
 """
@@ -27,6 +35,7 @@ from torch import nn
 
 from mmvla.data import VLADataset
 from mmvla.data.collect import collect_dataset
+from mmvla.evaluate import cluster_bootstrap_rmse
 from mmvla.io import atomic_write_json
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.train import dataset_normalizer
@@ -76,7 +85,9 @@ def target_xy_dm(batch: dict[str, Any]) -> torch.Tensor:
 
 def run_variant(
     name: str, overrides: dict[str, Any], train: VLADataset, val: VLADataset, steps: int, seed: int
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], np.ndarray]:
+    """Train one probe; returns its result row and the (M,) squared errors (cm²) on the M validation
+    approach frames, in row order."""
     torch.manual_seed(seed)
     cfg = PolicyConfig.from_dict(
         {
@@ -112,9 +123,12 @@ def run_variant(
         for start in range(0, len(rows_va), 256):
             batch = val.get_batch(rows_va[start : start + 256])
             sq.append((model(batch) - target_xy_dm(batch)).square().sum(-1))
-    err_cm = 10 * torch.cat(sq).sqrt().numpy()
-    return {
+    sq_cm2 = 100 * torch.cat(sq).double().numpy()  # (M,)
+    err_cm = np.sqrt(sq_cm2)
+    row = {
         "variant": name,
+        "fusion": cfg.fusion,
+        "language": cfg.language["kind"],
         "what": VARIANTS[name][1],
         "val_rmse_cm": float(np.sqrt(np.mean(err_cm**2))),
         "val_median_cm": float(np.median(err_cm)),
@@ -122,6 +136,27 @@ def run_variant(
         "train_seconds": seconds,
         "parameters": sum(p.numel() for p in model.policy.parameters()),
     }
+    return row, sq_cm2
+
+
+def add_intervals(rows: list[dict[str, Any]], sq_cm2: list[np.ndarray], episode: np.ndarray) -> None:
+    """Add each row's bootstrap 95% RMSE interval (over validation episodes) and, per variant with
+    several fusions, the best fusion against each other one on the same draws."""
+    rmse, boot = cluster_bootstrap_rmse(np.stack(sq_cm2), episode, n_boot=2000, seed=0)
+    for k, row in enumerate(rows):
+        row["val_rmse_ci95"] = [float(q) for q in np.quantile(boot[:, k], [0.025, 0.975])]
+    for variant in dict.fromkeys(r["variant"] for r in rows):
+        idx = [k for k, r in enumerate(rows) if r["variant"] == variant]
+        best = min(idx, key=lambda k: rmse[k])
+        for k in idx:
+            if k != best:
+                diff = np.quantile(boot[:, k] - boot[:, best], [0.025, 0.975])
+                rows[k]["vs_best"] = {
+                    "best": rows[best]["fusion"],
+                    "diff_cm": float(rmse[k] - rmse[best]),
+                    "diff_ci95": [float(d) for d in diff],
+                    "separated": bool(diff[0] > 0),
+                }
 
 
 def main() -> None:
@@ -131,6 +166,12 @@ def main() -> None:
     p.add_argument("--val-episodes", type=int, default=100)
     p.add_argument("--steps", type=int, default=2000)
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument(
+        "--fusions", default="", help="run each variant with each of these fusions (default: film)"
+    )
+    p.add_argument("--language", default="lstm", help="language encoder kind (lstm, minilm, ...)")
+    p.add_argument("--train-data", help="reuse this collected dataset for training (e.g. mmvla compare's)")
+    p.add_argument("--result", default="grounding.json", help="file name under benchmarks/results")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--quick", action="store_true", help="writes results/grounding_quick.json")
@@ -139,23 +180,35 @@ def main() -> None:
     out = Path(args.out)
     sets = {}
     for split, episodes, seed in (("train", args.train_episodes, 0), ("val", args.val_episodes, 10**6)):
-        root = out / f"{split}{episodes}"
+        root = Path(args.train_data) if split == "train" and args.train_data else out / f"{split}{episodes}"
         if not (root / "meta" / "info.json").is_file():
             collect_dataset(root, episodes=episodes, seed=seed, workers=args.workers, progress=False)
         sets[split] = VLADataset(root, cameras=["front"], progress=False)
-    rows = []
+    unknown = [v for v in args.variants.split(",") if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {unknown}; available: {', '.join(VARIANTS)}")
+    fusions = [f for f in args.fusions.split(",") if f] or [None]
+    rows, errors = [], []
     for name in args.variants.split(","):
-        row = run_variant(name, VARIANTS[name][0], sets["train"], sets["val"], args.steps, args.seed)
-        rows.append(row)
-        print(
-            f"{name:30s} val RMSE {row['val_rmse_cm']:5.2f} cm  median {row['val_median_cm']:5.2f} cm  "
-            f"({row['train_seconds']:.0f} s)",
-            flush=True,
-        )
+        for fusion in fusions:
+            overrides = {**VARIANTS[name][0], "language": {"kind": args.language}}
+            overrides.update({"fusion": fusion} if fusion else {})
+            row, sq = run_variant(name, overrides, sets["train"], sets["val"], args.steps, args.seed)
+            rows.append(row)
+            errors.append(sq)
+            print(
+                f"{name:28s} {row['fusion']:16s} val RMSE {row['val_rmse_cm']:5.2f} cm  "
+                f"median {row['val_median_cm']:5.2f} cm  ({row['train_seconds']:.0f} s)",
+                flush=True,
+            )
+    val_rows = np.nonzero(sets["val"].frame_index < APPROACH_FRAMES)[0]
+    add_intervals(rows, errors, sets["val"].episode_start[val_rows])
     result = {
         "benchmark": "grounding",
         "settings": {
-            "train_episodes": args.train_episodes,
+            "train_episodes": sets["train"].num_episodes,
+            "train_data": str(Path(args.train_data).resolve()) if args.train_data else None,
+            "language": args.language,
             "val_episodes": args.val_episodes,
             "val_seed": 10**6,
             "steps": args.steps,
@@ -166,7 +219,7 @@ def main() -> None:
         },
         "results": rows,
     }
-    path = RESULTS / ("grounding_quick.json" if args.quick else "grounding.json")
+    path = RESULTS / ("grounding_quick.json" if args.quick else args.result)
     atomic_write_json(path, result)
     print(f"wrote {path}")
 

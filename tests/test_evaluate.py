@@ -37,3 +37,29 @@ def test_rephrase_file(tmp_path):
     p.write_text("no tab here\n")
     with pytest.raises(ValueError, match=":1:"):
         read_rephrase_file(p)
+
+
+def test_cluster_bootstrap_rmse_matches_a_naive_resampling_loop():
+    import numpy as np
+
+    from mmvla.evaluate import cluster_bootstrap_rmse
+
+    rng = np.random.default_rng(3)
+    clusters = np.array([7, 7, 7, 2, 2, 9, 9, 9, 9, 4])  # unequal cluster sizes, unsorted ids
+    sq = rng.random((3, clusters.size)) ** 2
+    rmse, boot = cluster_bootstrap_rmse(sq, clusters, n_boot=50, seed=11)
+    np.testing.assert_allclose(rmse, [math.sqrt(sum(r) / len(r)) for r in sq.tolist()], rtol=1e-12)
+    ids = sorted(set(clusters.tolist()))
+    draws = np.random.default_rng(11).integers(0, len(ids), size=(50, len(ids)))
+    for b in range(50):
+        rows = [i for c in draws[b] for i in range(clusters.size) if clusters[i] == ids[c]]
+        for k in range(3):
+            want = math.sqrt(sum(float(sq[k, i]) for i in rows) / len(rows))
+            assert boot[b, k] == pytest.approx(want, rel=1e-12)
+    # A model whose error is constant has the same RMSE in every draw.
+    _, flat = cluster_bootstrap_rmse(np.full((1, clusters.size), 4.0), clusters, n_boot=20)
+    np.testing.assert_allclose(flat, 2.0)
+    with pytest.raises(ValueError, match="clusters"):
+        cluster_bootstrap_rmse(sq, clusters[:-1])
+    with pytest.raises(ValueError, match="n_boot"):
+        cluster_bootstrap_rmse(sq, clusters, n_boot=0)

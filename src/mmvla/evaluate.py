@@ -56,6 +56,43 @@ def mcnemar_exact(only_first: int, only_second: int) -> float:
     return min(1.0, 2.0 * tail)
 
 
+def cluster_bootstrap_rmse(
+    sq_err: np.ndarray, clusters: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """RMSE of K models scored on the same N samples, and its bootstrap over clusters (e.g. episodes).
+
+    Frames of one episode are correlated, so whole clusters are resampled with replacement; each draw
+    uses the *same* clusters for every model, so differences between models are paired (the spread of
+    ``boot[:, a] - boot[:, b]`` is that of the difference, not of two independent errors). Draw b takes
+    the clusters ``rng.integers(0, C, C)`` of ``np.random.default_rng(seed)`` (C clusters, sorted ids).
+
+    Args:
+        sq_err: (K, N) squared errors (any unit²) of K models on the same N samples.
+        clusters: (N,) cluster id of each sample.
+        n_boot: number of bootstrap draws.
+        seed: seed of the draws.
+    Returns:
+        rmse (K,) on all samples, and boot (n_boot, K) the RMSE of each draw, in the unit of the errors.
+    Raises:
+        ValueError: shapes disagree, no samples, or ``n_boot < 1``.
+    """
+    sq = np.asarray(sq_err, dtype=np.float64)
+    if sq.ndim != 2 or sq.shape[1] == 0 or np.shape(clusters) != (sq.shape[1],):
+        raise ValueError(
+            f"cluster_bootstrap_rmse: want sq_err (K, N) with N > 0 and clusters (N,), got "
+            f"{sq.shape} and {np.shape(clusters)}"
+        )
+    if n_boot < 1:
+        raise ValueError(f"cluster_bootstrap_rmse: n_boot must be >= 1, got {n_boot}")
+    _, member = np.unique(np.asarray(clusters), return_inverse=True)  # (N,) in 0..C-1
+    C = int(member.max()) + 1
+    sums = np.stack([np.bincount(member, weights=row, minlength=C) for row in sq])  # (K, C)
+    counts = np.bincount(member, minlength=C).astype(np.float64)  # (C,)
+    draws = np.random.default_rng(seed).integers(0, C, size=(n_boot, C))  # (n_boot, C)
+    boot = np.sqrt(sums[:, draws].sum(-1) / counts[draws].sum(-1))  # (K, n_boot)
+    return np.sqrt(sq.mean(axis=1)), boot.T
+
+
 @dataclass
 class EvalConfig:
     """How to evaluate.
