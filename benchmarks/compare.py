@@ -7,7 +7,9 @@ stopped and only re-aggregates finished designs.
 
     .venv/bin/python benchmarks/compare.py                 # 2,000 demos, 4,000 steps each; target <= 60 min
     .venv/bin/python benchmarks/compare.py --quick         # smoke run (~1 min), results/compare_quick.json
-    .venv/bin/python benchmarks/compare.py --seeds 0,1,2   # mean ± spread over seeds (3x the time)
+    # mean ± spread over three seeds (seeds 1, 2 added to the first run's directory: 72 min measured):
+    .venv/bin/python benchmarks/compare.py --data runs/bench_compare/data --seeds 0,1,2 \
+        --result compare_seeds.json
     # action heads and language encoders on the same runs directory (FiLM is the base recipe):
     .venv/bin/python benchmarks/compare.py --fusions film --heads regression,bins,flow \
         --languages lstm,minilm --result compare_axes.json
