@@ -83,6 +83,18 @@ def target_xy_dm(batch: dict[str, Any]) -> torch.Tensor:
     return (batch["environment_state"][:, :2].float() + batch["state"][:, :2].float()) * 10.0  # (B, 2)
 
 
+def chance_rmse_cm(train: VLADataset, val: VLADataset) -> float:
+    """RMSE (cm) on the validation approach frames of always predicting the training approach frames'
+    mean position: the score of a probe that ignores the image."""
+    xy = []
+    for ds in (train, val):
+        rows = np.nonzero(ds.frame_index < APPROACH_FRAMES)[0]
+        xy.append(
+            torch.cat([target_xy_dm(ds.get_batch(rows[i : i + 512])) for i in range(0, len(rows), 512)])
+        )
+    return float(10 * (xy[1] - xy[0].mean(0)).square().sum(-1).mean().sqrt())
+
+
 def run_variant(
     name: str, overrides: dict[str, Any], train: VLADataset, val: VLADataset, steps: int, seed: int
 ) -> tuple[dict[str, Any], np.ndarray]:
@@ -149,6 +161,7 @@ def add_intervals(rows: list[dict[str, Any]], sq_cm2: list[np.ndarray], episode:
         idx = [k for k, r in enumerate(rows) if r["variant"] == variant]
         best = min(idx, key=lambda k: rmse[k])
         for k in idx:
+            rows[k]["worse_than_best"] = False  # the best row; others: their paired interval says
             if k != best:
                 diff = np.quantile(boot[:, k] - boot[:, best], [0.025, 0.975])
                 rows[k]["vs_best"] = {
@@ -157,6 +170,7 @@ def add_intervals(rows: list[dict[str, Any]], sq_cm2: list[np.ndarray], episode:
                     "diff_ci95": [float(d) for d in diff],
                     "separated": bool(diff[0] > 0),
                 }
+                rows[k]["worse_than_best"] = bool(diff[0] > 0)
 
 
 def main() -> None:
@@ -214,6 +228,7 @@ def main() -> None:
             "steps": args.steps,
             "batch_size": 64,
             "approach_frames": APPROACH_FRAMES,
+            "chance_rmse_cm": chance_rmse_cm(sets["train"], sets["val"]),
             "camera": "front",
             "image_size": sets["train"].image_shape[0],
         },
