@@ -4,7 +4,8 @@ Behaviour cloning hides perception failures behind control failures. This benchm
 perception half: for each encoder variant it trains a :class:`mmvla.policy.VLAPolicy` (front camera,
 instruction, state) plus a linear read-out to regress the named object's table position (x, y) from the
 approach-phase frames of expert episodes (frame index < 6, where the policy must find the object), and
-reports the RMSE on episodes from other seeds. Chance (predicting the mean) is ~7-8 cm.
+reports the RMSE on episodes from other seeds. Chance (always predicting the training mean, recorded as
+``settings.chance_rmse_cm``) is 9.6 cm on the 100 default validation episodes.
 
     .venv/bin/python benchmarks/grounding.py                     # ~10 min on 2 cores
     .venv/bin/python benchmarks/grounding.py --steps 300 --train-episodes 100 --quick
@@ -160,8 +161,8 @@ def add_intervals(rows: list[dict[str, Any]], sq_cm2: list[np.ndarray], episode:
     for variant in dict.fromkeys(r["variant"] for r in rows):
         idx = [k for k, r in enumerate(rows) if r["variant"] == variant]
         best = min(idx, key=lambda k: rmse[k])
+        rows[best]["worse_than_best"] = False
         for k in idx:
-            rows[k]["worse_than_best"] = False  # the best row; others: their paired interval says
             if k != best:
                 diff = np.quantile(boot[:, k] - boot[:, best], [0.025, 0.975])
                 rows[k]["vs_best"] = {
