@@ -13,6 +13,9 @@ reports the RMSE on episodes from other seeds. Chance (always predicting the tra
     .venv/bin/python benchmarks/grounding.py --variants grid_tokens,conditioned_keypoints \
         --fusions early,late,cross_attention,transformer,film,gated,moe,hierarchical --language minilm \
         --train-data runs/bench_compare/data --result grounding_fusions.json
+    # the same with the conditioned encoder's grid tokens given to the fusion too:
+    .venv/bin/python benchmarks/grounding.py --variants conditioned_grid --fusions ... --language minilm \
+        --train-data runs/bench_compare/data --result grounding_fusions_grid.json
 
 Each row carries a 95% interval of its RMSE from a bootstrap over validation episodes (frames of one
 episode are correlated); with several fusions, the best of each variant is compared with each other one
