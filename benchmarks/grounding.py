@@ -87,15 +87,25 @@ def target_xy_dm(batch: dict[str, Any]) -> torch.Tensor:
     return (batch["environment_state"][:, :2].float() + batch["state"][:, :2].float()) * 10.0  # (B, 2)
 
 
+def approach_rows(ds: VLADataset) -> np.ndarray:
+    """(M,) dataset rows of the approach frames (frame index < APPROACH_FRAMES)."""
+    return np.nonzero(ds.frame_index < APPROACH_FRAMES)[0]
+
+
 def chance_rmse_cm(train: VLADataset, val: VLADataset) -> float:
     """RMSE (cm) on the validation approach frames of always predicting the training approach frames'
     mean position: the score of a probe that ignores the image."""
     xy = []
     for ds in (train, val):
-        rows = np.nonzero(ds.frame_index < APPROACH_FRAMES)[0]
+        rows = approach_rows(ds)  # targets from the vector columns only: no images gathered
         xy.append(
-            torch.cat([target_xy_dm(ds.get_batch(rows[i : i + 512])) for i in range(0, len(rows), 512)])
-        )
+            target_xy_dm(
+                {
+                    "environment_state": torch.from_numpy(ds.env_state[rows]),
+                    "state": torch.from_numpy(ds.state[rows]),
+                }
+            )
+        )  # (M, 2)
     return float(10 * (xy[1] - xy[0].mean(0)).square().sum(-1).mean().sqrt())
 
 
@@ -117,8 +127,7 @@ def run_variant(
     )
     model = Probe(VLAPolicy(cfg, dataset_normalizer(train, cfg)))
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=1e-4)
-    rows_tr = np.nonzero(train.frame_index < APPROACH_FRAMES)[0]
-    rows_va = np.nonzero(val.frame_index < APPROACH_FRAMES)[0]
+    rows_tr, rows_va = approach_rows(train), approach_rows(val)
     rng = np.random.default_rng(seed)
     t0 = time.perf_counter()
     train_rmse = float("nan")
@@ -140,14 +149,13 @@ def run_variant(
             batch = val.get_batch(rows_va[start : start + 256])
             sq.append((model(batch) - target_xy_dm(batch)).square().sum(-1))
     sq_cm2 = 100 * torch.cat(sq).double().numpy()  # (M,)
-    err_cm = np.sqrt(sq_cm2)
     row = {
         "variant": name,
         "fusion": cfg.fusion,
         "language": cfg.language["kind"],
         "what": VARIANTS[name][1],
-        "val_rmse_cm": float(np.sqrt(np.mean(err_cm**2))),
-        "val_median_cm": float(np.median(err_cm)),
+        "val_rmse_cm": float(np.sqrt(np.mean(sq_cm2))),
+        "val_median_cm": float(np.median(np.sqrt(sq_cm2))),
         "train_rmse_cm_last_batch": train_rmse,
         "train_seconds": seconds,
         "parameters": sum(p.numel() for p in model.policy.parameters()),
@@ -219,8 +227,7 @@ def main() -> None:
                 f"median {row['val_median_cm']:5.2f} cm  ({row['train_seconds']:.0f} s)",
                 flush=True,
             )
-    val_rows = np.nonzero(sets["val"].frame_index < APPROACH_FRAMES)[0]
-    add_intervals(rows, errors, sets["val"].episode_start[val_rows])
+    add_intervals(rows, errors, sets["val"].episode_start[approach_rows(sets["val"])])
     result = {
         "benchmark": "grounding",
         "settings": {
