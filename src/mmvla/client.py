@@ -19,6 +19,7 @@ import concurrent.futures
 import contextlib
 import inspect
 import logging
+import os
 import threading
 import time
 from collections.abc import Mapping
@@ -44,11 +45,24 @@ _CONNECT_EXTRA: dict[str, Any] = {
 
 
 def open_connection(
-    url: str, timeout: float = 10.0, max_size: int | None = DEFAULT_CLIENT_MAX_MESSAGE_BYTES
+    url: str,
+    timeout: float = 10.0,
+    max_size: int | None = DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
+    token: str | None = None,
 ) -> ClientConnection:
-    """A raw synchronous WebSocket connection to ``url`` (no compression, no proxy); the caller closes it."""
+    """A raw synchronous WebSocket connection to ``url`` (no compression, no proxy); the caller closes it.
+
+    ``token``: sent as ``Authorization: Bearer <token>`` (``mmvla serve --token``); None: none sent.
+    """
+    headers = {"Authorization": f"Bearer {token}"} if token else None
     return connect(
-        url, open_timeout=timeout, close_timeout=1.0, compression=None, max_size=max_size, **_CONNECT_EXTRA
+        url,
+        open_timeout=timeout,
+        close_timeout=1.0,
+        compression=None,
+        max_size=max_size,
+        additional_headers=headers,
+        **_CONNECT_EXTRA,
     )
 
 
@@ -85,6 +99,7 @@ class PolicyClient:
         connect_timeout: total seconds to keep retrying a connection (exponential back-off from
             ``backoff_initial`` doubling up to ``backoff_max``) before ``ConnectionError``.
         max_message_bytes: largest reply accepted.
+        token: the server's token (``mmvla serve --token``); None reads ``$MMVLA_SERVE_TOKEN`` (unset: none).
         connect: connect now (else on the first request).
 
     Attributes:
@@ -103,6 +118,7 @@ class PolicyClient:
         backoff_max: float = 2.0,
         max_message_bytes: int = DEFAULT_CLIENT_MAX_MESSAGE_BYTES,
         connect: bool = True,
+        token: str | None = None,
     ) -> None:
         if timeout <= 0 or connect_timeout < 0 or backoff_initial <= 0 or backoff_max < backoff_initial:
             raise ValueError(
@@ -113,6 +129,7 @@ class PolicyClient:
         self.connect_timeout = float(connect_timeout)
         self.backoff_initial, self.backoff_max = float(backoff_initial), float(backoff_max)
         self.max_message_bytes = int(max_message_bytes)
+        self.token = token if token is not None else os.environ.get("MMVLA_SERVE_TOKEN") or None
         self.metadata: dict[str, Any] = {}
         self.last_reply: dict[str, Any] = {}
         self.reconnects = 0
@@ -133,7 +150,7 @@ class PolicyClient:
                 attempts += 1
                 ws = None
                 try:
-                    ws = open_connection(self.url, self.timeout, self.max_message_bytes)
+                    ws = open_connection(self.url, self.timeout, self.max_message_bytes, self.token)
                     metadata = unpack(ws.recv(timeout=self.timeout))
                     if metadata.get("kind") != "metadata":
                         raise ProtocolError(

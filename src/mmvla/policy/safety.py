@@ -177,15 +177,23 @@ class SafetyMonitor:
     Args:
         config: thresholds (defaults: :class:`SafetyConfig()`).
         clock: seconds on the clock that observation timestamps use (``time.time``).
+        log: where decisions are reported, ``log(level, kind, reason)``; default: the ``mmvla.safety``
+            logger, one line per decision (the server passes a per-connection, rate-limited one).
 
     Attributes:
         counters: decision kind -> count since construction (not cleared by :meth:`reset`), plus "steps".
         last: the latest decision (None before the first).
     """
 
-    def __init__(self, config: SafetyConfig | None = None, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        config: SafetyConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        log: Callable[[int, str, str], None] | None = None,
+    ) -> None:
         self.config = config if config is not None else SafetyConfig()
         self.clock = clock
+        self.log = log
         self.counters: dict[str, int] = {"steps": 0, **dict.fromkeys(DECISIONS, 0)}
         self.last: SafetyDecision | None = None
         self.reset()
@@ -215,7 +223,10 @@ class SafetyMonitor:
             level = logging.INFO if kind == CLAMPED else logging.DEBUG
         if kind != INVALID:
             self._in_fallback = decision.fallback
-        logger.log(level, "safety %s: %s", kind, reason)
+        if self.log is not None:
+            self.log(level, kind, reason)
+        else:
+            logger.log(level, "safety %s: %s", kind, reason)
         self.last = decision
 
     # ------------------------------------------------------------------ observation side
