@@ -18,12 +18,14 @@ Item layout (T = history + 1, K = chunk_size)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
 
@@ -31,6 +33,8 @@ from mmvla.data.lerobot_format import (
     ACTION_KEY,
     ENV_STATE_KEY,
     STATE_KEY,
+    ImageSizeError,
+    dataset_file,
     decode_png,
     image_features,
     read_episodes,
@@ -61,6 +65,24 @@ def _vector_column(table: pa.Table, name: str, dim: int, path: Path) -> np.ndarr
         return np.asarray(values.to_numpy(zero_copy_only=False), dtype=np.float32).reshape(len(arr), dim)
     except (pa.ArrowException, ValueError, TypeError) as e:
         raise ValueError(f"data file {path}: feature '{name}' is not numeric: {e}") from e
+
+
+def _parquet_rows(path: Path) -> int:
+    """Rows of a parquet file from its footer (nothing decoded); ValueError naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    try:
+        return int(pq.ParquetFile(path).metadata.num_rows)
+    except (pa.ArrowException, OSError, EOFError) as e:
+        raise ValueError(f"data file {path} cannot be read (truncated or corrupt parquet?): {e}") from e
+
+
+def physical_memory_bytes() -> int:
+    """Installed RAM in bytes (``sysconf``); 0 when unknown."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
 
 
 def _int_column(table: pa.Table, name: str, path: Path) -> np.ndarray:
@@ -145,12 +167,26 @@ class VLADataset(Dataset[dict[str, Any]]):
         self.stats: dict[str, dict[str, np.ndarray]] = read_stats(
             self.root, [*vector_keys, *self.image_keys.values()]
         )
+        for key in vector_keys:
+            dim = feats[key]["shape"][0]
+            for stat in ("mean", "std", "min", "max"):
+                if self.stats[key][stat].shape != (dim,):
+                    raise ValueError(
+                        f"{self.root / 'meta/stats.json'}: '{stat}' of feature '{key}' has shape "
+                        f"{self.stats[key][stat].shape}, meta/info.json declares ({dim},)"
+                    )
         all_eps = read_episodes(self.root)
         total = len(all_eps["episode_index"])
         if total != self.meta["total_episodes"]:
             raise ValueError(
                 f"{self.root}: episodes table has {total} rows but meta/info.json says total_episodes="
                 f"{self.meta['total_episodes']}"
+            )
+        frames = int(np.sum(all_eps["length"], dtype=np.int64))
+        if frames != self.meta["total_frames"]:
+            raise ValueError(
+                f"{self.root}: episodes table lengths sum to {frames} frames but meta/info.json says "
+                f"total_frames={self.meta['total_frames']}"
             )
         if episodes is None:
             keep = list(range(total))
@@ -173,6 +209,38 @@ class VLADataset(Dataset[dict[str, Any]]):
         lengths = np.asarray(eps["length"], dtype=np.int64)
         n = int(lengths.sum())
         h, w = self.image_shape
+
+        by_file: dict[tuple[int, int], list[int]] = {}
+        for i in range(n_ep):
+            by_file.setdefault((int(eps["data/chunk_index"][i]), int(eps["data/file_index"][i])), []).append(
+                i
+            )
+        # Declared sizes against the files, before anything is allocated: each data file must hold at
+        # least the frames the episodes table puts in it (footer row counts, nothing decoded), and the
+        # decoded arrays must fit in this machine's memory.
+        paths: dict[tuple[int, int], Path] = {}
+        for (chunk, file), ep_rows in sorted(by_file.items()):
+            path = dataset_file(self.root, self.meta, "data_path", chunk_index=chunk, file_index=file)
+            paths[chunk, file] = path
+            claimed = int(lengths[ep_rows].sum())
+            n_rows = _parquet_rows(path)
+            if claimed > n_rows:
+                over = int(
+                    eps["episode_index"][ep_rows[int(np.argmax(np.cumsum(lengths[ep_rows]) > n_rows))]]
+                )
+                raise ValueError(
+                    f"data file {path} holds {n_rows} rows but the episodes table ('length') puts {claimed} "
+                    f"frames in it: episode {over} and later do not fit (truncated or inconsistent)"
+                )
+        per_frame = (
+            len(self.cameras) * 3 * h * w + 4 * (self.state_dim + self.action_dim + self.env_state_dim) + 48
+        )
+        ram = physical_memory_bytes()
+        if ram and n * per_frame > ram:
+            raise ValueError(
+                f"{self.root}: {n} frames of {len(self.cameras)} camera(s) at {h}x{w} need "
+                f"{n * per_frame / 2**30:.1f} GiB decoded, more than this machine's {ram / 2**30:.1f} GiB"
+            )
         self.images: dict[str, np.ndarray] = {
             cam: np.empty((n, 3, h, w), dtype=np.uint8) for cam in self.cameras
         }  # (N, 3, H, W)
@@ -183,18 +251,13 @@ class VLADataset(Dataset[dict[str, Any]]):
         self.episode_start = np.empty(n, dtype=np.int64)  # (N,) row of the episode's first frame
         self.episode_end = np.empty(n, dtype=np.int64)  # (N,) row one past the episode's last frame
 
-        by_file: dict[tuple[int, int], list[int]] = {}
-        for i in range(n_ep):
-            by_file.setdefault((int(eps["data/chunk_index"][i]), int(eps["data/file_index"][i])), []).append(
-                i
-            )
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         env_cols = [ENV_STATE_KEY] if self.env_state_dim else []
         columns = [*self.image_keys.values(), STATE_KEY, ACTION_KEY, *env_cols, *_BOOK_COLUMNS]
         bar = tqdm(total=n, desc=f"decoding {self.root.name}", unit="frame", disable=not progress)
         try:
             for (chunk, file), ep_rows in sorted(by_file.items()):
-                path = self.root / self.meta["data_path"].format(chunk_index=chunk, file_index=file)
+                path = paths[chunk, file]
                 table = read_parquet(path, "data file", columns)
                 file_book = {k: _int_column(table, k, path) for k in _BOOK_COLUMNS}
                 file_state = _vector_column(table, STATE_KEY, self.state_dim, path)
@@ -248,7 +311,12 @@ class VLADataset(Dataset[dict[str, Any]]):
                                     f"{ep_idx} frame {frame}"
                                 )
                             try:
-                                img = decode_png(blob)
+                                img = decode_png(blob, expected_hw=(h, w))
+                            except ImageSizeError as e:
+                                raise ValueError(
+                                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: {e} "
+                                    f"(meta/info.json declares shape {[h, w, 3]})"
+                                ) from e
                             except Exception as e:
                                 raise ValueError(
                                     f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "

@@ -23,9 +23,12 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import string
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
@@ -100,6 +103,22 @@ EPISODE_COLUMNS: tuple[str, ...] = (
     "meta/episodes/file_index",
 )
 IMAGE_STRUCT = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
+
+# Bounds a dataset from a stranger must respect (a hostile meta/info.json is refused, not obeyed).
+MAX_META_BYTES = 64 * 1024 * 1024  # meta/info.json and meta/stats.json
+MAX_TEMPLATE_CHARS = 512  # data_path / video_path
+MAX_FORMAT_WIDTH = 32  # "{chunk_index:03d}": at most this width
+MAX_FILE_INDEX = 10**6  # chunk_index / file_index of the episodes table
+MAX_IMAGE_SIDE = 8192  # pixels, per image side declared in features
+MAX_VECTOR_DIM = 65536  # entries of a 1-D float feature
+MAX_COUNT = 2**40  # total_frames, total_episodes, total_tasks, chunks_size
+#: The format fields each path template may use (the documented ones, nothing else).
+TEMPLATE_FIELDS: dict[str, tuple[str, ...]] = {
+    "data_path": ("chunk_index", "file_index"),
+    "video_path": ("video_key", "chunk_index", "file_index"),
+}
+IMAGE_FORMATS = ("PNG", "JPEG")  # the only decoders PIL may use on dataset images
+_INT_SPEC = re.compile(r"(?P<zero>0?)(?P<width>[0-9]{0,3})d?")
 
 ExtraValue = str | int | float | bool
 
@@ -192,9 +211,30 @@ def encode_png(image: np.ndarray, compress_level: int = DEFAULT_PNG_COMPRESS_LEV
     return buf.getvalue()
 
 
-def decode_png(data: bytes) -> np.ndarray:
-    """uint8 (H, W, 3) array from PNG (or any PIL-readable) bytes; raises on corrupt data."""
-    with Image.open(io.BytesIO(data)) as img:
+class ImageSizeError(ValueError):
+    """An image's header declares a size other than the expected one (raised before any decoding)."""
+
+
+def decode_png(data: bytes, expected_hw: tuple[int, int] | None = None) -> np.ndarray:
+    """uint8 (H, W, 3) array from PNG (or JPEG) bytes; raises on corrupt data.
+
+    With ``expected_hw`` = (H, W) the size in the image header is checked *before* the pixels are
+    decompressed: a header declaring another size (a decompression bomb among them) raises
+    :class:`ImageSizeError` without decoding anything. Other formats than :data:`IMAGE_FORMATS` are refused.
+    """
+    try:
+        with warnings.catch_warnings():
+            # Our own size check below is stricter than PIL's warning threshold.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
+    except Image.DecompressionBombError as e:
+        raise ImageSizeError(f"image header declares too many pixels (decompression bomb?): {e}") from e
+    with img:
+        if expected_hw is not None and (img.height, img.width) != tuple(expected_hw):
+            raise ImageSizeError(
+                f"image header says {img.height}x{img.width} (HxW), expected {expected_hw[0]}x{expected_hw[1]}; "
+                "refused before decoding"
+            )
         img.load()
         if img.mode != "RGB":
             return np.asarray(img.convert("RGB"))
@@ -623,10 +663,142 @@ def read_parquet(
         raise ValueError(f"{what} {path} cannot be read (truncated or corrupt parquet?): {e}") from e
 
 
+def inside_root(root: str | Path, path: str | Path, what: str) -> Path:
+    """``path`` resolved (symlinks followed); ``ValueError`` naming ``what`` unless it lies inside ``root``.
+
+    Every file of a dataset is read through this check, so a template, a ``..`` or a symlink cannot make
+    the reader open a file outside the dataset directory.
+    """
+    root_r = Path(root).resolve()
+    resolved = (Path(root) / path).resolve()
+    if not resolved.is_relative_to(root_r):
+        raise ValueError(
+            f"{what}: {Path(root) / path} resolves to {resolved}, outside the dataset root {root_r} "
+            "(a '..', an absolute path or a symlink leading out); refused"
+        )
+    return resolved
+
+
+def check_path_template(template: Any, key: str, source: str | Path) -> str:
+    """Validate a path template of ``meta/info.json`` (``data_path`` or ``video_path``); returns it.
+
+    Allowed: at most :data:`MAX_TEMPLATE_CHARS` characters; plain fields named in :data:`TEMPLATE_FIELDS`
+    (no attribute or index access such as ``{chunk_index.__class__}`` or ``{chunk_index[0]}``, no
+    ``!r`` conversion, no nested fields); integer fields with a format spec like ``03d`` of width at
+    most :data:`MAX_FORMAT_WIDTH`; a relative POSIX path without ``..`` components, backslashes or NUL.
+    Raises ``ValueError`` naming ``source`` and ``key``.
+    """
+    fields = TEMPLATE_FIELDS[key]
+    where = f"{source}: '{key}'"
+    if not isinstance(template, str):
+        raise ValueError(f"{where} must be a string, got {type(template).__name__}")
+    if len(template) > MAX_TEMPLATE_CHARS:
+        raise ValueError(f"{where} is {len(template)} characters long (at most {MAX_TEMPLATE_CHARS})")
+    if "\x00" in template or "\\" in template:
+        raise ValueError(f"{where} {template!r} contains a NUL or a backslash")
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:
+        raise ValueError(f"{where} {template!r} is not a valid format string: {e}") from e
+    skeleton = []
+    for text, name, spec, conversion in parsed:
+        skeleton.append(text)
+        if name is None:
+            continue
+        if name not in fields:
+            raise ValueError(
+                f"{where} {template!r}: format field {{{name}}} is not allowed; only "
+                f"{', '.join('{' + f + '}' for f in fields)} (no attribute or index access, no positional fields)"
+            )
+        if conversion is not None:
+            raise ValueError(f"{where} {template!r}: conversion !{conversion} on {{{name}}} is not allowed")
+        if name == "video_key":
+            if spec:
+                raise ValueError(f"{where} {template!r}: {{video_key}} takes no format spec, got {spec!r}")
+        else:
+            m = _INT_SPEC.fullmatch(spec or "")
+            if m is None:
+                raise ValueError(
+                    f"{where} {template!r}: format spec {spec!r} of {{{name}}} is not an integer width like '03d'"
+                )
+            width = int(m["width"] or 0)
+            if width > MAX_FORMAT_WIDTH:
+                raise ValueError(
+                    f"{where} {template!r}: width {width} of {{{name}}} exceeds {MAX_FORMAT_WIDTH}"
+                )
+        skeleton.append("0")
+    _check_relative_path("".join(skeleton), where, template)
+    return template
+
+
+def _check_relative_path(rel: str, where: str, shown: str) -> None:
+    pure = PurePosixPath(rel)
+    if not rel or pure.is_absolute():
+        raise ValueError(f"{where} {shown!r} must be a non-empty path relative to the dataset root")
+    if ".." in pure.parts:
+        raise ValueError(f"{where} {shown!r} contains a '..' component; refused")
+
+
+def dataset_file(root: str | Path, info: dict[str, Any], key: str, **values: int | str) -> Path:
+    """The file a path template of ``info`` names for ``values``, checked to lie inside ``root``.
+
+    ``key`` is ``"data_path"`` or ``"video_path"``; integer values must be in [0, MAX_FILE_INDEX]
+    (e.g. ``dataset_file(root, info, "data_path", chunk_index=0, file_index=3)``). Raises ``ValueError``
+    naming ``meta/info.json`` and the field.
+    """
+    source = Path(root) / INFO_PATH
+    template = check_path_template(info[key], key, source)
+    fields = TEMPLATE_FIELDS[key]
+    if set(values) != set(fields):
+        raise ValueError(f"dataset_file: {key} needs values for {list(fields)}, got {sorted(values)}")
+    for name, v in values.items():
+        if name == "video_key":
+            if not isinstance(v, str) or not v or "/" in v or "\\" in v or v in (".", ".."):
+                raise ValueError(f"{source}: video key {v!r} is not a plain name")
+        elif isinstance(v, bool) or not isinstance(v, int | np.integer) or not 0 <= int(v) <= MAX_FILE_INDEX:
+            raise ValueError(f"{source}: {name}={v!r} for '{key}' is not an integer in 0..{MAX_FILE_INDEX}")
+    rel = template.format(**{k: (int(v) if k != "video_key" else v) for k, v in values.items()})
+    _check_relative_path(rel, f"{source}: '{key}'", rel)
+    return inside_root(root, rel, f"{source}: '{key}'")
+
+
+def _read_meta_json(root: str | Path, rel: str, what: str) -> Any:
+    path = Path(root) / rel
+    if path.is_file():
+        inside_root(root, rel, what)
+        size = path.stat().st_size
+        if size > MAX_META_BYTES:
+            raise ValueError(f"{what} {path} is {size} bytes (at most {MAX_META_BYTES}); refused")
+    return read_json(path, what=what)
+
+
+def _count(info: dict[str, Any], key: str, path: Path, minimum: int = 0) -> int:
+    v = info[key]
+    if isinstance(v, bool) or not isinstance(v, int) or not minimum <= v <= MAX_COUNT:
+        raise ValueError(f"{path}: '{key}' must be an integer in {minimum}..{MAX_COUNT}, got {v!r}")
+    return v
+
+
+def _shape(ft: dict[str, Any], name: str, path: Path) -> list[int]:
+    shape = ft["shape"]
+    if not isinstance(shape, list) or not shape or len(shape) > 4:
+        raise ValueError(f"{path}: feature '{name}' shape must be a list of 1-4 integers, got {shape!r}")
+    for d in shape:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ValueError(f"{path}: feature '{name}' shape {shape!r} must hold positive integers")
+    return shape
+
+
 def read_info(root: str | Path) -> dict[str, Any]:
-    """Load and validate ``meta/info.json`` (v3.0, every key of the layout, image/state/action features)."""
+    """Load and validate ``meta/info.json`` (v3.0, every key of the layout, image/state/action features).
+
+    A dataset from a stranger is checked, not obeyed: path templates (:func:`check_path_template`),
+    totals (integers in 0..MAX_COUNT, fps > 0), feature shapes (positive integers; images [H, W, 3] with
+    sides <= MAX_IMAGE_SIDE; vectors <= MAX_VECTOR_DIM entries). Each refusal is a ``ValueError``
+    naming the file and the field.
+    """
     path = Path(root) / INFO_PATH
-    info = read_json(path, what="dataset info (meta/info.json)")
+    info = _read_meta_json(root, INFO_PATH, "dataset info (meta/info.json)")
     if not isinstance(info, dict):
         raise ValueError(f"{path}: expected a JSON object")
     missing = [k for k in INFO_KEYS if k not in info]
@@ -636,18 +808,32 @@ def read_info(root: str | Path) -> dict[str, Any]:
         raise ValueError(
             f"{path}: codebase_version {info['codebase_version']!r} is not supported (expected {CODEBASE_VERSION!r})"
         )
+    for key in ("total_episodes", "total_frames", "total_tasks"):
+        _count(info, key, path)
+    _count(info, "chunks_size", path, minimum=1)
+    _count(info, "fps", path, minimum=1)
+    check_path_template(info["data_path"], "data_path", path)
+    if info["video_path"] is not None:
+        check_path_template(info["video_path"], "video_path", path)
     feats = info["features"]
     if not isinstance(feats, dict):
         raise ValueError(f"{path}: 'features' must be an object")
     for name, ft in feats.items():
         if not isinstance(ft, dict) or "dtype" not in ft or "shape" not in ft:
             raise ValueError(f"{path}: feature '{name}' needs 'dtype' and 'shape'")
+        _shape(ft, name, path)
     for name in (STATE_KEY, ACTION_KEY, *DEFAULT_FEATURES):
         if name not in feats:
             raise ValueError(f"{path}: feature '{name}' is missing from 'features'")
-    for name in (STATE_KEY, ACTION_KEY):
+    for name in (STATE_KEY, ACTION_KEY, ENV_STATE_KEY):
+        if name not in feats:
+            continue
         if feats[name]["dtype"] != "float32" or len(feats[name]["shape"]) != 1:
             raise ValueError(f"{path}: feature '{name}' must be float32 with a 1-D shape, got {feats[name]}")
+        if feats[name]["shape"][0] > MAX_VECTOR_DIM:
+            raise ValueError(
+                f"{path}: feature '{name}' declares {feats[name]['shape'][0]} entries (at most {MAX_VECTOR_DIM})"
+            )
     cams = image_features(info)
     if not cams:
         raise ValueError(f"{path}: no image feature ('{IMAGE_PREFIX}<camera>' with dtype 'image')")
@@ -655,6 +841,11 @@ def read_info(root: str | Path) -> dict[str, Any]:
         shape = feats[key]["shape"]
         if len(shape) != 3 or shape[2] != 3:
             raise ValueError(f"{path}: image feature '{key}' must have shape [H, W, 3], got {shape}")
+        if max(shape[0], shape[1]) > MAX_IMAGE_SIDE:
+            raise ValueError(
+                f"{path}: image feature '{key}' declares {shape[0]}x{shape[1]} pixels "
+                f"(each side at most {MAX_IMAGE_SIDE}); refused"
+            )
     return info
 
 
@@ -673,6 +864,8 @@ def image_features(info: dict[str, Any]) -> dict[str, str]:
 def read_tasks(root: str | Path) -> list[str]:
     """Task strings of ``meta/tasks.parquet`` ordered by ``task_index`` (which must be 0..n-1)."""
     path = Path(root) / TASKS_PATH
+    if path.exists():
+        inside_root(root, TASKS_PATH, "tasks table (meta/tasks.parquet)")
     table = read_parquet(path, "tasks table (meta/tasks.parquet)")
     if "task_index" not in table.column_names:
         raise ValueError(f"tasks table {path} is missing column 'task_index'")
@@ -694,18 +887,63 @@ def read_tasks(root: str | Path) -> list[str]:
 
 
 def read_episodes(root: str | Path) -> dict[str, list[Any]]:
-    """Column -> values of all ``meta/episodes/chunk-*/file-*.parquet`` rows, sorted by episode_index."""
+    """Column -> values of all ``meta/episodes/chunk-*/file-*.parquet`` rows, sorted by episode_index.
+
+    Checked: every file lies inside ``root``; the integer columns of :data:`EPISODE_COLUMNS` are integer
+    typed without nulls; ``episode_index`` is unique; ``length`` >= 1 and equals
+    ``dataset_to_index - dataset_from_index``; chunk and file indices are in 0..MAX_FILE_INDEX.
+    ``ValueError`` names the directory and the column.
+    """
     ep_dir = Path(root) / EPISODES_DIR
     paths = sorted(ep_dir.glob("chunk-*/file-*.parquet"))
     if not paths:
         raise FileNotFoundError(f"episodes table not found: no {ep_dir}/chunk-*/file-*.parquet")
+    for p in paths:
+        inside_root(root, p.relative_to(root), "episodes table")
     tables = [read_parquet(p, "episodes table", required=EPISODE_COLUMNS) for p in paths]
     try:
         table = pa.concat_tables(tables, promote_options="default")
     except pa.ArrowException as e:
         raise ValueError(f"episodes tables under {ep_dir} have incompatible schemas: {e}") from e
+    ints: dict[str, np.ndarray] = {}
+    for name in EPISODE_COLUMNS:
+        if name == "tasks":
+            continue
+        col = table.column(name)
+        if not pa.types.is_integer(col.type) or col.null_count:
+            raise ValueError(
+                f"episodes table under {ep_dir}: column '{name}' must be integers without nulls, "
+                f"got {col.type} with {col.null_count} null(s)"
+            )
+        ints[name] = np.asarray(col.to_numpy(), dtype=np.int64)
+        if ints[name].size and ints[name].min() < 0:
+            raise ValueError(f"episodes table under {ep_dir}: column '{name}' has negative values")
+    for name in (
+        "data/chunk_index",
+        "data/file_index",
+        "meta/episodes/chunk_index",
+        "meta/episodes/file_index",
+    ):
+        if ints[name].size and ints[name].max() > MAX_FILE_INDEX:
+            raise ValueError(
+                f"episodes table under {ep_dir}: column '{name}' exceeds {MAX_FILE_INDEX} ({ints[name].max()})"
+            )
+    length = ints["length"]
+    if np.any(length < 1) or np.any(ints["dataset_to_index"] - ints["dataset_from_index"] != length):
+        bad = int(
+            np.flatnonzero((length < 1) | (ints["dataset_to_index"] - ints["dataset_from_index"] != length))[
+                0
+            ]
+        )
+        raise ValueError(
+            f"episodes table under {ep_dir}: episode {int(ints['episode_index'][bad])} has length "
+            f"{int(length[bad])} but dataset_from_index..dataset_to_index "
+            f"{int(ints['dataset_from_index'][bad])}..{int(ints['dataset_to_index'][bad])}"
+        )
+    if len(np.unique(ints["episode_index"])) != len(ints["episode_index"]):
+        raise ValueError(f"episodes table under {ep_dir}: column 'episode_index' has duplicates")
     cols = table.to_pydict()
-    order = np.argsort(np.asarray(cols["episode_index"], dtype=np.int64), kind="stable")
+    order = np.argsort(ints["episode_index"], kind="stable")
     return {k: [v[i] for i in order] for k, v in cols.items()}
 
 
@@ -713,7 +951,9 @@ def read_stats(root: str | Path, features: Sequence[str] = ()) -> dict[str, dict
     """``meta/stats.json`` as float64 arrays; ``ValueError`` naming the feature when one in ``features``
     lacks min/max/mean/std."""
     path = Path(root) / STATS_PATH
-    stats = stats_from_json(read_json(path, what="dataset statistics (meta/stats.json)"), source=str(path))
+    stats = stats_from_json(
+        _read_meta_json(root, STATS_PATH, "dataset statistics (meta/stats.json)"), source=str(path)
+    )
     for feat in features:
         if feat not in stats:
             raise ValueError(f"{path}: no statistics for feature '{feat}'")
