@@ -99,18 +99,210 @@ def sim_observations(cameras: tuple[str, ...], image_size: int, n: int) -> list[
     return out
 
 
-def start_server(checkpoint: Path) -> tuple[subprocess.Popen[str], str]:
+def start_server(
+    checkpoint: Path,
+    extra: list[str] | None = None,
+    src: Path | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+) -> tuple[subprocess.Popen[str], str]:
+    """``mmvla serve`` in a subprocess (``src``: another source tree, e.g. the baseline's); its URL."""
     cmd = [sys.executable, "-m", "mmvla.cli", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
-    cmd += ["--threads", "1", "--log-level", "WARNING"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"}
-    )
+    cmd += ["--threads", "1", *(extra or ["--log-level", "WARNING"])]
+    environ = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    if src is not None:
+        environ["PYTHONPATH"] = str(src)
+    stderr = open(log, "w") if log is not None else None  # noqa: SIM115 (the child writes to it)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=environ)
     assert proc.stdout is not None
     line = proc.stdout.readline()
     if not line.startswith("mmvla serve: ws://"):
         proc.kill()
         raise RuntimeError(f"server did not start: {line!r}")
     return proc, line.split()[2]
+
+
+def stop_server(proc: subprocess.Popen[str]) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    proc.send_signal(signal.SIGTERM)
+    code = proc.wait(timeout=60)
+    return {"signal": "SIGTERM", "exit_code": code, "seconds": time.perf_counter() - t0}
+
+
+def baseline_source(rev: str, root: Path) -> Path | None:
+    """The project's ``src/`` at git revision ``rev`` (today's server before issue 19), or None."""
+    repo = Path(__file__).resolve().parent.parent
+    out = root / "baseline"
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(repo), "archive", rev, "src"], check=True, capture_output=True, timeout=60
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True, timeout=60)
+    except (subprocess.SubprocessError, OSError) as e:
+        print(f"no baseline source at {rev}: {e}", flush=True)
+        return None
+    return out / "src"
+
+
+def lockout(checkpoint: Path, stream: list[dict[str, Any]], n: int = 64) -> dict[str, Any]:
+    """``n`` idle authenticated sockets fill every slot, ``n`` more trickle their handshake and ``n`` more
+    trickle a frame: an authenticated robot still connects and acts; trickled frames are dropped."""
+    import socket
+
+    from mmvla.client import open_connection
+
+    token = "benchmark-token-123"
+    frame_timeout = 2.0
+    proc, url = start_server(
+        checkpoint,
+        ["--log-level", "WARNING", "--max-connections", str(n), "--reclaim-idle", "1",
+         "--frame-timeout", str(frame_timeout), "--max-connections-per-ip", str(n)],
+        env={"MMVLA_SERVE_TOKEN": token},
+    )  # fmt: skip
+    port = int(url.rsplit(":", 1)[1])
+    socks: list[Any] = []
+    idle: list[Any] = []
+    result: dict[str, Any] = {"sockets": n, "frame_timeout_s": frame_timeout}
+    try:
+        for _ in range(n):
+            s = socket.create_connection(("127.0.0.1", port))
+            s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n")  # a handshake that never finishes
+            socks.append(s)
+        for _ in range(n):
+            ws = open_connection(url, token=token)
+            ws.recv(timeout=10)
+            idle.append(ws)
+        unauth = 0
+        try:
+            open_connection(url)
+        except Exception as e:
+            unauth = getattr(getattr(e, "response", None), "status_code", 0)
+        result["unauthenticated_status"] = unauth
+        time.sleep(1.2)
+        t0 = time.perf_counter()
+        with PolicyClient(url, token=token, connect_timeout=10) as robot:
+            for i in range(10):
+                robot.act(stream[i % len(stream)])
+        result["robot_connect_and_10_steps_s"] = time.perf_counter() - t0
+        result["robot_kept_out"] = False
+        # trickled frames: the first bytes of a masked 1,000-byte frame, then one byte every 100 ms
+        tricklers = []
+        for ws in idle[n // 2 :]:  # the newest idle sockets (the robot reclaimed the oldest)
+            with contextlib.suppress(OSError):
+                ws.socket.sendall(b"\x82\xfe\x03\xe8\x01\x02\x03\x04" + b"\x00" * 8)
+                tricklers.append(ws)
+        t0 = time.perf_counter()
+        dropped_at: list[float] = []
+        alive = list(tricklers)
+        while alive and time.perf_counter() - t0 < 3 * frame_timeout:
+            for ws in list(alive):
+                try:
+                    ws.socket.sendall(b"\x00")
+                except OSError:
+                    dropped_at.append(time.perf_counter() - t0)
+                    alive.remove(ws)
+            time.sleep(0.1)
+        result["trickled_frames"] = len(tricklers)
+        result["trickled_dropped"] = len(dropped_at)
+        result["trickled_dropped_after_s_max"] = max(dropped_at) if dropped_at else None
+    finally:
+        for s in socks:
+            s.close()
+        for ws in idle:
+            with contextlib.suppress(Exception):
+                ws.close()
+        stop_server(proc)
+    return result
+
+
+def fuzz_corpus(n: int, seed: int, good: dict[str, Any]) -> list[bytes | str]:
+    """``n`` malformed frames: truncations, bit flips, garbage, text, wrong kinds and fields, deep nesting,
+    huge declared shapes and containers, non-UTF-8, 4 MB strings, non-finite states."""
+    import msgpack
+
+    from mmvla.protocol import pack
+
+    rng = np.random.default_rng(seed)
+    base = pack({"kind": "act", "observation": good})
+    four_mb = "x" * 4_000_000
+    makers = [
+        lambda: base[: int(rng.integers(0, len(base)))],
+        lambda: bytes(np.bitwise_xor(np.frombuffer(base, np.uint8), (rng.random(len(base)) < 0.001).astype(np.uint8) << rng.integers(0, 8)).tobytes()),
+        lambda: rng.bytes(int(rng.integers(1, 256))),
+        lambda: "text frame " * int(rng.integers(1, 50)),
+        lambda: b"\x81\xa1a" * int(rng.integers(9, 1100)) + b"\xc0",
+        lambda: b"\x91" * int(rng.integers(9, 3000)) + b"\xc0",
+        lambda: pack({"kind": "act", "observation": {**good, "front": {"__nd__": True, "dtype": "uint8", "shape": [0, 2**31 - 1, int(rng.integers(2**20, 2**31))], "data": b""}}}),
+        lambda: msgpack.packb({"kind": "act", "observation": {**good, "front": {"__nd__": True, "dtype": "uint8", "shape": [int(rng.integers(2**20, 2**62))] * 3, "data": b"\x00" * 16}}}, default=str),
+        lambda: b"\xdd" + rng.bytes(4),
+        lambda: b"\xdf" + rng.bytes(4),
+        lambda: b"\xa5" + bytes([0xFF, 0xFE, 0xC0, 0x80, 0xED]),
+        lambda: b"\x81\xa4kind\xd9\x04" + bytes([0xC3, 0x28, 0xFF, 0xFE]),
+        lambda: pack({"kind": four_mb}),
+        lambda: pack({"kind": "act", "observation": {**good, "instruction": four_mb}}),
+        lambda: pack({"kind": "act", "observation": good, four_mb[: int(rng.integers(1, 100_000))]: 1}),
+        lambda: pack({"kind": "act", "observation": {**good, "state": np.full(5, rng.choice([np.nan, np.inf, 1e30]), np.float32)}}),
+        lambda: pack({"kind": str(rng.integers(0, 1000))}),
+        lambda: pack({"kind": "reset", "chunk_mode": "x" * int(rng.integers(1, 5000))}),
+        lambda: pack({"kind": "act", "observation": {k: v for k, v in good.items() if rng.random() < 0.5}}),
+        lambda: pack({"kind": "act", "observation": {**good, "front": good["front"].astype(np.float32)}}),
+        lambda: msgpack.packb({"observation/image": {b"__ndarray__": True, b"data": b"\x00", b"dtype": "|O", b"shape": [1]}, "prompt": "x"}),
+    ]  # fmt: skip
+    return [makers[i % len(makers)]() for i in range(n)]
+
+
+def fuzz(checkpoint: Path, good: dict[str, Any], n: int, per_connection: int, root: Path) -> dict[str, Any]:
+    """Send the corpus to a fresh server at INFO log level; count replies, sizes and log growth."""
+    from mmvla.client import open_connection
+    from mmvla.protocol import unpack
+
+    corpus = fuzz_corpus(n, 0, good)
+    log = root / "fuzz-server.log"
+    proc, url = start_server(checkpoint, ["--log-level", "INFO"], log=log)
+    codes: dict[str, int] = {}
+    internal = closed = 0
+    max_reply = 0
+    connections = 0
+    try:
+        time.sleep(0.5)
+        start_bytes = log.stat().st_size
+        ws = None
+        for i, frame in enumerate(corpus):
+            if ws is None or i % per_connection == 0:
+                if ws is not None:
+                    ws.close()
+                ws = open_connection(url, max_size=None)
+                ws.recv(timeout=10)
+                connections += 1
+            ws.send(frame)
+            try:
+                raw = ws.recv(timeout=30)
+            except Exception:
+                closed += 1
+                ws = None
+                continue
+            max_reply = max(max_reply, len(raw))
+            reply = unpack(raw)
+            code = reply.get("error", reply.get("kind"))
+            codes[code] = codes.get(code, 0) + 1
+            internal += code == "internal"
+        if ws is not None:
+            ws.close()
+        time.sleep(1.0)
+        growth = log.stat().st_size - start_bytes
+    finally:
+        stop_server(proc)
+    return {
+        "frames": len(corpus),
+        "connections": connections,
+        "replies": codes,
+        "internal_errors": internal,
+        "closed_connections": closed,
+        "max_reply_bytes": max_reply,
+        "log_bytes": growth,
+        "log_bytes_per_connection": growth / max(1, connections),
+    }
 
 
 def latency(url: str, stream: list[dict[str, Any]], n: int, warmup: int = 10) -> dict[str, Any]:
@@ -260,6 +452,10 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=30.0, help="seconds per throughput level")
     ap.add_argument("--episodes", type=int, default=4, help="success episodes per split (train, unseen)")
     ap.add_argument("--out", default=str(RESULTS))
+    ap.add_argument(
+        "--baseline", default="1a87538", help="git revision of the server to compare with ('none': skip)"
+    )
+    ap.add_argument("--fuzz", type=int, default=5000, help="malformed frames in the fuzz corpus")
     args = ap.parse_args()
 
     torch.set_num_threads(1)
@@ -282,29 +478,44 @@ def main() -> None:
     stream = sim_observations(tuple(pcfg.cameras), pcfg.image_size, 64)
     frame_bytes = sum(stream[0][c].nbytes for c in pcfg.cameras)
 
+    result: dict[str, Any] = {"checkpoint": ckpt_info, "server": {"torch_threads": 1}}
+    levels = (1, 4, 16)
+    if args.baseline != "none":  # today's server (before issue 19), same checkpoint, same client code
+        src = baseline_source(args.baseline, tmp)
+        if src is not None:
+            print(f"baseline server (git {args.baseline}) ...", flush=True)
+            bproc, burl = start_server(checkpoint, src=src)
+            try:
+                result["baseline"] = {"rev": args.baseline, "throughput": []}
+                for clients in levels:
+                    print(f"  baseline throughput with {clients} client(s) ...", flush=True)
+                    result["baseline"]["throughput"].append(
+                        throughput(burl, stream, clients, args.requests, args.time_limit)
+                    )
+            finally:
+                stop_server(bproc)
     proc, url = start_server(checkpoint)
-    result: dict[str, Any] = {"checkpoint": ckpt_info, "server": {"url": url, "torch_threads": 1}}
+    result["server"]["url"] = url
     try:
         print(f"server {url}; latency ...", flush=True)
         result["latency"] = latency(url, stream, args.latency_requests)
         result["local"] = local_latency(checkpoint, stream, args.latency_requests // 2)
         result["throughput"] = []
-        for clients in (1, 4, 16):
+        for clients in levels:
             print(f"throughput with {clients} client(s) ...", flush=True)
             result["throughput"].append(throughput(url, stream, clients, args.requests, args.time_limit))
         print("async client at 20 Hz ...", flush=True)
         result["async_client"] = async_loop(url, stream, 60)
-        print(f"success, {args.episodes} episodes per split, local and served ...", flush=True)
-        result["success"] = success(checkpoint, url, args.episodes, tmp / "eval")
+        if args.episodes > 0:
+            print(f"success, {args.episodes} episodes per split, local and served ...", flush=True)
+            result["success"] = success(checkpoint, url, args.episodes, tmp / "eval")
     finally:
-        t0 = time.perf_counter()
-        proc.send_signal(signal.SIGTERM)
-        code = proc.wait(timeout=60)
-        result["server"]["shutdown"] = {
-            "signal": "SIGTERM",
-            "exit_code": code,
-            "seconds": time.perf_counter() - t0,
-        }
+        result["server"]["shutdown"] = stop_server(proc)
+    atomic_write_json(args.out, result)  # partial results, in case a later part fails
+    print("lock-out: 64 idle + 64 trickling handshakes + 32 trickled frames ...", flush=True)
+    result["lockout"] = lockout(checkpoint, stream)
+    print(f"fuzz corpus of {args.fuzz} malformed frames ...", flush=True)
+    result["fuzz"] = fuzz(checkpoint, stream[0], args.fuzz, 500, tmp)
 
     result["machine"] = {
         "cpus": os.cpu_count(),
@@ -319,12 +530,27 @@ def main() -> None:
     result["request_bytes"] = frame_bytes
     lat = result["latency"]
     total_errors = sum(t["errors"] for t in result["throughput"])
+    by_clients = {t["clients"]: t for t in result["throughput"]}
+    base = {t["clients"]: t for t in result.get("baseline", {}).get("throughput", [])}
+    fz, lk = result["fuzz"], result["lockout"]
     result["targets"] = {
         "throughput_errors": total_errors,
         "zero_errors": total_errors == 0,
-        "served_success_equals_local": result["success"]["equal"]
-        and result["success"]["episodes_identical"] == result["success"]["episodes_total"],
-    }
+        "throughput_16_over_baseline_1": by_clients[16]["requests_per_s"] / base[1]["requests_per_s"] if base else None,
+        "throughput_16_over_baseline_1_at_least_3": bool(base) and by_clients[16]["requests_per_s"] >= 3 * base[1]["requests_per_s"],
+        "p99_16_over_p99_1": by_clients[16]["latency_ms"]["p99"] / by_clients[1]["latency_ms"]["p99"],
+        "p99_16_at_most_4x_p99_1": by_clients[16]["latency_ms"]["p99"] <= 4 * by_clients[1]["latency_ms"]["p99"],
+        "robot_never_kept_out": not lk["robot_kept_out"] and lk["unauthenticated_status"] == 401,
+        "trickled_frames_dropped": lk["trickled_dropped"] == lk["trickled_frames"],
+        "fuzz_no_internal_errors": fz["internal_errors"] == 0,
+        "fuzz_replies_at_most_1kb": fz["max_reply_bytes"] <= 1024,
+        "fuzz_log_at_most_1kb_per_connection": fz["log_bytes_per_connection"] <= 1024,
+    }  # fmt: skip
+    if "success" in result:
+        result["targets"]["served_success_equals_local"] = (
+            result["success"]["equal"]
+            and result["success"]["episodes_identical"] == result["success"]["episodes_total"]
+        )
     atomic_write_json(args.out, result)
 
     print(f"\ncheckpoint: {ckpt_info['source']} ({ckpt_info['image_size']} px, dim {ckpt_info['dim']})")
@@ -342,10 +568,18 @@ def main() -> None:
     print(
         f"async client at {a['hz']:g} Hz: {a['waits_after_first_step']} waits after the first step in {a['steps']} steps"
     )
-    s = result["success"]
-    print(
-        f"success local {s['local']} served {s['served']}; identical episodes {s['episodes_identical']}/{s['episodes_total']}"
-    )
+    for t in result.get("baseline", {}).get("throughput", []):
+        print(
+            f"  baseline {t['clients']:>2}: {t['requests_per_s']:7.1f} req/s, p99 {t['latency_ms']['p99']:.1f} ms"
+        )
+    if "success" in result:
+        s = result["success"]
+        print(
+            f"success local {s['local']} served {s['served']}; identical episodes {s['episodes_identical']}/{s['episodes_total']}"
+        )
+    print(f"lock-out: {result['lockout']}")
+    print(f"fuzz: {result['fuzz']}")
+    print(f"targets: {result['targets']}")
     print(f"server shutdown on SIGTERM: exit {result['server']['shutdown']['exit_code']}")
     print(f"wrote {args.out}")
 

@@ -40,7 +40,6 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
-import hashlib
 import hmac
 import itertools
 import json
@@ -52,7 +51,6 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -98,12 +96,11 @@ _DROP = "-"  # an openpi key mapped to this is ignored
 
 
 def checkpoint_id(directory: str | os.PathLike[str]) -> str:
-    """sha256 (hex) of a checkpoint's ``model.safetensors``: identifies the weights a server answers with."""
-    h = hashlib.sha256()
-    with open(Path(directory) / "model.safetensors", "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """sha256 (hex) over every file of a checkpoint (weights, config, statistics): identifies what a
+    server answers with (:func:`mmvla.policy.checkpoint.checkpoint_id`)."""
+    from mmvla.policy.checkpoint import checkpoint_id as _checkpoint_id
+
+    return _checkpoint_id(directory)
 
 
 def default_openpi_keys(cameras: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -135,13 +132,13 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     h, w = image.shape[:2]
     if h == w == size:
         return image
-    scale = size / max(h, w)
-    nh, nw = max(1, round(h * scale)), max(1, round(w * scale))
+    ratio = max(w / size, h / size)  # the same integer arithmetic as openpi_client.image_tools
+    nh, nw = max(1, int(h / ratio)), max(1, int(w / ratio))
     resized = np.asarray(Image.fromarray(image).resize((nw, nh), resample=Image.Resampling.BILINEAR))
     if nh == nw == size:
         return resized
     out = np.zeros((size, size, 3), np.uint8)
-    top, left = (size - nh) // 2, (size - nw) // 2
+    top, left = max(0, int((size - nh) / 2)), max(0, int((size - nw) / 2))
     out[top : top + nh, left : left + nw] = resized
     return out
 
@@ -865,6 +862,8 @@ class PolicyServer:
                 await asyncio.shield(s.delivery)
 
     async def _submit(self, s: _Session, job: _Job) -> None:
+        """Queue an act request; a request of this connection still waiting in the queue is answered
+        ``superseded`` and the new one takes its place. Replies go out in request order."""
         prev = s.pending
         s.pending = job
         s.last_act = time.monotonic()
@@ -873,14 +872,16 @@ class PolicyServer:
             self._queue[self._queue.index(prev)] = job  # the newest observation keeps the older one's place
             reply = self._error_reply(s, "superseded", "a newer act request from this connection replaced it")
             prev.future.set_result(reply)
-        else:
+        else:  # nothing queued (perhaps one in the batch being computed: this one waits for the next)
             self._queue.append(job)
         assert self._wakeup is not None
         self._wakeup.set()
-        await self._settle(s)  # the superseded reply, or the one being computed, goes out first
-        s.delivery = asyncio.get_running_loop().create_task(self._deliver(s, job))
+        s.delivery = asyncio.get_running_loop().create_task(self._deliver(s, job, s.delivery))
 
-    async def _deliver(self, s: _Session, job: _Job) -> None:
+    async def _deliver(self, s: _Session, job: _Job, previous: asyncio.Task[None] | None) -> None:
+        if previous is not None:  # replies in request order
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await asyncio.shield(previous)
         try:
             reply = await job.future
         except asyncio.CancelledError:
