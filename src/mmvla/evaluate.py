@@ -13,7 +13,7 @@ import multiprocessing as mp
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,8 +24,10 @@ from mmvla.io import atomic_write_json
 
 SPLITS = ("train", "unseen")
 ENVS = ("tabletop", "metaworld-mt10")  # mmvla.sim.registry.ENV_NAMES (not imported here: it loads MuJoCo)
-CONTROLS = ("none", "blank_images", "wrong_instruction")
-BLIND_CONTROLS = CONTROLS[1:]  # vision-blind, language-blind
+CONTROLS = ("none", "blank_images", "wrong_instruction", "instruction_swap")
+BLIND_CONTROLS = ("blank_images", "wrong_instruction")  # vision-blind, language-blind
+WORDING_SETS = ("canonical", "train", "heldout")  # mmvla.sim.wordings.WORDING_SETS (no MuJoCo import here)
+SWAP_MOVED_M = 0.02  # an object counts as moved once it is this far (metres) from where it started
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
@@ -103,10 +105,15 @@ class EvalConfig:
         workers: parallel processes (each runs one torch thread).
         seed: first episode seed; episode i of a split uses seed + i (disjoint from collection seeds).
         families: task families to cycle through (None: the environment's defaults).
-        control: "none", "blank_images" (vision-blind) or "wrong_instruction" (language-blind).
+        control: "none", "blank_images" (vision-blind), "wrong_instruction" (language-blind: success is
+            still the original task's), or "instruction_swap" (tabletop: right after reset another object
+            on the table becomes the target and the policy is told so; success is the swapped task's).
         chunk_mode: "ensemble" or "execute" action chunks.
         video_episodes: episodes per split recorded as GIFs with the instruction drawn on them.
         rephrase: canonical instruction -> the user's wording given to the policy instead.
+        wordings: built-in wording set given to the policy (tabletop): "canonical", "train" (training
+            wordings) or "heldout" (words no training wording uses); one wording per episode, drawn from
+            the episode seed (:func:`mmvla.sim.wordings.wording_for_episode`). ``rephrase`` wins.
         max_steps: episode step limit (None: the environment's own).
         env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
         env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
@@ -123,6 +130,7 @@ class EvalConfig:
     chunk_mode: str = "ensemble"
     video_episodes: int = 0
     rephrase: dict[str, str] = field(default_factory=dict)
+    wordings: str = "canonical"
     max_steps: int | None = None
     env: str = "tabletop"
     env_options: dict[str, Any] = field(default_factory=dict)
@@ -139,6 +147,12 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.control must be one of {CONTROLS}, got {self.control!r}")
         if self.env not in ENVS:
             raise ValueError(f"EvalConfig.env must be one of {ENVS}, got {self.env!r}")
+        if self.wordings not in WORDING_SETS:
+            raise ValueError(f"EvalConfig.wordings must be one of {WORDING_SETS}, got {self.wordings!r}")
+        if self.env != "tabletop" and (self.wordings != "canonical" or self.control == "instruction_swap"):
+            raise ValueError(
+                f"EvalConfig: wording sets and the instruction swap exist for the tabletop only, not {self.env}"
+            )
         if self.env != "tabletop" and self.split == "unseen":
             raise ValueError(f"EvalConfig: {self.env} has only the 'train' split")
         if self.server is not None:
@@ -169,6 +183,7 @@ class EpisodeResult:
     success: bool
     length: int
     frames: list[np.ndarray] | None = None
+    first_moved_named: bool | None = None  # tabletop: the first object moved (> 2 cm) was the named one
 
 
 def read_rephrase_file(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -219,8 +234,17 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
     try:
         obs, info = env.reset(seed=seed, options={"family": family} if family else None)
         check_rendered(obs, pcfg.cameras)
+        if opts["control"] == "instruction_swap":
+            obs = _swap_target(env.unwrapped, seed)
+            info = dict(info, instruction=str(obs["instruction"]))
         canonical = str(obs["instruction"])
-        given = opts["rephrase"].get(canonical, canonical)
+        given = opts["rephrase"].get(canonical)
+        if given is None:
+            given = canonical
+            if opts["wordings"] != "canonical":
+                from mmvla.sim.wordings import wording_for_episode
+
+                given = wording_for_episode(canonical, opts["wordings"], seed)
         if opts["control"] == "wrong_instruction":
             rng = np.random.default_rng(seed)
             given = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
@@ -231,6 +255,8 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
         policy.reset(chunk_mode=opts["chunk_mode"])
         frames: list[np.ndarray] | None = [] if record else None
         success, steps = bool(info.get("success", False)), 0
+        sim = env.unwrapped
+        first_moved: int | None = None
         done = False
         while not done:
             model_obs = dict(obs, instruction=given)
@@ -240,14 +266,40 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
             obs, _, terminated, truncated, info = env.step(action)
             steps += 1
             success = success or bool(info.get("success", False))
+            if first_moved is None and opts["env_name"] == "tabletop":
+                first_moved = _first_moved(sim)
             if frames is not None:
                 frames.append(np.concatenate([obs[c] for c in pcfg.cameras], axis=1))
             done = terminated or truncated or success
         return EpisodeResult(
-            split, seed, str(info.get("family", family)), canonical, given, success, steps, frames
+            split,
+            seed,
+            str(info.get("family", family)),
+            canonical,
+            given,
+            success,
+            steps,
+            frames,
+            None if first_moved is None else first_moved == 0,
         )
     finally:
         env.close()
+
+
+def _first_moved(sim: Any) -> int | None:
+    """Index (target = 0) of the object farthest beyond ``SWAP_MOVED_M`` from its start, if any."""
+    pos = np.array([sim.data.xpos[o.body_id] for o in sim.objects])  # (N, 3)
+    moved = np.linalg.norm(pos - sim.initial_positions, axis=1)  # (N,)
+    return int(moved.argmax()) if moved.max() > SWAP_MOVED_M else None
+
+
+def _swap_target(sim: Any, seed: int) -> dict[str, Any]:
+    """Retarget a tabletop episode to another object on the table, preferring the distractors that
+    share the target's colour or shape (the ones only the words tell apart). Returns the observation."""
+    colour, shape = sim.task.target
+    others = [(o.colour, o.shape) for o in sim.objects[1:] if o is not sim.base]
+    close = [c for c in others if c[0] == colour or c[1] == shape] or others
+    return sim.retarget(close[int(np.random.default_rng(seed).integers(len(close)))])
 
 
 # ------------------------------------------------------------------------ driver
@@ -258,6 +310,7 @@ def _jobs(
         "control": cfg.control,
         "chunk_mode": cfg.chunk_mode,
         "rephrase": cfg.rephrase,
+        "wordings": cfg.wordings,
         "env": env_kwargs,
         "env_name": cfg.env,
     }
@@ -414,7 +467,91 @@ def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
                 "episodes": len(fr),
             }
         m["per_family"][split] = fam
+        touched = [r.first_moved_named for r in rs if r.first_moved_named is not None]
+        if touched:  # tabletop: of the episodes that moved an object, how often the named one first
+            m.setdefault("first_moved_named", {})[split] = sum(touched) / len(touched)
+            m.setdefault("moved_any", {})[split] = len(touched) / len(rs)
     return m
+
+
+def paired_comparison(first: Sequence[EpisodeResult], second: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Exact McNemar test of two runs on the same episodes, matched by (split, seed).
+
+    Returns ``{"episodes", "only_first", "only_second", "p_value"}``; ValueError when the runs do not
+    cover the same episodes.
+    """
+    a = {(r.split, r.seed): r.success for r in first}
+    b = {(r.split, r.seed): r.success for r in second}
+    if a.keys() != b.keys():
+        raise ValueError("paired_comparison: the two runs must cover the same (split, seed) episodes")
+    only_a = sum(a[k] and not b[k] for k in a)
+    only_b = sum(b[k] and not a[k] for k in a)
+    return {
+        "episodes": len(a),
+        "only_first": only_a,
+        "only_second": only_b,
+        "p_value": mcnemar_exact(only_a, only_b),
+    }
+
+
+def read_episodes(out_dir: str | os.PathLike[str]) -> list[EpisodeResult]:
+    """The per-episode results ``evaluate`` wrote to ``out_dir/episodes.json``."""
+    from mmvla.io import read_json
+
+    rows = read_json(Path(out_dir) / "episodes.json", "evaluation episodes")
+    return [EpisodeResult(**row) for row in rows]
+
+
+def evaluate_wordings(
+    checkpoint: str | os.PathLike[str],
+    cfg: EvalConfig,
+    wordings: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the same episodes once per wording set and compare each set with the first (paired).
+
+    Each set's metrics go to ``out_dir/wordings/<set>/``; the first set's metrics, with a ``"wordings"``
+    section ``{set: {"success", "ci95", "per_family", "paired": {split: McNemar vs the first}}}``, go to
+    ``out_dir/metrics.json`` and are returned.
+    """
+    if not wordings or len(set(wordings)) != len(wordings):
+        raise ValueError(f"evaluate_wordings: need distinct wording sets, got {list(wordings)}")
+    out = Path(out_dir)
+    runs: dict[str, dict[str, Any]] = {}
+    episodes: dict[str, list[EpisodeResult]] = {}
+    for name in wordings:
+        sub = out / "wordings" / name
+        runs[name] = evaluate(checkpoint, replace(cfg, wordings=name), sub, progress=progress)
+        episodes[name] = read_episodes(sub)
+    first = wordings[0]
+    section: dict[str, Any] = {}
+    for name in wordings:
+        m = runs[name]
+        paired = {
+            split: paired_comparison(
+                [r for r in episodes[first] if r.split == split],
+                [r for r in episodes[name] if r.split == split],
+            )
+            for split in m["success"]
+        }
+        section[name] = {
+            "success": m["success"],
+            "ci95": m["ci95"],
+            "per_family": m["per_family"],
+            "retained": {
+                s: (m["success"][s] / runs[first]["success"][s] if runs[first]["success"][s] else None)
+                for s in m["success"]
+            },
+            "paired": paired,
+        }
+    metrics = dict(runs[first], wordings=section)
+    atomic_write_json(out / "metrics.json", metrics)
+    atomic_write_json(
+        out / "episodes.json",
+        [{k: v for k, v in asdict(r).items() if k != "frames"} for r in episodes[first]],
+    )
+    return metrics
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
@@ -430,5 +567,19 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             flo, fhi = m["ci95"]
             lines.append(
                 f"{'':<8} {fam:<{w}} {m['success']:>8.1%} {f'[{flo:.2f}, {fhi:.2f}]':>15} {m['episodes']:>5}"
+            )
+    return "\n".join(lines)
+
+
+def format_wordings(section: dict[str, Any]) -> str:
+    """A plain-text table of success per wording set and split, with the paired test against the first."""
+    lines = [f"{'wordings':<10} {'split':<8} {'success':>8} {'95% CI':>15} {'retained':>9} {'paired p':>9}"]
+    for name, m in section.items():
+        for split, rate in m["success"].items():
+            lo, hi = m["ci95"][split]
+            kept = m["retained"][split]
+            lines.append(
+                f"{name:<10} {split:<8} {rate:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} "
+                f"{'-' if kept is None else f'{kept:.0%}':>9} {m['paired'][split]['p_value']:>9.3g}"
             )
     return "\n".join(lines)

@@ -29,6 +29,9 @@ class TrainConfig:
         threads: torch intra-op threads (0 = torch's default).
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``; under torchrun each
             process takes GPU ``LOCAL_RANK`` and the backend is nccl on CUDA, gloo on CPU.
+        wording_augment: probability that a sample's instruction is replaced by one of its task's
+            training wordings (:mod:`mmvla.sim.wordings`; tabletop instructions only, others unchanged).
+        wordings_per_task: size of each task's pool of training wordings (the canonical one included).
     """
 
     steps: int = 3000
@@ -47,6 +50,8 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0
     device: str = "auto"
+    wording_augment: float = 0.0
+    wordings_per_task: int = 32
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
@@ -63,6 +68,11 @@ class TrainConfig:
             )
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"TrainConfig.device must be 'auto', 'cpu' or 'cuda', got {self.device!r}")
+        if not 0 <= self.wording_augment <= 1 or self.wordings_per_task < 1:
+            raise ValueError(
+                "TrainConfig: wording_augment must be in [0, 1] and wordings_per_task >= 1, got "
+                f"{self.wording_augment}, {self.wordings_per_task}"
+            )
         if not 0 <= self.ema_decay < 1 or not 0 <= self.augment_jitter < 1:
             raise ValueError("TrainConfig: ema_decay and augment_jitter must be in [0, 1)")
 

@@ -33,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--control",
         default="none",
-        choices=("none", "blank_images", "wrong_instruction"),
-        help="blind control",
+        choices=("none", "blank_images", "wrong_instruction", "instruction_swap"),
+        help="blind control, or instruction_swap (another object on the table becomes the target)",
     )
     p.add_argument("--chunk-mode", default="ensemble", choices=("ensemble", "execute"))
     p.add_argument(
@@ -49,14 +49,29 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--rephrase", help="file of 'canonical<TAB>user wording' lines given to the policy instead"
     )
+    p.add_argument(
+        "--wordings",
+        default="canonical",
+        metavar="SETS",
+        help="comma-separated built-in wording sets: canonical, train, heldout (words training never "
+        "used); several sets run the same episodes each and are compared with the first (paired test)",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.evaluate import EvalConfig, evaluate, format_metrics, read_rephrase_file
+    from mmvla.evaluate import (
+        EvalConfig,
+        evaluate,
+        evaluate_wordings,
+        format_metrics,
+        format_wordings,
+        read_rephrase_file,
+    )
 
     if not args.checkpoint and not args.server:
         raise ValueError("give --checkpoint DIR or --server ws://host:port")
+    wordings = [w.strip() for w in args.wordings.split(",") if w.strip()]
     cfg = EvalConfig(
         episodes=args.episodes,
         split=args.split,
@@ -70,9 +85,17 @@ def run(args: argparse.Namespace) -> int:
         env=args.env,
         max_steps=args.max_steps,
         server=args.server,
+        wordings=wordings[0] if wordings else "canonical",
     )
-    metrics = evaluate(args.checkpoint, cfg, args.out, progress=not args.quiet)
-    print(format_metrics(metrics))
+    if len(wordings) > 1:
+        if not args.out:
+            raise ValueError("--wordings with several sets needs --out (each set's results are kept)")
+        metrics = evaluate_wordings(args.checkpoint, cfg, wordings, args.out, progress=not args.quiet)
+        print(format_metrics(metrics))
+        print(format_wordings(metrics["wordings"]))
+    else:
+        metrics = evaluate(args.checkpoint, cfg, args.out, progress=not args.quiet)
+        print(format_metrics(metrics))
     if args.out:
         print(f"metrics: {args.out}/metrics.json")
     return 0

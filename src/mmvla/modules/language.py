@@ -31,10 +31,19 @@ PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
 LANGUAGE_KINDS = ("lstm", "transformer", "minilm")
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
+_PLAIN_RE = re.compile(r"[a-z0-9']+")
 
 # ---------------------------------------------------------------------------------------------------
 # Tokenizer
 # ---------------------------------------------------------------------------------------------------
+
+
+def normalize_instruction(text: str) -> str:
+    """The form every encoder reads: lower case, punctuation and hyphens dropped, single spaces.
+
+    ``"  Pick up the RED cube. "`` → ``"pick up the red cube"``; ``"left-hand side"`` → ``"left hand side"``.
+    """
+    return " ".join(_PLAIN_RE.findall(text.lower()))
 
 
 def split_words(text: str) -> list[str]:

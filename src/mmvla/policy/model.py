@@ -33,7 +33,12 @@ from torch import Tensor, nn
 
 from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
 from mmvla.modules.heads import build_head
-from mmvla.modules.language import LanguageConfig, WordTokenizer, build_language_encoder
+from mmvla.modules.language import (
+    LanguageConfig,
+    WordTokenizer,
+    build_language_encoder,
+    normalize_instruction,
+)
 from mmvla.modules.memory import MemoryConfig, TemporalMemory
 from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
@@ -127,7 +132,8 @@ class VLAPolicy(nn.Module):
         x = torch.stack([images[c] for c in cams], dim=1)  # (B, C, 3, H, W)
         B, C = x.shape[:2]
         x = x.float() / 255.0 if not torch.is_floating_point(x) else x.float()
-        lang = self.language(list(instructions))
+        # Case, punctuation and spacing never change what an instruction means ("Pick up the red cube.").
+        lang = self.language([normalize_instruction(t) for t in instructions])
         # The sentence summary first, then the word tokens; the summary is valid when any word is.
         lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
         lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)

@@ -251,6 +251,32 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self._max_steps = cfg.steps_for(task.family)
         return self._observation(), self._info(self._success())
 
+    def retarget(self, target: tuple[str, str]) -> dict[str, Any]:
+        """Make another object on the table the target of the current task (same family, direction and
+        base), before the first step: the instruction-swap check. Returns the new observation.
+
+        Raises ``ValueError`` if no object of that composition is on the table, it is the place base, or
+        the episode has already stepped.
+        """
+        if self.task is None or self._steps:
+            raise RuntimeError("retarget() must follow reset() and precede the first step()")
+        index = next((i for i, o in enumerate(self.objects) if (o.colour, o.shape) == tuple(target)), None)
+        if index is None:
+            raise ValueError(f"no {target[0]} {target[1]} on the table (objects: {self.object_names})")
+        if self.base is not None and self.objects[index] is self.base:
+            raise ValueError(f"the {target[0]} {target[1]} is the place base; it cannot be the target")
+        order = [index, *(i for i in range(len(self.objects)) if i != index)]
+        self.objects = [self.objects[i] for i in order]
+        self.initial_positions = self.initial_positions[order]
+        self.target = self.objects[0]
+        self.task = replace(self.task, target=(self.target.colour, self.target.shape))
+        return self._observation()
+
+    @property
+    def object_names(self) -> list[str]:
+        """``"colour shape"`` of each object on the table, the target first (then the place base)."""
+        return [f"{o.colour} {o.shape}" for o in self.objects]
+
     def step(self, action: np.ndarray) -> tuple[dict[str, Any], float, bool, bool, dict[str, Any]]:
         """Apply one action (see the module docstring) for ``CONTROL_DT`` seconds."""
         if self.task is None:

@@ -1,0 +1,431 @@
+"""How people word the tabletop's tasks: a generative model of instructions, split by vocabulary.
+
+Every canonical instruction (:mod:`mmvla.sim.tasks`) has many natural wordings: verb synonyms and
+phrasal variants ("pick up", "grab", "pick ... up"), other object nouns and colour words, adjective
+after the noun ("the cube that is red"), articles, politeness and filler ("please", "can you"), other
+phrasings of left and right, the object named first ("the red cube, lift it"), capitalisation,
+punctuation and light typos. Each slot's lexicon is split in two:
+
+- ``TRAIN``: the words a policy may see during training (the canonical words among them);
+- ``HELDOUT``: other synonyms and phrasings, **sharing no content word with any training wording**
+  (:data:`FUNCTION_WORDS` — articles, pronouns, prepositions, auxiliaries — are shared by both).
+
+So a policy evaluated on held-out wordings meets words it never saw, and generalisation to new words
+is measured, not assumed. The held-out set shipped with the package (``sim/data/heldout_wordings.tsv``)
+is :func:`wording_set` ``("heldout", ...)`` written by ``scripts/make_wordings.py``; a test checks that
+the file and the generator agree.
+
+Every wording parses back to its task with :func:`parse_wording` (which knows both lexicons: it is the
+simulator's ground truth for tests, never a policy's input path).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+
+import numpy as np
+
+from mmvla.sim.tasks import COLOURS, DIRECTIONS, SHAPES, TaskSpec, all_tasks, parse_instruction
+
+WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout")
+
+# Closed-class words shared by every wording: articles, pronouns, prepositions, auxiliaries, conjunctions.
+FUNCTION_WORDS: frozenset[str] = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "it",
+        "its",
+        "this",
+        "that",
+        "which",
+        "is",
+        "to",
+        "on",
+        "onto",
+        "of",
+        "in",
+        "up",
+        "over",
+        "for",
+        "me",
+        "you",
+        "i",
+        "can",
+        "could",
+        "would",
+        "will",
+        "and",
+        "then",
+        "with",
+        "at",
+        "from",
+        "as",
+        "by",
+    ]
+)
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """The words and phrasings one vocabulary split may use. Phrases hold ``{np}``, ``{base}``, ``{dir}``
+    placeholders; every tuple is non-empty."""
+
+    pick: tuple[str, ...]  # "{np}" = the target's noun phrase
+    push: tuple[str, ...]  # "{np}", "{dir}"
+    place: tuple[str, ...]  # "{np}", "{base}"
+    colours: dict[str, tuple[str, ...]]
+    shapes: dict[str, tuple[str, ...]]
+    directions: dict[str, tuple[str, ...]]
+    noun_phrases: tuple[str, ...]  # "{c}" colour, "{s}" shape
+    fillers: tuple[str, ...]  # "{x}" = the command
+
+
+TRAIN = Lexicon(
+    pick=(
+        "pick up {np}",
+        "pick {np} up",
+        "grab {np}",
+        "lift {np}",
+        "lift up {np}",
+        "take {np}",
+        "{np}, pick it up",
+        "{np}, lift it",
+    ),
+    push=(
+        "push {np} {dir}",
+        "slide {np} {dir}",
+        "move {np} {dir}",
+        "shove {np} {dir}",
+        "{np}, push it {dir}",
+        "{dir}, slide {np}",
+    ),
+    place=(
+        "put {np} on {base}",
+        "place {np} on {base}",
+        "set {np} on top of {base}",
+        "stack {np} onto {base}",
+        "put {np} onto {base}",
+        "{np}, put it on {base}",
+        "on {base}, place {np}",
+    ),
+    colours={
+        "red": ("red", "crimson"),
+        "green": ("green", "lime"),
+        "blue": ("blue", "navy"),
+        "yellow": ("yellow", "lemon"),
+        "purple": ("purple", "violet"),
+    },
+    shapes={
+        "cube": ("cube", "box"),
+        "cylinder": ("cylinder", "tube", "canister"),
+        "slab": ("slab", "tile", "plate"),
+    },
+    directions={
+        "left": ("to the left", "left", "to the left side", "toward the left", "over to the left"),
+        "right": ("to the right", "right", "to the right side", "toward the right", "over to the right"),
+    },
+    noun_phrases=("the {c} {s}", "a {c} {s}", "the {s} that is {c}", "the {c} colored {s}"),
+    fillers=("{x}", "{x}", "{x}", "please {x}", "{x} please", "can you {x}", "go ahead and {x}", "now {x}"),
+)
+
+HELDOUT = Lexicon(
+    pick=("grasp {np}", "fetch {np}", "hoist {np}", "raise {np}", "collect {np}", "{np}, grasp it"),
+    push=("nudge {np} {dir}", "shift {np} {dir}", "scoot {np} {dir}", "{np}, nudge it {dir}"),
+    place=(
+        "rest {np} atop {base}",
+        "lay {np} upon {base}",
+        "deposit {np} atop {base}",
+        "{np}, rest it upon {base}",
+    ),
+    colours={
+        "red": ("scarlet", "ruby"),
+        "green": ("emerald", "jade"),
+        "blue": ("azure", "cobalt"),
+        "yellow": ("golden", "canary"),
+        "purple": ("lilac", "lavender"),
+    },
+    shapes={"cube": ("block", "dice"), "cylinder": ("barrel", "drum"), "slab": ("plank", "board")},
+    directions={
+        "left": ("leftwards", "to the west", "westward"),
+        "right": ("rightwards", "to the east", "eastward"),
+    },
+    noun_phrases=("the {c} {s}", "a {c} {s}", "the {s} in {c}", "the {s} which is {c}"),
+    fillers=("{x}", "{x}", "kindly {x}", "{x}, thanks", "could you {x} for me", "i need you to {x}"),
+)
+
+LEXICONS: dict[str, Lexicon] = {"train": TRAIN, "heldout": HELDOUT}
+_SLOTS = ("pick", "push", "place", "noun_phrases", "fillers")
+
+
+def _lexicon_words(lex: Lexicon) -> set[str]:
+    words: set[str] = set()
+    for slot in _SLOTS:
+        for phrase in getattr(lex, slot):
+            words.update(split_plain(re.sub(r"\{\w+\}", " ", phrase)))
+    for table in (lex.colours, lex.shapes, lex.directions):
+        for phrases in table.values():
+            for p in phrases:
+                words.update(split_plain(p))
+    return words
+
+
+def content_words(lex: Lexicon) -> set[str]:
+    """Every word ``lex`` can produce that is not a :data:`FUNCTION_WORDS` entry."""
+    return _lexicon_words(lex) - FUNCTION_WORDS
+
+
+def split_plain(text: str) -> list[str]:
+    """Lower-case words of ``text`` with punctuation and hyphens as separators."""
+    return re.findall(r"[a-z0-9']+", text.lower())
+
+
+# ------------------------------------------------------------------------------------------- generation
+def _np(lex: Lexicon, combo: tuple[str, str], rng: np.random.Generator) -> str:
+    template = str(rng.choice(lex.noun_phrases))
+    colour = str(rng.choice(lex.colours[combo[0]]))
+    shape = str(rng.choice(lex.shapes[combo[1]]))
+    return template.format(c=colour, s=shape)
+
+
+def _typo(word: str, rng: np.random.Generator) -> str:
+    """One adjacent swap or one dropped letter inside ``word`` (first letter kept)."""
+    i = int(rng.integers(1, len(word) - 1))
+    if rng.random() < 0.5:
+        return word[:i] + word[i + 1] + word[i] + word[i + 2 :]
+    return word[:i] + word[i + 1 :]
+
+
+def _surface(text: str, rng: np.random.Generator, typo_rate: float, lex_words: set[str]) -> str:
+    """Capitalisation, trailing punctuation and (rarely) one typo in a long content word."""
+    if rng.random() < typo_rate:
+        words = text.split(" ")
+        long = [i for i, w in enumerate(words) if w.isalpha() and len(w) >= 5 and w not in FUNCTION_WORDS]
+        if long:
+            i = int(rng.choice(long))
+            t = _typo(words[i], rng)
+            if not any(_close(t, w) for w in lex_words if w != words[i]):  # no typo reads as another word
+                words[i] = t
+                text = " ".join(words)
+    r = rng.random()
+    if r < 0.3:
+        text = text[:1].upper() + text[1:]
+    elif r < 0.35:
+        text = text.upper()
+    end = rng.random()
+    if end < 0.3:
+        text += "."
+    elif end < 0.4:
+        text += "!"
+    return text
+
+
+def generate_wording(
+    task: TaskSpec, vocabulary: str, rng: np.random.Generator, typo_rate: float = 0.1
+) -> str:
+    """One random wording of ``task`` from the ``vocabulary`` lexicon ("train" or "heldout")."""
+    if vocabulary not in LEXICONS:
+        raise ValueError(f"unknown wording vocabulary {vocabulary!r}; expected one of {tuple(LEXICONS)}")
+    lex = LEXICONS[vocabulary]
+    target = _np(lex, task.target, rng)
+    if task.family == "pick":
+        command = str(rng.choice(lex.pick)).format(np=target)
+    elif task.family == "push":
+        assert task.direction is not None
+        direction = str(rng.choice(lex.directions[task.direction]))
+        command = str(rng.choice(lex.push)).format(np=target, dir=direction)
+    else:
+        assert task.base is not None
+        command = str(rng.choice(lex.place)).format(np=target, base=_np(lex, task.base, rng))
+    if command.startswith(("the ", "a ")) or "," in command:
+        text = command  # object named first: no filler in front of it
+    else:
+        text = str(rng.choice(lex.fillers)).format(x=command)
+    return _surface(text, rng, typo_rate, _all_words())
+
+
+@cache
+def _all_words() -> set[str]:
+    return _lexicon_words(TRAIN) | _lexicon_words(HELDOUT)
+
+
+def _rng_for(canonical: str, vocabulary: str, seed: int) -> np.random.Generator:
+    digest = hashlib.sha256(f"{vocabulary}|{seed}|{canonical}".encode()).digest()
+    return np.random.default_rng(int.from_bytes(digest[:8], "little"))
+
+
+def wordings_for(canonical: str, vocabulary: str, n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct wordings of a canonical instruction, reproducible from (canonical, vocabulary, seed).
+
+    ``vocabulary="train"`` always lists the canonical instruction first; "canonical" returns it alone.
+    """
+    if vocabulary == "canonical":
+        return [parse_instruction(canonical).instruction]
+    task = parse_instruction(canonical)
+    rng = _rng_for(task.instruction, vocabulary, seed)
+    out: list[str] = [task.instruction] if vocabulary == "train" else []
+    seen = set(out)
+    for _ in range(50 * n):
+        if len(out) >= n:
+            break
+        w = generate_wording(task, vocabulary, rng)
+        if w not in seen:
+            seen.add(w)
+            out.append(w)
+    return out
+
+
+def wording_set(
+    vocabulary: str, n: int, families: Sequence[str] | None = None, seed: int = 0
+) -> dict[str, list[str]]:
+    """Canonical instruction -> ``n`` wordings, for every task of ``families`` (default: all) in every split."""
+    fams = tuple(families) if families else ("pick", "push", "place")
+    return {t.instruction: wordings_for(t.instruction, vocabulary, n, seed) for t in all_tasks("all", fams)}
+
+
+# --------------------------------------------------------------------------------------- shipped set
+HELDOUT_FILE = "heldout_wordings.tsv"
+HELDOUT_PER_TASK = 8
+
+
+@cache
+def heldout_wordings() -> dict[str, tuple[str, ...]]:
+    """The shipped held-out set: canonical instruction -> its held-out wordings (package data)."""
+    text = resources.files("mmvla.sim").joinpath("data", HELDOUT_FILE).read_text(encoding="utf-8")
+    out: dict[str, list[str]] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line or line.startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2:
+            raise ValueError(f"{HELDOUT_FILE}:{n}: expected 'canonical<TAB>wording', got {line!r}")
+        out.setdefault(parts[0], []).append(parts[1])
+    return {k: tuple(v) for k, v in out.items()}
+
+
+def heldout_file_text(seed: int = 0) -> str:
+    """The content of the shipped held-out file, as :func:`wording_set` generates it."""
+    header = (
+        "# Held-out wordings of every tabletop task (mmvla.sim.wordings.HELDOUT lexicon, seed "
+        f"{seed}, {HELDOUT_PER_TASK} per task).\n"
+        "# Built by scripts/make_wordings.py: no content word here occurs in any training wording.\n"
+        "# canonical instruction<TAB>held-out wording\n"
+    )
+    rows = [f"{c}\t{w}" for c, ws in wording_set("heldout", HELDOUT_PER_TASK, seed=seed).items() for w in ws]
+    return header + "\n".join(rows) + "\n"
+
+
+def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
+    """The instruction given in one evaluation episode for wording set ``wordings``.
+
+    "canonical": the instruction itself; "train": one of 32 training wordings; "heldout": one of the
+    shipped held-out wordings; chosen by the episode ``seed`` so every policy sees the same words.
+    """
+    if wordings not in WORDING_SETS:
+        raise ValueError(f"unknown wording set {wordings!r}; expected one of {WORDING_SETS}")
+    if wordings == "canonical":
+        return canonical
+    pool = (
+        list(heldout_wordings().get(canonical, ()))
+        if wordings == "heldout"
+        else wordings_for(canonical, "train", 32)
+    )
+    if not pool:
+        raise ValueError(f"no {wordings} wordings for instruction {canonical!r}")
+    return pool[int(np.random.default_rng(seed).integers(len(pool)))]
+
+
+# ------------------------------------------------------------------------------------------ parsing
+def _phrase_table(kind: str) -> list[tuple[list[str], str]]:
+    """(words of a phrase, value) for every colour / shape / direction phrase of both lexicons."""
+    rows: list[tuple[list[str], str]] = []
+    for lex in LEXICONS.values():
+        table = {"colour": lex.colours, "shape": lex.shapes, "direction": lex.directions}[kind]
+        for value, phrases in table.items():
+            rows += [(split_plain(p), value) for p in phrases]
+    return sorted(rows, key=lambda r: -len(r[0]))  # longest phrase first
+
+
+def _close(word: str, known: str) -> bool:
+    """``word`` equals ``known`` or is one typo (adjacent swap or dropped letter) away from it."""
+    if word == known:
+        return True
+    if len(known) < 5:
+        return False
+    if len(word) == len(known) - 1:
+        return any(known[:i] + known[i + 1 :] == word for i in range(1, len(known)))
+    if len(word) == len(known):
+        diff = [i for i in range(len(word)) if word[i] != known[i]]
+        return (
+            len(diff) == 2
+            and diff[1] == diff[0] + 1
+            and word[diff[0]] == known[diff[1]]
+            and word[diff[1]] == known[diff[0]]
+        )
+    return False
+
+
+def parse_wording(text: str) -> TaskSpec:
+    """The task a wording (training or held-out vocabulary) asks for; ``ValueError`` if none.
+
+    Finds the colour and shape words (the i-th colour goes with the i-th shape), a direction phrase
+    (push) and a relation word (place: the noun phrase after "on"/"onto"/"atop"/"upon" is the base).
+    """
+    words = split_plain(text)
+    found: dict[str, list[tuple[int, str]]] = {"colour": [], "shape": [], "direction": []}
+    for kind in found:
+        used: set[int] = set()
+        for phrase, value in _phrase_table(kind):
+            for i in range(len(words) - len(phrase) + 1):
+                span = range(i, i + len(phrase))
+                if not used.intersection(span) and all(
+                    _close(words[j], p) for j, p in zip(span, phrase, strict=True)
+                ):
+                    found[kind].append((i, value))
+                    used.update(span)
+    colours = [v for _, v in sorted(found["colour"])]
+    shapes = [v for _, v in sorted(found["shape"])]
+    shape_pos = [i for i, _ in sorted(found["shape"])]
+    if len(colours) != len(shapes) or not colours or len(colours) > 2:
+        raise ValueError(f"cannot parse wording {text!r}: colours {colours}, shapes {shapes}")
+    combos = list(zip(colours, shapes, strict=True))
+    if len(combos) == 2:
+        relation = [i for i, w in enumerate(words) if w in ("on", "onto", "atop", "upon")]
+        if not relation:
+            raise ValueError(f"cannot parse wording {text!r}: two objects but no relation word")
+        after = [k for k, pos in enumerate(shape_pos) if pos > relation[0]]
+        if not after:
+            raise ValueError(f"cannot parse wording {text!r}: no object after the relation word")
+        base_i = after[0]
+        return TaskSpec("place", combos[1 - base_i], base=combos[base_i])
+    directions = {v for _, v in found["direction"]}
+    if len(directions) > 1:
+        raise ValueError(f"cannot parse wording {text!r}: directions {sorted(directions)}")
+    if directions:
+        return TaskSpec("push", combos[0], direction=directions.pop())
+    return TaskSpec("pick", combos[0])
+
+
+__all__ = [
+    "COLOURS",
+    "DIRECTIONS",
+    "FUNCTION_WORDS",
+    "HELDOUT",
+    "SHAPES",
+    "TRAIN",
+    "WORDING_SETS",
+    "Lexicon",
+    "content_words",
+    "generate_wording",
+    "heldout_wordings",
+    "parse_wording",
+    "wording_for_episode",
+    "wording_set",
+    "wordings_for",
+]
