@@ -511,8 +511,8 @@ def evaluate_wordings(
 ) -> dict[str, Any]:
     """Evaluate the same episodes once per wording set and compare each set with the first (paired).
 
-    Each set's metrics go to ``out_dir/wordings/<set>/``; the first set's metrics, with a ``"wordings"``
-    section ``{set: {"success", "ci95", "per_family", "paired": {split: McNemar vs the first}}}``, go to
+    The first set's files go to ``out_dir`` (as :func:`evaluate` writes them), each other set's to
+    ``out_dir/wordings/<set>/``; the first set's metrics, with a ``"wordings"`` section ``{set: {"success", "ci95", "per_family", "paired": {split: McNemar vs the first}}}``, go to
     ``out_dir/metrics.json`` and are returned.
     """
     if not wordings or len(set(wordings)) != len(wordings):
@@ -520,9 +520,10 @@ def evaluate_wordings(
     out = Path(out_dir)
     runs: dict[str, dict[str, Any]] = {}
     episodes: dict[str, list[EpisodeResult]] = {}
-    for name in wordings:
-        sub = out / "wordings" / name
-        runs[name] = evaluate(checkpoint, replace(cfg, wordings=name), sub, progress=progress)
+    for i, name in enumerate(wordings):
+        sub = out if i == 0 else out / "wordings" / name  # the first set's files (videos too) at the top
+        run_cfg = replace(cfg, wordings=name, video_episodes=cfg.video_episodes if i == 0 else 0)
+        runs[name] = evaluate(checkpoint, run_cfg, sub, progress=progress)
         episodes[name] = read_episodes(sub)
     first = wordings[0]
     section: dict[str, Any] = {}

@@ -143,6 +143,37 @@ def success_table_html(metrics: Mapping[str, Any], title: str) -> str:
     return f"<h3>{_e(title)}{note}</h3><table>{head}{''.join(rows)}</table>"
 
 
+def wordings_html(section: Mapping[str, Any]) -> str:
+    """HTML table: success per wording set (canonical vs held-out words, ...) and split, side by side,
+    with 95% Wilson intervals and the exact McNemar test against the first set on the same episodes."""
+    names = list(section)
+    splits = list(section[names[0]]["success"])
+    head = "<tr><th>wordings</th>" + "".join(
+        f"<th>{_e(s)}</th><th>95% CI</th><th>kept</th><th>paired p</th>" for s in splits
+    )
+    rows = []
+    for name in names:
+        m = section[name]
+        cells = []
+        for split in splits:
+            lo, hi = m["ci95"][split]
+            kept = m["retained"][split]
+            pair = m["paired"][split]
+            cells.append(
+                f"{_num(m['success'][split], '.1%')}<td>[{lo:.2f}, {hi:.2f}]</td>"
+                f"<td>{'-' if kept is None else f'{kept:.0%}'}</td>"
+                f"<td title='only first {pair['only_first']}, only this {pair['only_second']}'>"
+                f"{pair['p_value']:.3g}</td>"
+            )
+        rows.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
+    note = (
+        f"<p>Same episodes (seeds) for every set; <i>kept</i> = success / success with {_e(names[0])} "
+        "wordings; <i>paired p</i> = exact McNemar test against it. Held-out wordings use words no "
+        "training wording contains (mmvla.sim.wordings).</p>"
+    )
+    return f"<table>{head}</tr>{''.join(rows)}</table>{note}"
+
+
 def comparison_html(comparison: Mapping[str, Any], chart_uri: str | None) -> str:
     """The comparison table (★ = winner of its axis), the winner statements and the chart."""
     from mmvla.compare import CONTROL_NAMES
@@ -450,6 +481,17 @@ def write_report(
     ]
     if tables:
         sections.append(_section("success", f"Success{where}", "".join(tables)))
+    worded = [
+        m for p in sorted(focus.glob("eval*/metrics.json")) if "wordings" in (m := read_json(p, "metrics"))
+    ]
+    if worded:
+        sections.append(
+            _section(
+                "language",
+                f"Language: how instructions are worded{where}",
+                wordings_html(worded[0]["wordings"]),
+            )
+        )
 
     if (focus / "log.csv").is_file() and read_log(focus / "log.csv").get("step"):
         uri = training_curves_uri(focus / "log.csv")

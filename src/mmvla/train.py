@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from mmvla.data.dataset import VLADataset
 from mmvla.io import atomic_directory, atomic_write_csv, atomic_write_json, read_json
 from mmvla.modules.augment import color_jitter, random_shift
+from mmvla.modules.language import normalize_instruction
 from mmvla.modules.memory import MemoryConfig
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_state_strict, write_policy_files
@@ -125,6 +126,43 @@ class _Augment:
                 x = color_jitter(x, brightness=j, contrast=j, saturation=j, generator=self.g)
             out[cam] = x.view(shape)
         return out
+
+
+def wording_pools(instructions: list[str], per_task: int) -> dict[str, list[str]]:
+    """Instruction -> its pool of training wordings (the instruction first); an instruction the
+    tabletop's wording model does not know (e.g. Meta-World's) keeps a pool of itself alone."""
+    from mmvla.sim.wordings import wordings_for  # mmvla.sim loads MuJoCo
+
+    pools: dict[str, list[str]] = {}
+    for text in instructions:
+        try:
+            pools[text] = wordings_for(text, "train", per_task)
+        except ValueError:
+            pools[text] = [text]
+    return pools
+
+
+def reword(
+    instructions: list[str], pools: dict[str, list[str]], p: float, generator: torch.Generator
+) -> list[str]:
+    """Replace each instruction, with probability ``p``, by a uniform draw from its pool (``generator``)."""
+    swap = torch.rand(len(instructions), generator=generator) < p  # (B,)
+    pick = torch.rand(len(instructions), generator=generator)  # (B,) in [0, 1)
+    out = []
+    for text, s, u in zip(instructions, swap.tolist(), pick.tolist(), strict=True):
+        pool = pools.get(text, [text])
+        out.append(pool[int(u * len(pool))] if s else text)
+    return out
+
+
+def _precompute_language(policy: VLAPolicy, texts: list[str], progress: bool) -> None:
+    """Run a frozen sentence encoder once over every text training can show it (fills its cache)."""
+    encode = getattr(policy.language, "sentence_embeddings", None)
+    if encode is None:
+        return
+    texts = sorted({normalize_instruction(t) for t in texts})
+    for i in tqdm(range(0, len(texts), 256), disable=not progress, desc="language cache", unit="batch"):
+        encode(texts[i : i + 256])
 
 
 def _fit_to_dataset(cfg: PolicyConfig, dataset: VLADataset) -> PolicyConfig:
@@ -285,6 +323,13 @@ def train(
     )
     gen = torch.Generator().manual_seed(train_cfg.seed * 1000 + rank)
     augment = _Augment(train_cfg, gen)
+    pools = (
+        wording_pools(list(policy_cfg.instructions), train_cfg.wordings_per_task)
+        if train_cfg.wording_augment > 0
+        else {}
+    )
+    if pools:
+        _precompute_language(policy, [w for ws in pools.values() for w in ws], progress and rank == 0)
 
     step = 0
     if resume:
@@ -322,6 +367,8 @@ def train(
             g["lr"] = lr
         idx = torch.randint(len(dataset), (train_cfg.batch_size,), generator=gen)
         batch = dataset.get_batch(idx)
+        if pools:
+            batch["instruction"] = reword(batch["instruction"], pools, train_cfg.wording_augment, gen)
         batch["images"] = {k: v.to(device) for k, v in augment(batch["images"]).items()}
         extra_keys = (("history_mask",) if history else ()) + (
             ("environment_state",) if "environment_state" in batch else ()

@@ -264,3 +264,31 @@ def test_proprio_encoder_token_and_gradients() -> None:
         enc(torch.randn(4, 8))
     with pytest.raises(ValueError, match="state_dim"):
         ProprioConfig(state_dim=0)
+
+
+@needs_minilm
+def test_minilm_attention_pool_matches_a_float64_loop_and_ignores_padding() -> None:
+    torch.manual_seed(0)
+    enc = build_language_encoder(LanguageConfig(kind="minilm", dim=16, num_heads=3, minilm_pool="attention"))
+    texts = ["pick up the red cube", "could you kindly push the small blue cylinder over to the left"]
+    out = enc(texts)
+    alone = enc(texts[:1])  # no padding for the short row
+    torch.testing.assert_close(out.pooled[:1], alone.pooled, atol=1e-5, rtol=0)
+    with torch.no_grad():
+        for b, text in enumerate(texts):
+            hidden = enc._cache[text][1].double()  # (T, H), this row's real tokens only
+            tok = hidden @ enc.proj.weight.double().T + enc.proj.bias.double()  # (T, D)
+            parts = []
+            for q in enc.pool_queries.double():
+                w = torch.softmax(tok @ q / 16**0.5, dim=0)
+                parts.append((w[:, None] * tok).sum(0))
+            ref = enc.pool_out.weight.double() @ torch.cat(parts) + enc.pool_out.bias.double()
+            sent = enc._cache[text][0].double() @ enc.proj.weight.double().T + enc.proj.bias.double()
+            torch.testing.assert_close(out.pooled[b].double(), sent + ref, atol=1e-5, rtol=0)
+    out.pooled.sum().backward()
+    assert enc.pool_queries.grad is not None and enc.pool_queries.grad.abs().sum() > 0
+
+
+def test_minilm_pool_is_validated() -> None:
+    with pytest.raises(ValueError, match="minilm_pool"):
+        LanguageConfig(kind="minilm", minilm_pool="max")

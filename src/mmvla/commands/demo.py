@@ -38,7 +38,13 @@ def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from mmvla.data.collect import collect_dataset
-    from mmvla.evaluate import EvalConfig, evaluate, evaluate_blind_controls, format_metrics
+    from mmvla.evaluate import (
+        EvalConfig,
+        evaluate_blind_controls,
+        evaluate_wordings,
+        format_metrics,
+        format_wordings,
+    )
     from mmvla.io import atomic_write_json
     from mmvla.policy import PolicyConfig
     from mmvla.recipes import demo_configs
@@ -79,15 +85,20 @@ def run(args: argparse.Namespace) -> int:
     )
     timings["train_s"] = time.perf_counter() - t1
 
-    print(f"[3/4] evaluating {args.eval_episodes} episodes per split (train and unseen compositions)")
+    print(
+        f"[3/4] evaluating {args.eval_episodes} episodes per split (train and unseen compositions), "
+        "worded canonically and with held-out words"
+    )
     t2 = time.perf_counter()
-    metrics = evaluate(
+    metrics = evaluate_wordings(
         result.policy_dir,
         EvalConfig(episodes=args.eval_episodes, split="all", workers=args.workers, video_episodes=3),
+        ("canonical", "heldout"),
         out / "eval",
         progress=not args.quiet,
     )
     print(format_metrics(metrics))
+    print(format_wordings(metrics["wordings"]))
     controls: dict[str, float] = {}
     if args.controls:
         blind = evaluate_blind_controls(
@@ -105,6 +116,10 @@ def run(args: argparse.Namespace) -> int:
             "head": policy_cfg.head_config().kind,
             "steps": result.steps,
             **{f"success_{k}": round(v, 3) for k, v in metrics["success"].items()},
+            **{
+                f"success_heldout_wordings_{k}": round(v, 3)
+                for k, v in metrics["wordings"]["heldout"]["success"].items()
+            },
             **controls,
             **{k: round(v, 1) for k, v in timings.items()},
         },

