@@ -43,6 +43,7 @@ def main() -> None:
         "ci95": metrics["ci95"],
         "per_family": metrics["per_family"],
         "episodes": metrics["episodes"],
+        "wordings": metrics.get("wordings"),
         "policy": config["policy"],
         "train": config["train"],
     }
@@ -51,6 +52,12 @@ def main() -> None:
         f"demo: {summary['total_s'] / 60:.1f} min (collect {summary['collect_s']:.0f} s, train "
         f"{summary['train_s']:.0f} s, eval {summary['eval_s']:.0f} s); success "
         + ", ".join(f"{k} {v:.0%}" for k, v in metrics["success"].items())
+        + (
+            "; held-out wordings "
+            + ", ".join(f"{k} {v:.0%}" for k, v in metrics["wordings"]["heldout"]["success"].items())
+            if "wordings" in metrics
+            else ""
+        )
     )
     print(f"wrote {RESULTS / 'demo.json'}")
 

@@ -52,7 +52,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluate import EvalConfig, evaluate, evaluate_blind_controls
+    from mmvla.evaluate import EvalConfig, evaluate, evaluate_blind_controls, evaluate_wordings
     from mmvla.policy import PolicyConfig
     from mmvla.train import train
     from mmvla.train_config import TrainConfig
@@ -81,13 +81,26 @@ def main() -> None:
         result["train"] = read_json(args.out).get("train") if Path(args.out).is_file() else None
     policy_dir = run / "policy"
     t1 = time.perf_counter()
-    metrics = evaluate(
+    metrics = evaluate_wordings(  # the same episodes worded canonically and with held-out words
         policy_dir,
         EvalConfig(episodes=args.episodes, split="all", workers=args.workers),
+        ("canonical", "heldout"),
         run / "eval",
         progress=True,
     )
     result["success"] = _success_table(metrics)
+    result["heldout_wordings"] = _success_table(metrics["wordings"]["heldout"]) | {
+        "paired_vs_canonical": metrics["wordings"]["heldout"]["paired"]
+    }
+    swap = evaluate(
+        policy_dir,
+        EvalConfig(
+            episodes=args.controls or 50, split="all", workers=args.workers, control="instruction_swap"
+        ),
+        run / "eval_instruction_swap",
+        progress=True,
+    )
+    result["instruction_swap"] = {k: swap.get(k) for k in ("success", "first_moved_named", "moved_any")}
     result["controls"] = (
         evaluate_blind_controls(policy_dir, args.controls, run, workers=args.workers) if args.controls else {}
     )

@@ -30,6 +30,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from mmvla.io import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,6 +64,99 @@ def _train_variant(name: str, data: Path, run: Path, steps: int, threads: int) -
     return result.policy_dir, result.train_seconds
 
 
+class SlotProbe(torch.nn.Module):
+    """Linear read-out of each slot from the sentence embedding (``kind="sentence"``), or from one learned
+    query per slot attending over the token states (``kind="attention"``, keys through a learned map)."""
+
+    def __init__(self, kind: str, hidden: int, classes: list[int]) -> None:
+        super().__init__()
+        self.kind = kind
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, n) for n in classes)
+        self.query = torch.nn.Parameter(torch.randn(len(classes), hidden) * 0.05)  # (Q, H)
+        self.key = torch.nn.Linear(hidden, hidden)
+
+    def forward(self, sent: torch.Tensor, x: torch.Tensor, m: torch.Tensor) -> list[torch.Tensor]:
+        """sent (B, H), token states x (B, T, H), keep-mask m (B, T) -> one (B, classes) logit per slot."""
+        if self.kind == "sentence":
+            return [h(sent) for h in self.heads]
+        a = torch.einsum("qd,btd->bqt", self.query, self.key(x)) / x.shape[-1] ** 0.5  # (B, Q, T)
+        z = torch.einsum("bqt,btd->bqd", a.masked_fill(~m[:, None], float("-inf")).softmax(-1), x)
+        return [h(z[:, i]) for i, h in enumerate(self.heads)]
+
+
+def language_probe(steps: int = 300, seed: int = 0) -> dict[str, Any]:
+    """What the frozen MiniLM features say about held-out words: linear read-outs of the task's slots.
+
+    Trains, on the training wordings of every pick and push task (all compositions), one linear
+    classifier per slot (colour, shape, family, direction) on (a) the sentence embedding and (b) learned-
+    query attention over the token states; reports their accuracy on the held-out wordings (content
+    words never in training) and on the training wordings. An upper bound on what any policy built on
+    these features can read from unseen words.
+    """
+    from mmvla.modules.language import LanguageConfig, MiniLMTextEncoder, normalize_instruction
+    from mmvla.sim.tasks import COLOURS, SHAPES
+    from mmvla.sim.wordings import parse_wording, wording_set
+
+    torch.manual_seed(seed)
+    enc = MiniLMTextEncoder(LanguageConfig(kind="minilm"))
+    families = ("pick", "push")
+    sets = {
+        "train": [
+            (normalize_instruction(w), c) for c, ws in wording_set("train", 32, families).items() for w in ws
+        ],
+        "heldout": [
+            (normalize_instruction(w), c) for c, ws in wording_set("heldout", 8, families).items() for w in ws
+        ],
+    }
+    texts = sorted({w for pairs in sets.values() for w, _ in pairs})
+    for i in range(0, len(texts), 128):
+        enc.sentence_embeddings(texts[i : i + 128])
+    slots = {"colour": len(COLOURS), "shape": len(SHAPES), "family": 2, "direction": 3}
+
+    def labels(canonical: str) -> list[int]:
+        t = parse_wording(canonical)
+        return [
+            COLOURS.index(t.target[0]),
+            SHAPES.index(t.target[1]),
+            families.index(t.family),
+            ("left", "right", None).index(t.direction),
+        ]
+
+    def batch(pairs: list[tuple[str, str]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        hidden = [enc._cache[w][1] for w, _ in pairs]
+        x = torch.zeros(len(pairs), max(h.shape[0] for h in hidden), enc.hidden_size)
+        m = torch.zeros(x.shape[:2], dtype=torch.bool)
+        for i, h in enumerate(hidden):
+            x[i, : len(h)], m[i, : len(h)] = h, True
+        sent = torch.stack([enc._cache[w][0] for w, _ in pairs])
+        return sent, x, m, torch.tensor([labels(c) for _, c in pairs])
+
+    data = {k: batch(v) for k, v in sets.items()}
+    out: dict[str, Any] = {
+        "slots": list(slots),
+        "train_wordings": len(sets["train"]),
+        "heldout_wordings": len(sets["heldout"]),
+    }
+    for kind in ("sentence", "attention"):
+        probe = SlotProbe(kind, enc.hidden_size, list(slots.values()))
+        opt = torch.optim.AdamW(probe.parameters(), lr=1e-3, weight_decay=1e-2)
+        sent, x, m, y = data["train"]
+        for _ in range(steps):
+            loss = sum(torch.nn.functional.cross_entropy(o, y[:, i]) for i, o in enumerate(probe(sent, x, m)))
+            opt.zero_grad()
+            loss.backward()  # type: ignore[union-attr]
+            opt.step()
+        with torch.no_grad():
+            for split in ("train", "heldout"):
+                s_, x_, m_, y_ = data[split]
+                right = torch.stack([o.argmax(-1) == y_[:, i] for i, o in enumerate(probe(s_, x_, m_))])
+                out.setdefault(kind, {})[split] = {
+                    **{slot: float(right[i].float().mean()) for i, slot in enumerate(slots)},
+                    "all_slots": float(right.all(0).float().mean()),
+                }
+    return out
+
+
 def _rates(metrics: dict[str, Any]) -> dict[str, Any]:
     return {
         split: {
@@ -83,6 +178,7 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split and wording set")
     p.add_argument("--controls", type=int, default=50, help="control / swap episodes per split")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--no-probe", action="store_true", help="skip the linear probe of MiniLM's features")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
@@ -101,6 +197,11 @@ def main() -> None:
         if train_s is None and (run / "variant.json").is_file():
             train_s = read_json(run / "variant.json", "variant record").get("train_seconds")
         atomic_write_json(run / "variant.json", {"train_seconds": train_s})
+        budget = {"episodes": args.episodes, "controls": args.controls}
+        done = run / "language_row.json"
+        if done.is_file() and read_json(done, "benchmark row").get("budget") == budget:
+            rows[name] = read_json(done, "benchmark row")["row"]  # evaluated already at this budget
+            continue
         base = EvalConfig(episodes=args.episodes, split="all", workers=args.workers)
         worded = evaluate_wordings(policy_dir, base, WORDINGS, run / "eval", progress=True)
         controls = {}
@@ -128,6 +229,7 @@ def main() -> None:
             "retained_heldout": worded["wordings"]["heldout"]["retained"],
             "controls": controls,
         }
+        atomic_write_json(done, {"budget": budget, "row": rows[name]})
     # Variants against the first on held-out wordings: the same episodes, so the test is paired.
     first = names[0]
     versus: dict[str, Any] = {}
@@ -149,6 +251,7 @@ def main() -> None:
         },
         "variants": rows,
         "heldout_vs_first": {"first": first, "tests": versus},
+        "probe": None if args.no_probe else language_probe(),
         "wall_seconds": time.perf_counter() - t0,
     }
     atomic_write_json(Path(args.out), result)

@@ -29,5 +29,9 @@ def test_demo_runs_end_to_end(tmp_path):
         m = json.loads((out / f"eval_{control}" / "metrics.json").read_text())
         assert m["episodes"] == {"train": 1, "unseen": 1}
         assert summary[f"control_{control}_unseen"] == round(m["success"]["unseen"], 3)
+    held = json.loads((out / "eval" / "wordings" / "heldout" / "metrics.json").read_text())
+    assert metrics["wordings"]["heldout"]["success"] == held["success"]  # same episodes, held-out words
+    assert held["config"]["wordings"] == "heldout" and held["episodes"] == metrics["episodes"]
+    assert summary["success_heldout_wordings_unseen"] == round(held["success"]["unseen"], 3)
     assert (out / "policy" / "model.safetensors").is_file()
     assert (out / "report.html").stat().st_size > 10_000
