@@ -4,7 +4,9 @@ Trains the demo recipe three ways on the same data and budget (8,000 steps), the
 checkpoint on the **same episodes** with three wording sets (canonical instructions; training
 wordings; held-out wordings whose content words no training wording contains, mmvla.sim.wordings),
 with the wrong-instruction control and the instruction swap (another object on the table becomes
-the target: does the gripper go to the newly named object?):
+the target: does the gripper go to the newly named object?), and one diagnostic set: the held-out
+verbs, fillers, directions and phrasings around *training* colour and shape words, which separates
+unseen phrasing from unseen object words:
 
 - ``canonical``: trained on the canonical instructions only (today's demo recipe);
 - ``augment``: each sample's instruction replaced, with probability 0.75, by one of 32 training
@@ -43,6 +45,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "augment_attention": {"train": {"wording_augment": 0.75}, "language": {"minilm_pool": "attention"}},
 }
 WORDINGS = ("canonical", "train", "heldout")
+DIAGNOSTIC = "heldout_phrasing"  # held-out phrasing around training object words (not a held-out set)
 
 
 def _train_variant(name: str, data: Path, run: Path, steps: int, threads: int) -> tuple[Path, float | None]:
@@ -168,6 +171,54 @@ def _rates(metrics: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """Each wording set on the same episodes, and the controls, for one trained variant."""
+    from mmvla.evaluate import EvalConfig, evaluate, evaluate_wordings
+
+    base = EvalConfig(episodes=args.episodes, split="all", workers=args.workers)
+    worded = evaluate_wordings(policy_dir, base, WORDINGS, run / "eval", progress=True)
+    controls = {}
+    for control in ("wrong_instruction", "instruction_swap"):
+        for wordings in ("canonical", "heldout"):
+            cfg = EvalConfig(
+                episodes=args.controls,
+                split="all",
+                workers=args.workers,
+                control=control,
+                wordings=wordings,
+            )
+            m = evaluate(policy_dir, cfg, run / f"eval_{control}_{wordings}", progress=True)
+            controls[f"{control}_{wordings}"] = {
+                "success": m["success"],
+                "first_moved_named": m.get("first_moved_named"),
+                "moved_any": m.get("moved_any"),
+            }
+    return {
+        "wordings": {
+            w: _rates(worded["wordings"][w]) | {"paired_vs_canonical": worded["wordings"][w]["paired"]}
+            for w in WORDINGS
+        },
+        "retained_heldout": worded["wordings"]["heldout"]["retained"],
+        "controls": controls,
+    }
+
+
+def _diagnostic(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The held-out phrasing with training object words, on the canonical run's episodes (paired)."""
+    from mmvla.evaluate import EvalConfig, evaluate, paired_comparison, read_episodes
+
+    cfg = EvalConfig(episodes=args.episodes, split="all", workers=args.workers, wordings=DIAGNOSTIC)
+    m = evaluate(policy_dir, cfg, run / f"eval_{DIAGNOSTIC}", progress=True)
+    canonical, worded = read_episodes(run / "eval"), read_episodes(run / f"eval_{DIAGNOSTIC}")
+    paired = {
+        split: paired_comparison(
+            [r for r in canonical if r.split == split], [r for r in worded if r.split == split]
+        )
+        for split in m["success"]
+    }
+    return _rates(m) | {"paired_vs_canonical": paired}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--data", default="runs/demo/data", help="dataset directory (the demo's)")
@@ -182,7 +233,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluate import EvalConfig, evaluate, evaluate_wordings, paired_comparison, read_episodes
+    from mmvla.evaluate import paired_comparison, read_episodes
 
     data, runs = Path(args.data), Path(args.runs)
     names = [v for v in args.variants.split(",") if v]
@@ -201,35 +252,12 @@ def main() -> None:
         done = run / "language_row.json"
         if done.is_file() and read_json(done, "benchmark row").get("budget") == budget:
             rows[name] = read_json(done, "benchmark row")["row"]  # evaluated already at this budget
-            continue
-        base = EvalConfig(episodes=args.episodes, split="all", workers=args.workers)
-        worded = evaluate_wordings(policy_dir, base, WORDINGS, run / "eval", progress=True)
-        controls = {}
-        for control in ("wrong_instruction", "instruction_swap"):
-            for wordings in ("canonical", "heldout"):
-                cfg = EvalConfig(
-                    episodes=args.controls,
-                    split="all",
-                    workers=args.workers,
-                    control=control,
-                    wordings=wordings,
-                )
-                m = evaluate(policy_dir, cfg, run / f"eval_{control}_{wordings}", progress=True)
-                controls[f"{control}_{wordings}"] = {
-                    "success": m["success"],
-                    "first_moved_named": m.get("first_moved_named"),
-                    "moved_any": m.get("moved_any"),
-                }
-        rows[name] = {
-            "train_seconds": train_s,
-            "wordings": {
-                w: _rates(worded["wordings"][w]) | {"paired_vs_canonical": worded["wordings"][w]["paired"]}
-                for w in WORDINGS
-            },
-            "retained_heldout": worded["wordings"]["heldout"]["retained"],
-            "controls": controls,
-        }
-        atomic_write_json(done, {"budget": budget, "row": rows[name]})
+        else:
+            rows[name] = _evaluate_variant(policy_dir, run, args) | {"train_seconds": train_s}
+            atomic_write_json(done, {"budget": budget, "row": rows[name]})
+        if DIAGNOSTIC not in rows[name]["wordings"]:
+            rows[name]["wordings"][DIAGNOSTIC] = _diagnostic(policy_dir, run, args)
+            atomic_write_json(done, {"budget": budget, "row": rows[name]})
     # Variants against the first on held-out wordings: the same episodes, so the test is paired.
     first = names[0]
     versus: dict[str, Any] = {}

@@ -20,13 +20,14 @@ from typing import Any
 import numpy as np
 from tqdm.auto import tqdm
 
-from mmvla.io import atomic_write_json
+from mmvla.io import atomic_write_json, read_json
 
 SPLITS = ("train", "unseen")
 ENVS = ("tabletop", "metaworld-mt10")  # mmvla.sim.registry.ENV_NAMES (not imported here: it loads MuJoCo)
 CONTROLS = ("none", "blank_images", "wrong_instruction", "instruction_swap")
 BLIND_CONTROLS = ("blank_images", "wrong_instruction")  # vision-blind, language-blind
-WORDING_SETS = ("canonical", "train", "heldout")  # mmvla.sim.wordings.WORDING_SETS (no MuJoCo import here)
+# mmvla.sim.wordings.WORDING_SETS (not imported: mmvla.sim loads MuJoCo)
+WORDING_SETS = ("canonical", "train", "heldout", "heldout_phrasing")
 SWAP_MOVED_M = 0.02  # an object counts as moved once it is this far (metres) from where it started
 
 
@@ -496,8 +497,6 @@ def paired_comparison(first: Sequence[EpisodeResult], second: Sequence[EpisodeRe
 
 def read_episodes(out_dir: str | os.PathLike[str]) -> list[EpisodeResult]:
     """The per-episode results ``evaluate`` wrote to ``out_dir/episodes.json``."""
-    from mmvla.io import read_json
-
     rows = read_json(Path(out_dir) / "episodes.json", "evaluation episodes")
     return [EpisodeResult(**row) for row in rows]
 
@@ -512,8 +511,9 @@ def evaluate_wordings(
     """Evaluate the same episodes once per wording set and compare each set with the first (paired).
 
     The first set's files go to ``out_dir`` (as :func:`evaluate` writes them), each other set's to
-    ``out_dir/wordings/<set>/``; the first set's metrics, with a ``"wordings"`` section ``{set: {"success", "ci95", "per_family", "paired": {split: McNemar vs the first}}}``, go to
-    ``out_dir/metrics.json`` and are returned.
+    ``out_dir/wordings/<set>/``. Returns the first set's metrics with a ``"wordings"`` section
+    ``{set: {"success", "ci95", "per_family", "retained", "paired": {split: McNemar vs the first}}}``,
+    also written to ``out_dir/metrics.json``.
     """
     if not wordings or len(set(wordings)) != len(wordings):
         raise ValueError(f"evaluate_wordings: need distinct wording sets, got {list(wordings)}")
@@ -548,10 +548,6 @@ def evaluate_wordings(
         }
     metrics = dict(runs[first], wordings=section)
     atomic_write_json(out / "metrics.json", metrics)
-    atomic_write_json(
-        out / "episodes.json",
-        [{k: v for k, v in asdict(r).items() if k != "frames"} for r in episodes[first]],
-    )
     return metrics
 
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 
@@ -32,7 +32,7 @@ import numpy as np
 
 from mmvla.sim.tasks import COLOURS, DIRECTIONS, SHAPES, TaskSpec, all_tasks, parse_instruction
 
-WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout")
+WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout", "heldout_phrasing")
 
 # Closed-class words shared by every wording: articles, pronouns, prepositions, auxiliaries, conjunctions.
 FUNCTION_WORDS: frozenset[str] = frozenset(
@@ -160,7 +160,10 @@ HELDOUT = Lexicon(
     fillers=("{x}", "{x}", "kindly {x}", "{x}, thanks", "could you {x} for me", "i need you to {x}"),
 )
 
-LEXICONS: dict[str, Lexicon] = {"train": TRAIN, "heldout": HELDOUT}
+# A diagnostic, not a held-out set: HELDOUT's verbs, fillers, directions and phrasings around TRAIN's
+# colour and shape words. Set beside "heldout", it separates unseen phrasing from unseen object words.
+HELDOUT_PHRASING = replace(HELDOUT, colours=TRAIN.colours, shapes=TRAIN.shapes)
+LEXICONS: dict[str, Lexicon] = {"train": TRAIN, "heldout": HELDOUT, "heldout_phrasing": HELDOUT_PHRASING}
 _SLOTS = ("pick", "push", "place", "noun_phrases", "fillers")
 
 
@@ -325,17 +328,18 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     """The instruction given in one evaluation episode for wording set ``wordings``.
 
     "canonical": the instruction itself; "train": one of 32 training wordings; "heldout": one of the
-    shipped held-out wordings; chosen by the episode ``seed`` so every policy sees the same words.
+    shipped held-out wordings; "heldout_phrasing": one of 8 wordings with held-out verbs, fillers,
+    directions and phrasings but training colour and shape words (a diagnostic: which part of the
+    held-out set a policy cannot follow); chosen by the episode ``seed`` so every policy sees the same words.
     """
     if wordings not in WORDING_SETS:
         raise ValueError(f"unknown wording set {wordings!r}; expected one of {WORDING_SETS}")
     if wordings == "canonical":
         return canonical
-    pool = (
-        list(heldout_wordings().get(canonical, ()))
-        if wordings == "heldout"
-        else wordings_for(canonical, "train", 32)
-    )
+    if wordings == "heldout":
+        pool = list(heldout_wordings().get(canonical, ()))
+    else:
+        pool = wordings_for(canonical, wordings, 32 if wordings == "train" else HELDOUT_PER_TASK)
     if not pool:
         raise ValueError(f"no {wordings} wordings for instruction {canonical!r}")
     return pool[int(np.random.default_rng(seed).integers(len(pool)))]
