@@ -246,9 +246,32 @@ def test_numbers_match_result_files(path: Path) -> None:
     )
 
 
-def test_pages_carry_numbers() -> None:
-    count = sum(len(list(docs_numbers.markers(p.read_text()))) for p in SOURCES)
-    assert count >= 20
+# Markers per page when this test was last updated: a page may gain markers, never silently lose one
+# (a number typed over its marker would otherwise pass every other check). Raise a count when you add
+# markers; lower it only together with the text that no longer states the number.
+MARKERS = {
+    "README.md": 37,
+    "docs/findings.md": 32,
+    "docs/guide/fusion-comparison.md": 31,
+    "docs/guide/06-vla-policy.md": 22,
+    "docs/guide/04-contrastive-learning.md": 14,
+    "docs/guide/10-next-steps-and-cautions.md": 9,
+    "docs/guide/01-single-vs-multimodal.md": 9,
+    "docs/guide/03-cross-modal-attention.md": 7,
+    "docs/guide/08-alignment-and-modality-gap.md": 4,
+    "docs/guide/07-context-and-hierarchical-fusion.md": 4,
+}
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: str(p.relative_to(ROOT)))
+def test_pages_carry_numbers(path: Path) -> None:
+    name = str(path.relative_to(ROOT))
+    count = len(list(docs_numbers.markers(path.read_text())))
+    assert count >= MARKERS.get(name, 0), f"{name}: {count} markers, at least {MARKERS[name]} expected"
+
+
+def test_marker_table_names_real_pages() -> None:
+    assert set(MARKERS) <= {str(p.relative_to(ROOT)) for p in SOURCES}
 
 
 def test_cli_reference_is_current() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import mujoco
 import numpy as np
 import pytest
 
@@ -67,7 +68,26 @@ def test_expert_is_memoryless_and_reproducible():
         _, actions, _ = _episode(env, expert, seed=7)
         runs.append(np.array(actions))
     np.testing.assert_array_equal(runs[0], runs[1])
-    np.testing.assert_array_equal(expert.clean_action(), expert.clean_action())
+    # Memoryless: mid-episode, a fresh expert on a fresh environment put into the same simulator state
+    # (same seed, then MuJoCo's full state copied over) gives the label the running expert recorded.
+    obs, _ = env.reset(seed=11)
+    expert.reset(seed=11)
+    for _ in range(9):
+        obs, *_ = env.step(expert.act(obs))
+    mujoco.mj_forward(
+        env.model, env.data
+    )  # positions of the current state (mj_step leaves them a substep behind)
+    label = expert.clean_action()
+    other = TabletopEnv(cameras=(), families=("push",))
+    other.reset(seed=11)
+    spec = mujoco.mjtState.mjSTATE_INTEGRATION
+    state = np.empty(mujoco.mj_stateSize(env.model, spec))
+    mujoco.mj_getState(env.model, env.data, state, spec)
+    mujoco.mj_setState(other.model, other.data, state, spec)
+    mujoco.mj_forward(other.model, other.data)
+    np.testing.assert_array_equal(ScriptedExpert(other).clean_action(), label)
+    assert np.abs(label - runs[0][0]).max() > 1e-3  # not the first step's action: the state moved on
+    other.close()
 
 
 def test_pick_descends_while_centring_not_after():
