@@ -333,6 +333,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, default=600.0, help="seconds per pytest run")
     ap.add_argument("--list", action="store_true", help="list the mutations and exit")
     ap.add_argument("--out", type=Path, default=RESULT, help="JSON result file")
+    ap.add_argument("--write", action="store_true", help="write the JSON for an --only run too")
     args = ap.parse_args(argv)
     chosen = list(MUTANTS)
     if args.only:
@@ -375,8 +376,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "listed_kill_rate": rate(listed),
         "seconds": time.perf_counter() - t0,
     }
-    out = {"summary": summary, "baseline": base, "mutants": rows}
-    if args.only is None:  # a partial run never replaces the full result
+    out = {"summary": summary, "partial": args.only is not None, "baseline": base, "mutants": rows}
+    if args.only is None or args.write:  # a partial run replaces the full result only when asked
         from mmvla.io import atomic_write_json
 
         atomic_write_json(args.out, out)
