@@ -151,8 +151,10 @@ class MultiHeadAttention(nn.Module):
         if context is None:
             q, k, v = F.linear(x, w, b).chunk(3, dim=-1)  # 3 x (B, Nq, D), one GEMM
         else:
-            q = F.linear(x, w[:d], None if b is None else b[:d])  # (B, Nq, D)
-            k, v = F.linear(context, w[d:], None if b is None else b[d:]).chunk(2, dim=-1)  # 2 x (B, Nk, D)
+            wq, wkv = w.split([d, 2 * d])  # one split: one gradient write
+            bq, bkv = (None, None) if b is None else b.split([d, 2 * d])
+            q = F.linear(x, wq, bq)  # (B, Nq, D)
+            k, v = F.linear(context, wkv, bkv).chunk(2, dim=-1)  # 2 x (B, Nk, D)
         B, H, hd = x.shape[0], self.num_heads, self.head_dim
         q = q.reshape(B, -1, H, hd).transpose(1, 2)  # (B, H, Nq, hd)
         k = k.reshape(B, -1, H, hd).transpose(1, 2)  # (B, H, Nk, hd)
@@ -210,8 +212,66 @@ class MultiHeadAttention(nn.Module):
 
     # Per-head products with a weight use einsum so the head is the batch of one GEMM (M = B·N); a
     # broadcast ``(B, H, N, hd) @ (H, hd, D)`` would copy the weight B times.
+    #
+    # Few operators matter as much as few multiply-adds here: at batch 1 a training step is dominated by
+    # per-operator overhead (forward and backward), so the scale, the query/value biases and a key-only
+    # padding mask are folded into the GEMMs' additive inputs (``baddbmm``) instead of separate
+    # element-wise passes over the scores.
+    def _key_bias(
+        self, keep: Tensor | None, B: int, Nk: int, like: Tensor
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """A key-only keep-mask (B|1, 1, 1, Nk) as an additive (B, 1, Nk) score bias (0 keep, -inf drop) and a
+        (B, 1, 1) float row factor (0 for a batch row without any kept key, whose attention result is zero).
+
+        Returns (None, None) without a mask. Fully masked rows are unmasked in the bias (no NaN) and zeroed
+        through the row factor."""
+        if keep is None:
+            return None, None
+        k2 = keep.reshape(keep.shape[0], Nk)  # (B|1, Nk)
+        row_ok = k2.any(dim=-1, keepdim=True)  # (B|1, 1)
+        safe = k2 | ~row_ok
+        bias = torch.zeros(safe.shape, dtype=like.dtype, device=like.device).masked_fill_(
+            ~safe, float("-inf")
+        )
+        return bias.expand(B, Nk).unsqueeze(1), row_ok.to(like.dtype).expand(B, 1).unsqueeze(-1)
+
     def _fold_keys(self, x: Tensor, ctx: Tensor, keep: Tensor | None) -> Tensor:
         """Few keys: W_q folded into the keys, W_o into the values. (B, Nq, D), (B, Nk, D) -> (B, Nq, D)."""
+        B, Nq, D = x.shape
+        Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if keep is not None and keep.shape[2] != 1:  # a per-query mask: the general masked softmax
+            return self._fold_keys_general(x, ctx, keep)
+        scale = hd**-0.5
+        # One split per parameter: its backward writes the gradient once (a slice per use would zero-fill,
+        # copy and accumulate a full (3D, D) gradient each time: a fifth of a batch-1 step).
+        wq, wkv = w.split([D, 2 * D])
+        bq, bkv = (None, None) if b is None else b.split([D, 2 * D])
+        kv = F.linear(ctx, wkv, bkv)  # (B, Nk, 2D)
+        k, v = kv[..., :D].reshape(B, Nk, H, hd), kv[..., D:].reshape(B, Nk, H, hd)  # (B, Nk, H, hd)
+        kq = torch.einsum("bnhd,hde->bhne", k, wq.view(H, hd, D))  # (B, H, Nk, D): k_h W_q,h
+        # Additive score input (B, 1, H·Nk): scale · b_q,h·k_h per key, and -inf on dropped keys.
+        add: Tensor | float = 0.0
+        if bq is not None:
+            add = torch.einsum("bnhd,hd->bhn", k, bq.view(H, hd)).reshape(B, 1, H * Nk) * scale
+        key_bias, row_ok = self._key_bias(keep, B, Nk, x)
+        if key_bias is not None:
+            add = add + key_bias.unsqueeze(2).expand(B, 1, H, Nk).reshape(B, 1, H * Nk)
+        kqt = kq.reshape(B, H * Nk, D).transpose(1, 2)  # (B, D, H·Nk)
+        s = (  # (B, Nq, H·Nk)
+            torch.baddbmm(add, x, kqt, alpha=scale) if isinstance(add, Tensor) else torch.bmm(x, kqt) * scale
+        )
+        a = self._drop(s.view(B, Nq, H, Nk).softmax(dim=-1))  # (B, Nq, H, Nk)
+        if row_ok is not None:
+            v = v * row_ok.unsqueeze(-1)  # a batch row without keys attends to nothing
+        vo = torch.einsum("bnhd,ehd->bhne", v, self.out_proj.weight.view(D, H, hd))  # (B, H, Nk, D)
+        a2, vo2 = a.reshape(B, Nq, H * Nk), vo.reshape(B, H * Nk, D)
+        if self.out_proj.bias is None:
+            return torch.bmm(a2, vo2)  # (B, Nq, D)
+        return torch.baddbmm(self.out_proj.bias, a2, vo2)  # (B, Nq, D)
+
+    def _fold_keys_general(self, x: Tensor, ctx: Tensor, keep: Tensor) -> Tensor:
+        """:meth:`_fold_keys` with a per-query keep-mask (B|1, 1, Nq, Nk)."""
         B, Nq, D = x.shape
         Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
@@ -221,7 +281,7 @@ class MultiHeadAttention(nn.Module):
         s = (x @ kq.reshape(B, H * Nk, D).transpose(1, 2)).view(B, Nq, H, Nk)  # (B, Nq, H, Nk): q_h·k_h
         if b is not None:  # the query bias adds b_q,h·k_h per key
             s = s + torch.einsum("bnhd,hd->bhn", k, b[:D].view(H, hd))[:, None] * hd**-0.5  # + (B, 1, H, Nk)
-        a = self._drop(_masked_softmax(s, None if keep is None else keep.transpose(1, 2)))  # (B, Nq, H, Nk)
+        a = self._drop(_masked_softmax(s, keep.transpose(1, 2)))  # (B, Nq, H, Nk)
         wo = self.out_proj.weight.view(D, H, hd)  # (D_out, H, hd)
         vo = torch.einsum("bnhd,ehd->bhne", v, wo)  # (B, H, Nk, D): v_h W_o,h^T
         out = a.reshape(B, Nq, H * Nk) @ vo.reshape(B, H * Nk, D)  # (B, Nq, D)
@@ -229,6 +289,36 @@ class MultiHeadAttention(nn.Module):
 
     def _fold_queries(self, x: Tensor, ctx: Tensor, keep: Tensor | None) -> Tensor:
         """Few queries: W_k folded into the queries, W_v after the weighted sum. (B, Nq, D), (B, Nk, D) -> (B, Nq, D)."""
+        B, Nq, D = x.shape
+        Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
+        w, b = self.in_proj_weight, self.in_proj_bias
+        if keep is not None and keep.shape[2] != 1:  # a per-query mask: the general masked softmax
+            return self._fold_queries_general(x, ctx, keep)
+        wq, wk, wv = w.split(D)  # one split: one gradient write (see _fold_keys)
+        bq, _, bv = (None, None, None) if b is None else b.split(D)
+        q = F.linear(x, wq, bq).reshape(B, Nq, H, hd)  # (B, Nq, H, hd)
+        qk = torch.einsum("bqhd,hde->bhqe", q, wk.view(H, hd, D))  # (B, H, Nq, D)
+        key_bias, row_ok = self._key_bias(keep, B, Nk, x)  # (B, 1, Nk), (B, 1, 1)
+        qk2, ctx_t = qk.reshape(B, H * Nq, D), ctx.transpose(1, 2)
+        if key_bias is None:
+            s = torch.bmm(qk2, ctx_t) * hd**-0.5  # (B, H·Nq, Nk)
+        else:
+            s = torch.baddbmm(key_bias, qk2, ctx_t, alpha=hd**-0.5)  # (B, H·Nq, Nk)
+        a = self._drop(s.softmax(dim=-1))  # (B, H·Nq, Nk); the key bias cancels in the softmax
+        if row_ok is not None:
+            a = a * row_ok  # a batch row without keys attends to nothing
+        z = torch.bmm(a, ctx).view(B, H, Nq, D)  # (B, H, Nq, D): weighted sum of raw context
+        y = torch.einsum("bhqe,hde->bqhd", z, wv.view(H, hd, D))  # (B, Nq, H, hd): then W_v,h
+        if bv is not None:  # value bias, weighted by the row's total weight (1, or 0 for a row without keys)
+            bvh = bv.view(H, hd)
+            if self.training and self.dropout > 0:  # dropped weights no longer sum to 1
+                y = y + a.view(B, H, Nq, Nk).sum(dim=-1).transpose(1, 2)[..., None] * bvh
+            else:
+                y = y + (bvh if row_ok is None else row_ok.unsqueeze(-1) * bvh)
+        return self.out_proj(y.reshape(B, Nq, D))
+
+    def _fold_queries_general(self, x: Tensor, ctx: Tensor, keep: Tensor) -> Tensor:
+        """:meth:`_fold_queries` with a per-query keep-mask (B|1, 1, Nq, Nk)."""
         B, Nq, D = x.shape
         Nk, H, hd = ctx.shape[1], self.num_heads, self.head_dim
         w, b = self.in_proj_weight, self.in_proj_bias
