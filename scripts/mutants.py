@@ -226,8 +226,8 @@ MUTANTS: tuple[Mutant, ...] = (
     Mutant(
         "eval_wrong_split_instruction",
         "src/mmvla/evaluate.py",
-        'given = opts["rephrase"].get(canonical, canonical)',
-        "given = canonical.upper()",
+        "            given = canonical\n",
+        "            given = canonical.upper()\n",
         (CONTROLS,),
         "evaluation hands the policy something other than the (rephrased) instruction",
     ),

@@ -26,7 +26,7 @@ from mmvla.train_config import TrainConfig
 
 from .conftest import small_policy_dict
 
-CLIP, DECAY, WD, STEPS = 0.01, 0.5, 0.123, 3
+CLIP, DECAY, WD, STEPS = 0.01, 0.75, 0.123, 3  # DECAY != 0.5: d and 1 - d must differ
 
 
 class _Toy(nn.Module):
@@ -60,7 +60,7 @@ def test_weight_decay_groups_on_a_module_listed_by_hand():
 
 @pytest.fixture(scope="module")
 def watched_run(tiny_dataset, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    """A 3-step run with EMA 0.5, clipping at 0.01 and weight decay 0.123, watched from the outside."""
+    """A 3-step run with EMA 0.75, clipping at 0.01 and weight decay 0.123, watched from the outside."""
     seen: dict[str, Any] = {"policy": [], "raw": [], "clipped": [], "after": [], "groups": None}
 
     class RecordingPolicy(VLAPolicy):
