@@ -15,12 +15,13 @@ at most :data:`MAX_DEPTH` deep (msgpack's own parser stops at 1,024), a list hol
 :data:`MAX_CONTAINER` items and a map :data:`MAX_MAP_KEYS` keys, an array's dimensions are each at most
 :data:`MAX_DIM` and its declared byte size must equal the bytes sent.
 
-Client -> server (``"id"``, an int or a short string, is optional and echoed in the reply):
+Client -> server (``"id"``, an int or a string of at most 128 UTF-8 bytes, is optional and echoed in the
+reply; a longer one is ignored):
 
 - ``{"kind": "metadata"}`` -> the metadata frame, which the server also sends unasked on connect:
   ``{"kind": "metadata", "protocol", "cameras", "image_size", "state_dim", "action_dim", "action_low",
-  "action_high", "action_names", "chunk_size", "chunk_mode", "checkpoint_id" (sha256 of
-  model.safetensors), "max_message_bytes", "max_instruction_chars", "safety" (the SafetyConfig),
+  "action_high", "action_names", "chunk_size", "chunk_mode", "checkpoint_id" (sha256 over every
+  file of the checkpoint: weights, config, statistics), "max_message_bytes", "max_instruction_chars", "safety" (the SafetyConfig),
   "mmvla_version"}``.
 - ``{"kind": "reset", "chunk_mode"?: "ensemble" | "execute"}`` -> ``{"kind": "reset", "chunk_mode"}``:
   a new episode for this connection (chunks, memory and safety state cleared).
@@ -36,7 +37,7 @@ Client -> server (``"id"``, an int or a short string, is optional and echoed in 
   the hold action with ``safety.decision == "fallback_nonfinite"`` (with or without the safety layer).
 
 Server -> client on any failure: ``{"kind": "error", "error": <code>, "reason": str, "id"?}`` with code
-one of :data:`ERROR_CODES` and a reason of at most :data:`MAX_REASON_CHARS` characters that names the
+one of :data:`ERROR_CODES` and a reason of at most :data:`MAX_REASON_CHARS` ASCII characters that names the
 problem and summarises values (type and size) instead of echoing them; the connection stays usable. A
 frame over ``max_message_bytes`` is refused by the WebSocket layer itself: the server closes the
 connection (code 1009) and the client reconnects. An ``act`` request that is still waiting for the
@@ -92,12 +93,15 @@ class ProtocolError(ValueError):
 
 
 def bounded(text: str, limit: int = MAX_REASON_CHARS) -> str:
-    """``text`` with non-printable characters replaced by "?" and cut to ``limit`` characters ("…" at the end)."""
+    """``text`` with non-printable characters replaced by "?", other non-ASCII ones escaped (``\\xe9``), cut
+    to ``limit`` characters ("..." at the end): at most ``limit`` bytes once encoded."""
     s = str(text)
     if len(s) > 4 * limit:  # never scan more than needed
         s = s[: 4 * limit]
-    s = "".join(c if c.isprintable() else "?" for c in s)
-    return s if len(s) <= limit else s[: limit - 1] + "…"
+    s = "".join(
+        c if c.isascii() and c.isprintable() else ascii(c)[1:-1] if c.isprintable() else "?" for c in s
+    )
+    return s if len(s) <= limit else s[: limit - 3] + "..."
 
 
 def describe(value: Any) -> str:
@@ -282,10 +286,11 @@ def unpack(frame: bytes | bytearray | memoryview | str) -> dict[str, Any]:
 
 
 def request_id(message: Mapping[str, Any]) -> int | str | None:
-    """The optional "id" of a request if it is a valid one (an int or a short string), else None."""
+    """The optional "id" of a request if it is a valid one (an int, or a string of at most
+    :data:`MAX_ID_CHARS` bytes in UTF-8), else None."""
     rid = message.get("id")
     if isinstance(rid, bool):
         return None
-    if isinstance(rid, int) or (isinstance(rid, str) and len(rid) <= MAX_ID_CHARS):
+    if isinstance(rid, int) or (isinstance(rid, str) and len(rid.encode("utf-8", "replace")) <= MAX_ID_CHARS):
         return rid
     return None

@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mmvla.data.dataset import VLADataset
-from mmvla.io import atomic_directory, atomic_write_csv, atomic_write_json, read_json
+from mmvla.io import atomic_write_csv, atomic_write_json, durable_directory, read_json, recover_directory
 from mmvla.modules.augment import color_jitter, random_shift
 from mmvla.modules.language import normalize_instruction
 from mmvla.modules.memory import MemoryConfig
@@ -282,6 +282,8 @@ def train(
     rank, world, device = _init_distributed(train_cfg.device)
     out = Path(out_dir)
     last = out / "checkpoints" / "last"
+    if rank == 0:
+        recover_directory(last)  # a save killed between the fallback's two renames
     if resume and not (last / "trainer_state.json").is_file():
         raise FileNotFoundError(f"cannot resume: no checkpoint at {last}")
     if train_cfg.threads:
@@ -448,8 +450,8 @@ def _checkpoint(
     step: int,
     rank: int,
 ) -> None:
-    if rank == 0:
-        with atomic_directory(last, overwrite=True) as tmp:
+    if rank == 0:  # durable: a kill at any point leaves a complete `last` (old or new)
+        with durable_directory(last) as tmp:
             write_policy_files(policy, tmp, extra={"step": step})
             _save_trainer_state(tmp, step, optimizer, ema, gen)
     if dist.is_initialized():

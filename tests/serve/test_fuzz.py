@@ -3,6 +3,7 @@ connection works), the server stays up, and a valid request afterwards still get
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -132,7 +133,34 @@ unknown_camera = (
     .filter(lambda k: k not in (*REQUIRED, "timestamp", "front_timestamp", "wrist_timestamp"))
     .map(lambda k: _act({**GOOD, k: GOOD["front"]}))
 )
-deep_nesting = st.integers(200, 3000).map(lambda n: b"\x91" * n + b"\xc0")
+deep_nesting = st.one_of(
+    st.integers(9, 3000).map(lambda n: b"\x91" * n + b"\xc0"),
+    st.integers(9, 1100).map(
+        lambda n: b"\x81\xa1a" * n + b"\xc0"
+    ),  # maps 500-1,000 deep: RecursionError once
+    st.integers(7, 1000).map(lambda n: b"\x82\xa4kind\xa3act\xabobservation" + b"\x81\xa1a" * n + b"\xc0"),
+)
+huge_declared = st.one_of(
+    st.tuples(st.integers(2**20, 2**31 - 1), st.integers(2**20, 2**31 - 1)).map(
+        lambda d: _act({**GOOD, "front": {ND_KEY: True, "dtype": "uint8", "shape": [0, *d], "data": b""}})
+    ),
+    st.sampled_from([b"\xdd\xff\xff\xff\xff", b"\xdf\xff\xff\xff\xff", b"\xc6\xff\xff\xff\xff"]),
+)
+non_utf8 = (
+    st.binary(min_size=1, max_size=16)
+    .filter(lambda b: not _utf8(b))
+    .map(lambda b: b"\x81\xa4kind" + bytes([0xA0 + len(b)]) + b)  # {"kind": <a fixstr of invalid UTF-8>}
+)
+
+
+def _utf8(b: bytes) -> bool:
+    try:
+        b.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 oversize = st.integers(MAX_MESSAGE_BYTES + 1, MAX_MESSAGE_BYTES + 5000).map(
     lambda n: _act({**GOOD, "front": np.zeros(n, np.uint8)})
 )
@@ -161,12 +189,23 @@ malformed = st.one_of(
     bad_flags,
     unknown_camera,
     deep_nesting,
+    huge_declared,
+    non_utf8,
 )
 frames = st.one_of(malformed, malformed, malformed, malformed, malformed, malformed, malformed, oversize)
 
 
+LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")  # mmvla serve's
+
+
+def _log_bytes(caplog: pytest.LogCaptureFixture) -> int:
+    """What the server's log lines captured so far take, formatted as ``mmvla serve`` writes them."""
+    return sum(len(LOG_FORMAT.format(r)) + 1 for r in caplog.records if r.name.startswith("mmvla.serve"))
+
+
 @pytest.mark.timeout(300)
-def test_fuzzed_requests_get_error_frames_and_the_server_stays_up(server, local_policy):
+def test_fuzzed_requests_get_error_frames_and_the_server_stays_up(server, local_policy, caplog):
+    caplog.set_level(logging.INFO, logger="mmvla.serve")
     state: dict[str, Any] = {"ws": open_connection(server.url), "sent": 0, "errors": 0, "closed": 0}
     state["ws"].recv(timeout=10)  # metadata
     codes: dict[str, int] = {}
@@ -196,8 +235,11 @@ def test_fuzzed_requests_get_error_frames_and_the_server_stays_up(server, local_
             state["ws"] = open_connection(server.url)
             assert unpack(state["ws"].recv(timeout=10))["kind"] == "metadata"
             return
-        reply = unpack(ws.recv(timeout=10))
+        raw = ws.recv(timeout=10)
+        assert len(raw) <= 1024, len(raw)  # never amplified
+        reply = unpack(raw)
         assert reply["kind"] == "error", (frame[:200], reply)
+        assert len(reply["reason"]) <= 200
         assert reply["error"] in ERROR_CODES and reply["error"] != "internal", reply
         assert isinstance(reply["reason"], str) and reply["reason"]
         codes[reply["error"]] = codes.get(reply["error"], 0) + 1
@@ -221,3 +263,5 @@ def test_fuzzed_requests_get_error_frames_and_the_server_stays_up(server, local_
     finally:
         state["ws"].close()
     assert server.stats["errors"] >= state["errors"]
+    connections = 1 + state["closed"]
+    assert _log_bytes(caplog) <= 1024 * connections, (_log_bytes(caplog), connections)  # no amplification

@@ -126,6 +126,31 @@ def test_huge_and_deep_frames_get_small_replies_and_small_logs(big_server, log_b
     assert not any("Traceback" in line or "internal" in line for line in log_bytes.lines)
 
 
+def test_error_replies_stay_under_1kb_with_multibyte_names_and_ids(big_server):
+    """The largest error reply a client can provoke: an id of 128 UTF-8 bytes (4-byte characters) and
+    unknown field names made of 4-byte characters, echoed in the reason (escaped: ASCII only)."""
+    good = make_obs(np.random.default_rng(0))
+    wide = "\U0001d518"  # a printable 4-byte character
+    fields = {wide * (32 - i): i for i in range(6)}
+    ws = _raw(big_server.url)
+    try:
+        for rid, echoed in (
+            (wide * 32, True),
+            (wide * 33, False),
+            (wide * 128, False),
+        ):  # 128, 132, 512 bytes
+            ws.send(pack({"kind": "act", "observation": good, "id": rid, **fields}))
+            raw = ws.recv(timeout=30)
+            reply = unpack(raw)
+            assert reply["kind"] == "error" and reply["error"] == "bad_request", reply
+            assert len(raw) <= 1024, len(raw)
+            assert reply["reason"].isascii() and len(reply["reason"]) <= MAX_REASON_CHARS, reply["reason"]
+            assert "\\U0001d518" in reply["reason"]  # named, escaped
+            assert reply.get("id") == (rid if echoed else None)
+    finally:
+        ws.close()
+
+
 def test_instruction_length_is_capped_before_tokenising(checkpoint):
     with PolicyServer.from_checkpoint(checkpoint, port=0, max_instruction_chars=40) as srv:
         ws = _raw(srv.url)

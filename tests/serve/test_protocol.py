@@ -9,7 +9,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from mmvla.protocol import DTYPES, ND_KEY, ProtocolError, decode_array, encode_array, pack, request_id, unpack
+from mmvla.protocol import (
+    DTYPES,
+    MAX_REASON_CHARS,
+    ND_KEY,
+    ProtocolError,
+    bounded,
+    decode_array,
+    encode_array,
+    pack,
+    request_id,
+    unpack,
+)
 
 
 @settings(max_examples=150, deadline=None)
@@ -89,3 +100,12 @@ def test_request_id():
     assert request_id({"id": 3}) == 3 and request_id({"id": "a"}) == "a"
     assert request_id({"id": True}) is None and request_id({"id": "x" * 500}) is None
     assert request_id({"id": [1]}) is None and request_id({}) is None
+    wide = "\U0001d518"  # 4 bytes in UTF-8: ids are bounded in bytes (128), not characters
+    assert request_id({"id": wide * 32}) == wide * 32 and request_id({"id": wide * 33}) is None
+
+
+def test_bounded_reasons_are_ascii_and_short():
+    assert bounded("caf\u00e9 \U0001d518\x00") == "caf\\xe9 \\U0001d518?"
+    long = bounded("\U0001d518" * 1000)
+    assert long.isascii() and len(long.encode()) == MAX_REASON_CHARS and long.endswith("...")
+    assert bounded("x" * 200) == "x" * 200

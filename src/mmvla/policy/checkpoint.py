@@ -1,10 +1,13 @@
 """Policy checkpoints: ``model.safetensors`` + ``config.json`` + ``stats.json``; nothing is unpickled.
 
-A checkpoint directory is written atomically: a crash mid-save leaves the previous one intact.
+A checkpoint directory is replaced durably (:func:`mmvla.io.durable_directory`): every file and the
+directory are fsynced and the new directory is swapped in with one atomic rename, so a SIGKILL or a
+power cut at any point leaves a complete, loadable checkpoint (the previous or the new one).
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -14,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mmvla import __version__
-from mmvla.io import atomic_directory, atomic_write_json, read_json
+from mmvla.io import atomic_write_json, durable_directory, read_json
 from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import Normalizer
 
@@ -37,11 +40,43 @@ def write_policy_files(policy: VLAPolicy, directory: Path, extra: dict[str, Any]
 def save_pretrained(
     policy: VLAPolicy, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None
 ) -> Path:
-    """Atomically (re)write a checkpoint directory for ``policy``; returns its path."""
+    """Durably (re)write a checkpoint directory for ``policy`` (see the module docstring); returns its path."""
     directory = Path(directory)
-    with atomic_directory(directory, overwrite=True) as tmp:
+    with durable_directory(directory) as tmp:
         write_policy_files(policy, tmp, extra)
     return directory
+
+
+def checkpoint_files(directory: str | os.PathLike[str]) -> list[Path]:
+    """Every regular file of a checkpoint directory (recursive; hidden names skipped), sorted by relative path."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise FileNotFoundError(f"checkpoint directory not found: {directory}")
+    files = [
+        p
+        for p in directory.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(directory).parts)
+    ]
+    return sorted(files, key=lambda p: p.relative_to(directory).as_posix())
+
+
+def checkpoint_id(directory: str | os.PathLike[str]) -> str:
+    """sha256 (hex) over every file of a checkpoint: weights, config, statistics (and trainer state if present).
+
+    For each file of :func:`checkpoint_files`, in order: its relative POSIX path (UTF-8), a NUL byte,
+    its size as 8 little-endian bytes, its bytes. Two checkpoints share an id exactly when they hold
+    the same files with the same contents, so a server and a client agree on weights *and* the
+    normalisation statistics and config that decide the actions.
+    """
+    directory = Path(directory)
+    h = hashlib.sha256()
+    for path in checkpoint_files(directory):
+        h.update(path.relative_to(directory).as_posix().encode("utf-8") + b"\0")
+        h.update(path.stat().st_size.to_bytes(8, "little"))
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
 
 
 def load_config(directory: str | os.PathLike[str]) -> tuple[PolicyConfig, dict[str, Any]]:
