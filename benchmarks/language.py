@@ -16,7 +16,8 @@ unseen phrasing from unseen object words:
 
 Writes benchmarks/results/language.json: success per variant, wording set and split (Wilson 95%),
 paired exact McNemar tests (each wording set against canonical wordings; each variant against
-``canonical`` on held-out wordings), controls, and the swap check.
+``canonical`` on every wording set), controls, the swap check, and a linear probe of what the frozen
+MiniLM features say about held-out words.
 
     .venv/bin/python benchmarks/language.py --data runs/demo/data   # ~45 min on 2 cores (3 trainings)
 
@@ -45,6 +46,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "augment_attention": {"train": {"wording_augment": 0.75}, "language": {"minilm_pool": "attention"}},
 }
 WORDINGS = ("canonical", "train", "heldout")
+CONTROL_RUNS = (
+    ("wrong_instruction", "canonical"),
+    ("instruction_swap", "canonical"),
+    ("instruction_swap", "heldout"),
+)
 DIAGNOSTIC = "heldout_phrasing"  # held-out phrasing around training object words (not a held-out set)
 
 
@@ -178,21 +184,16 @@ def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> 
     base = EvalConfig(episodes=args.episodes, split="all", workers=args.workers)
     worded = evaluate_wordings(policy_dir, base, WORDINGS, run / "eval", progress=True)
     controls = {}
-    for control in ("wrong_instruction", "instruction_swap"):
-        for wordings in ("canonical", "heldout"):
-            cfg = EvalConfig(
-                episodes=args.controls,
-                split="all",
-                workers=args.workers,
-                control=control,
-                wordings=wordings,
-            )
-            m = evaluate(policy_dir, cfg, run / f"eval_{control}_{wordings}", progress=True)
-            controls[f"{control}_{wordings}"] = {
-                "success": m["success"],
-                "first_moved_named": m.get("first_moved_named"),
-                "moved_any": m.get("moved_any"),
-            }
+    for control, wordings in CONTROL_RUNS:
+        cfg = EvalConfig(
+            episodes=args.controls, split="all", workers=args.workers, control=control, wordings=wordings
+        )
+        m = evaluate(policy_dir, cfg, run / f"eval_{control}_{wordings}", progress=True)
+        controls[f"{control}_{wordings}"] = {
+            "success": m["success"],
+            "first_moved_named": m.get("first_moved_named"),
+            "moved_any": m.get("moved_any"),
+        }
     return {
         "wordings": {
             w: _rates(worded["wordings"][w]) | {"paired_vs_canonical": worded["wordings"][w]["paired"]}
@@ -229,7 +230,9 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split and wording set")
     p.add_argument("--controls", type=int, default=50, help="control / swap episodes per split")
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--no-probe", action="store_true", help="skip the linear probe of MiniLM's features")
+    p.add_argument(
+        "--no-probe", action="store_true", help="skip the linear probe of MiniLM's features (keep --out's)"
+    )
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
@@ -252,22 +255,34 @@ def main() -> None:
         done = run / "language_row.json"
         if done.is_file() and read_json(done, "benchmark row").get("budget") == budget:
             rows[name] = read_json(done, "benchmark row")["row"]  # evaluated already at this budget
+            keep = {
+                f"{c}_{w}" for c, w in CONTROL_RUNS
+            }  # rows written before the wrong instruction was worded
+            rows[name]["controls"] = {k: v for k, v in rows[name]["controls"].items() if k in keep}
         else:
             rows[name] = _evaluate_variant(policy_dir, run, args) | {"train_seconds": train_s}
             atomic_write_json(done, {"budget": budget, "row": rows[name]})
         if DIAGNOSTIC not in rows[name]["wordings"]:
             rows[name]["wordings"][DIAGNOSTIC] = _diagnostic(policy_dir, run, args)
             atomic_write_json(done, {"budget": budget, "row": rows[name]})
-    # Variants against the first on held-out wordings: the same episodes, so the test is paired.
+    # Each variant against the first, per wording set: the same episodes, so the test is paired.
     first = names[0]
     versus: dict[str, Any] = {}
     for name in names[1:]:
-        a = read_episodes(runs / first / "eval" / "wordings" / "heldout")
-        b = read_episodes(runs / name / "eval" / "wordings" / "heldout")
-        versus[name] = {
-            split: paired_comparison([r for r in a if r.split == split], [r for r in b if r.split == split])
-            for split in ("train", "unseen")
-        }
+        for w in (*WORDINGS, DIAGNOSTIC):
+            sub = {"canonical": "eval", DIAGNOSTIC: f"eval_{DIAGNOSTIC}"}.get(w, f"eval/wordings/{w}")
+            a, b = read_episodes(runs / first / sub), read_episodes(runs / name / sub)
+            versus.setdefault(name, {})[w] = {
+                split: paired_comparison(
+                    [r for r in a if r.split == split], [r for r in b if r.split == split]
+                )
+                for split in ("train", "unseen")
+            }
+    probe = None
+    if not args.no_probe:
+        probe = language_probe()
+    elif Path(args.out).is_file():  # keep the probe of an earlier run of this benchmark
+        probe = read_json(Path(args.out), "language results").get("probe")
     result = {
         "benchmark": "language",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
@@ -278,8 +293,8 @@ def main() -> None:
             "data": str(data),
         },
         "variants": rows,
-        "heldout_vs_first": {"first": first, "tests": versus},
-        "probe": None if args.no_probe else language_probe(),
+        "versus_first": {"first": first, "tests": versus},
+        "probe": probe,
         "wall_seconds": time.perf_counter() - t0,
     }
     atomic_write_json(Path(args.out), result)

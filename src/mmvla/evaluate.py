@@ -239,16 +239,17 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
             obs = _swap_target(env.unwrapped, seed)
             info = dict(info, instruction=str(obs["instruction"]))
         canonical = str(obs["instruction"])
-        given = opts["rephrase"].get(canonical)
+        told = canonical  # the canonical instruction the policy is told (another object's under the control)
+        if opts["control"] == "wrong_instruction":
+            rng = np.random.default_rng(seed)
+            told = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
+        given = opts["rephrase"].get(told)
         if given is None:
-            given = canonical
+            given = told
             if opts["wordings"] != "canonical":
                 from mmvla.sim.wordings import wording_for_episode
 
-                given = wording_for_episode(canonical, opts["wordings"], seed)
-        if opts["control"] == "wrong_instruction":
-            rng = np.random.default_rng(seed)
-            given = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
+                given = wording_for_episode(told, opts["wordings"], seed)
         if opts["control"] == "blank_images" and getattr(policy, "safety", None) is not None:
             from mmvla.diagnostics import without_camera_fallback
 
