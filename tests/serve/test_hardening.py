@@ -239,8 +239,8 @@ def test_token_authentication_and_healthz(checkpoint, monkeypatch):
 
 def test_idle_connections_are_closed(checkpoint):
     with PolicyServer.from_checkpoint(checkpoint, port=0, idle_timeout_s=0.5) as srv:
+        t0 = time.monotonic()  # before connecting: the server's idle clock starts during the handshake
         ws = _raw(srv.url)
-        t0 = time.monotonic()
         with pytest.raises(ConnectionClosed) as e:
             ws.recv(timeout=10)
         assert e.value.rcvd is not None and e.value.rcvd.code == 1000

@@ -167,13 +167,15 @@ class VLADataset(Dataset[dict[str, Any]]):
         self.stats: dict[str, dict[str, np.ndarray]] = read_stats(
             self.root, [*vector_keys, *self.image_keys.values()]
         )
-        for key in vector_keys:
-            dim = feats[key]["shape"][0]
+        # Vectors: one value per dimension; images: one per channel, (3, 1, 1) as LeRobot writes them.
+        stat_shapes: dict[str, tuple[int, ...]] = {key: (int(feats[key]["shape"][0]),) for key in vector_keys}
+        stat_shapes.update({key: (3, 1, 1) for key in self.image_keys.values()})
+        for key, shape in stat_shapes.items():
             for stat in ("mean", "std", "min", "max"):
-                if self.stats[key][stat].shape != (dim,):
+                if self.stats[key][stat].shape != shape:
                     raise ValueError(
                         f"{self.root / 'meta/stats.json'}: '{stat}' of feature '{key}' has shape "
-                        f"{self.stats[key][stat].shape}, meta/info.json declares ({dim},)"
+                        f"{self.stats[key][stat].shape}, expected {shape}"
                     )
         all_eps = read_episodes(self.root)
         total = len(all_eps["episode_index"])
