@@ -29,17 +29,6 @@ RESULTS = ROOT / "benchmarks" / "results" / "full_recipe.json"
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 
-def _success_table(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        split: {
-            "success": metrics["success"][split],
-            "ci95": metrics["ci95"][split],
-            "per_family": {f: v["success"] for f, v in metrics["per_family"][split].items()},
-        }
-        for split in metrics["success"]
-    }
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "full.json"))
@@ -52,7 +41,13 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluate import EvalConfig, evaluate, evaluate_blind_controls, evaluate_wordings
+    from mmvla.evaluate import (
+        EvalConfig,
+        evaluate,
+        evaluate_blind_controls,
+        evaluate_wordings,
+        success_by_split,
+    )
     from mmvla.policy import PolicyConfig
     from mmvla.train import train
     from mmvla.train_config import TrainConfig
@@ -88,8 +83,8 @@ def main() -> None:
         run / "eval",
         progress=True,
     )
-    result["success"] = _success_table(metrics)
-    result["heldout_wordings"] = _success_table(metrics["wordings"]["heldout"]) | {
+    result["success"] = success_by_split(metrics)
+    result["heldout_wordings"] = success_by_split(metrics["wordings"]["heldout"]) | {
         "paired_vs_canonical": metrics["wordings"]["heldout"]["paired"]
     }
     swap = evaluate(

@@ -166,20 +166,9 @@ def language_probe(steps: int = 300, seed: int = 0) -> dict[str, Any]:
     return out
 
 
-def _rates(metrics: dict[str, Any]) -> dict[str, Any]:
-    return {
-        split: {
-            "success": metrics["success"][split],
-            "ci95": metrics["ci95"][split],
-            "per_family": {f: v["success"] for f, v in metrics["per_family"][split].items()},
-        }
-        for split in metrics["success"]
-    }
-
-
 def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Each wording set on the same episodes, and the controls, for one trained variant."""
-    from mmvla.evaluate import EvalConfig, evaluate, evaluate_wordings
+    from mmvla.evaluate import EvalConfig, evaluate, evaluate_wordings, success_by_split
 
     base = EvalConfig(episodes=args.episodes, split="all", workers=args.workers)
     worded = evaluate_wordings(policy_dir, base, WORDINGS, run / "eval", progress=True)
@@ -196,7 +185,8 @@ def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> 
         }
     return {
         "wordings": {
-            w: _rates(worded["wordings"][w]) | {"paired_vs_canonical": worded["wordings"][w]["paired"]}
+            w: success_by_split(worded["wordings"][w])
+            | {"paired_vs_canonical": worded["wordings"][w]["paired"]}
             for w in WORDINGS
         },
         "retained_heldout": worded["wordings"]["heldout"]["retained"],
@@ -206,7 +196,7 @@ def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> 
 
 def _diagnostic(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The held-out phrasing with training object words, on the canonical run's episodes (paired)."""
-    from mmvla.evaluate import EvalConfig, evaluate, paired_comparison, read_episodes
+    from mmvla.evaluate import EvalConfig, evaluate, paired_comparison, read_episodes, success_by_split
 
     cfg = EvalConfig(episodes=args.episodes, split="all", workers=args.workers, wordings=DIAGNOSTIC)
     m = evaluate(policy_dir, cfg, run / f"eval_{DIAGNOSTIC}", progress=True)
@@ -217,7 +207,7 @@ def _diagnostic(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[s
         )
         for split in m["success"]
     }
-    return _rates(m) | {"paired_vs_canonical": paired}
+    return success_by_split(m) | {"paired_vs_canonical": paired}
 
 
 def main() -> None:

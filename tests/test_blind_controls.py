@@ -50,8 +50,8 @@ class Spy:
         return ACTION.copy()
 
 
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def save_tiny_checkpoint(directory: Path) -> Path:
+    """An untrained 32-pixel policy for the tabletop's training instructions, saved in ``directory``."""
     cfg = PolicyConfig(
         cameras=("front", "wrist"),
         image_size=IMAGE,
@@ -66,7 +66,12 @@ def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     torch.manual_seed(0)
     policy = VLAPolicy(cfg, Normalizer(stats, {STATE_KEY: "mean_std", ACTION_KEY: "mean_std"}))
-    return policy.save_pretrained(tmp_path_factory.mktemp("controls") / "policy")
+    return policy.save_pretrained(directory)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("controls") / "policy")
 
 
 def _seen(checkpoint: Path, control: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Spy, dict]:

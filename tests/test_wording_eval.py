@@ -14,53 +14,21 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from test_blind_controls import Spy, save_tiny_checkpoint
 
 import mmvla.evaluate as ev
 from mmvla.evaluate import EpisodeResult, EvalConfig, evaluate, paired_comparison
-from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.policy import VLAPolicy
 from mmvla.sim import ScriptedExpert, TabletopEnv
-from mmvla.sim.tasks import all_instructions, parse_instruction
+from mmvla.sim.tasks import parse_instruction
 from mmvla.sim.wordings import wording_for_episode
 
-SEED, IMAGE = 777, 32
-ACTION = np.array([0.2, 0.1, -0.3, 0.0, 0.0, 0.0, 0.4], np.float32)
-
-
-class Spy:
-    """Stands in for the policy: records each episode's observations, acts with ``ACTION``."""
-
-    def __init__(self, policy: VLAPolicy) -> None:
-        self.cfg, self.safety = policy.cfg, policy.safety
-        self.episodes: list[list[dict[str, Any]]] = []
-
-    def reset(self, chunk_mode: str | None = None) -> None:
-        self.episodes.append([])
-
-    def act(self, observation: dict[str, Any]) -> np.ndarray:
-        self.episodes[-1].append(
-            {k: np.copy(v) if isinstance(v, np.ndarray) else v for k, v in observation.items()}
-        )
-        return ACTION.copy()
+SEED = 777
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    cfg = PolicyConfig(
-        cameras=("front", "wrist"),
-        image_size=IMAGE,
-        dim=16,
-        instructions=tuple(all_instructions("train")),
-        head={"kind": "regression", "chunk_size": 2, "hidden": 16},
-    )
-    stats = {
-        STATE_KEY: {"mean": [0.0] * 5, "std": [1.0] * 5},
-        ACTION_KEY: {"mean": [0.0] * 7, "std": [1.0] * 7},
-    }
-    torch.manual_seed(0)
-    policy = VLAPolicy(cfg, Normalizer(stats, {STATE_KEY: "mean_std", ACTION_KEY: "mean_std"}))
-    return policy.save_pretrained(tmp_path_factory.mktemp("wordings") / "policy")
+    return save_tiny_checkpoint(tmp_path_factory.mktemp("wordings") / "policy")
 
 
 def _spied(checkpoint: Path, monkeypatch: pytest.MonkeyPatch, **cfg: Any) -> tuple[Spy, dict[str, Any]]:

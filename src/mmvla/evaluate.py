@@ -476,6 +476,19 @@ def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
     return m
 
 
+def success_by_split(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``{split: {"success", "ci95", "per_family": {family: success}}}`` from a metrics dict (or one
+    wording set's section of it): the compact table benchmarks record."""
+    return {
+        split: {
+            "success": metrics["success"][split],
+            "ci95": metrics["ci95"][split],
+            "per_family": {f: v["success"] for f, v in metrics["per_family"][split].items()},
+        }
+        for split in metrics["success"]
+    }
+
+
 def paired_comparison(first: Sequence[EpisodeResult], second: Sequence[EpisodeResult]) -> dict[str, Any]:
     """Exact McNemar test of two runs on the same episodes, matched by (split, seed).
 

@@ -475,15 +475,11 @@ def write_report(
     focus = focus_run(run, comparison)
     where = "" if focus == run else f" — winner run {focus.name}"
 
-    tables = [
-        success_table_html(read_json(p, "metrics"), p.parent.name)
-        for p in sorted(focus.glob("eval*/metrics.json"))
-    ]
+    evals = {p.parent.name: read_json(p, "metrics") for p in sorted(focus.glob("eval*/metrics.json"))}
+    tables = [success_table_html(m, name) for name, m in evals.items()]
     if tables:
         sections.append(_section("success", f"Success{where}", "".join(tables)))
-    worded = [
-        m for p in sorted(focus.glob("eval*/metrics.json")) if "wordings" in (m := read_json(p, "metrics"))
-    ]
+    worded = [m for m in evals.values() if "wordings" in m]
     if worded:
         sections.append(
             _section(

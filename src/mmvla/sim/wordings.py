@@ -324,6 +324,11 @@ def heldout_file_text(seed: int = 0) -> str:
     return header + "\n".join(rows) + "\n"
 
 
+@cache
+def _episode_pool(canonical: str, wordings: str) -> tuple[str, ...]:
+    return tuple(wordings_for(canonical, wordings, 32 if wordings == "train" else HELDOUT_PER_TASK))
+
+
 def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     """The instruction given in one evaluation episode for wording set ``wordings``.
 
@@ -337,23 +342,28 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     if wordings == "canonical":
         return canonical
     if wordings == "heldout":
-        pool = list(heldout_wordings().get(canonical, ()))
+        pool = heldout_wordings().get(canonical, ())
     else:
-        pool = wordings_for(canonical, wordings, 32 if wordings == "train" else HELDOUT_PER_TASK)
+        pool = _episode_pool(canonical, wordings)
     if not pool:
         raise ValueError(f"no {wordings} wordings for instruction {canonical!r}")
     return pool[int(np.random.default_rng(seed).integers(len(pool)))]
 
 
 # ------------------------------------------------------------------------------------------ parsing
-def _phrase_table(kind: str) -> list[tuple[list[str], str]]:
-    """(words of a phrase, value) for every colour / shape / direction phrase of both lexicons."""
-    rows: list[tuple[list[str], str]] = []
-    for lex in LEXICONS.values():
-        table = {"colour": lex.colours, "shape": lex.shapes, "direction": lex.directions}[kind]
-        for value, phrases in table.items():
-            rows += [(split_plain(p), value) for p in phrases]
-    return sorted(rows, key=lambda r: -len(r[0]))  # longest phrase first
+@cache
+def _phrase_table(kind: str) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """(words of a phrase, value) for every colour / shape / direction phrase of every lexicon,
+    longest phrase first (computed once per kind)."""
+    rows = {
+        (tuple(split_plain(p)), value)
+        for lex in LEXICONS.values()
+        for value, phrases in {"colour": lex.colours, "shape": lex.shapes, "direction": lex.directions}[
+            kind
+        ].items()
+        for p in phrases
+    }
+    return tuple(sorted(rows, key=lambda r: (-len(r[0]), r)))
 
 
 def _close(word: str, known: str) -> bool:
