@@ -36,7 +36,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
 from mmvla.modules.attention import MultiHeadAttention
 from mmvla.modules.fusion.cross_attention import CrossModalLayer
 

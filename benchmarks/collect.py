@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
 
 RESULTS = Path(__file__).resolve().parent / "results" / "collect.json"
 

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmvla.io import atomic_write_json, read_json
+from mmvla.core.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 FUSIONS = "early,late,cross_attention,transformer,film,gated,moe,hierarchical"

@@ -17,7 +17,7 @@ import os
 import platform
 from pathlib import Path
 
-from mmvla.io import atomic_write_json, read_json
+from mmvla.core.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 

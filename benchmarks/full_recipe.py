@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmvla.io import atomic_write_json, read_json
+from mmvla.core.io import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "full_recipe.json"
@@ -41,7 +41,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluate import (
+    from mmvla.evaluation.evaluate import (
         EvalConfig,
         evaluate,
         evaluate_blind_controls,
@@ -49,8 +49,8 @@ def main() -> None:
         success_by_split,
     )
     from mmvla.policy import PolicyConfig
-    from mmvla.train import train
-    from mmvla.train_config import TrainConfig
+    from mmvla.training.config import TrainConfig
+    from mmvla.training.trainer import train
 
     run = Path(args.run)
     raw = read_json(args.config)

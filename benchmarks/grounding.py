@@ -37,12 +37,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mmvla.core.io import atomic_write_json
 from mmvla.data import VLADataset
 from mmvla.data.collect import collect_dataset
-from mmvla.evaluate import cluster_bootstrap_rmse
-from mmvla.io import atomic_write_json
+from mmvla.evaluation.evaluate import cluster_bootstrap_rmse
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.train import dataset_normalizer
+from mmvla.training.trainer import dataset_normalizer
 
 RESULTS = Path(__file__).resolve().parent / "results"
 APPROACH_FRAMES = 6

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from mmvla.io import atomic_write_json, read_json
+from mmvla.core.io import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "language.json"
@@ -57,9 +57,9 @@ DIAGNOSTIC = "heldout_phrasing"  # held-out phrasing around training object word
 def _train_variant(name: str, data: Path, run: Path, steps: int, threads: int) -> tuple[Path, float | None]:
     """Train (or resume, or reuse) one variant; returns its policy directory and training seconds."""
     from mmvla.policy import PolicyConfig
-    from mmvla.recipes import demo_configs
-    from mmvla.train import train
-    from mmvla.train_config import TrainConfig
+    from mmvla.training.config import TrainConfig
+    from mmvla.training.recipes import demo_configs
+    from mmvla.training.trainer import train
 
     if (run / "policy" / "config.json").is_file():
         return run / "policy", None
@@ -168,7 +168,7 @@ def language_probe(steps: int = 300, seed: int = 0) -> dict[str, Any]:
 
 def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[str, Any]:
     """Each wording set on the same episodes, and the controls, for one trained variant."""
-    from mmvla.evaluate import EvalConfig, evaluate, evaluate_wordings, success_by_split
+    from mmvla.evaluation.evaluate import EvalConfig, evaluate, evaluate_wordings, success_by_split
 
     base = EvalConfig(episodes=args.episodes, split="all", workers=args.workers)
     worded = evaluate_wordings(policy_dir, base, WORDINGS, run / "eval", progress=True)
@@ -196,7 +196,13 @@ def _evaluate_variant(policy_dir: Path, run: Path, args: argparse.Namespace) -> 
 
 def _diagnostic(policy_dir: Path, run: Path, args: argparse.Namespace) -> dict[str, Any]:
     """The held-out phrasing with training object words, on the canonical run's episodes (paired)."""
-    from mmvla.evaluate import EvalConfig, evaluate, paired_comparison, read_episodes, success_by_split
+    from mmvla.evaluation.evaluate import (
+        EvalConfig,
+        evaluate,
+        paired_comparison,
+        read_episodes,
+        success_by_split,
+    )
 
     cfg = EvalConfig(episodes=args.episodes, split="all", workers=args.workers, wordings=DIAGNOSTIC)
     m = evaluate(policy_dir, cfg, run / f"eval_{DIAGNOSTIC}", progress=True)
@@ -226,7 +232,7 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluate import paired_comparison, read_episodes
+    from mmvla.evaluation.evaluate import paired_comparison, read_episodes
 
     data, runs = Path(args.data), Path(args.runs)
     names = [v for v in args.variants.split(",") if v]

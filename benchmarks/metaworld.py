@@ -33,8 +33,8 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.evaluate import wilson_interval
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
+from mmvla.evaluation.evaluate import wilson_interval
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 # This file is called metaworld.py: keep its directory off the import path so `import metaworld` finds
@@ -52,8 +52,8 @@ def policy_and_train_configs(args: argparse.Namespace, steps: int) -> tuple[Any,
     8-step action chunks, L1 loss, and the auxiliary loss that predicts the object and the goal relative
     to the hand (``observation.environment_state``, recorded by collect) from the fused features."""
     from mmvla.policy import PolicyConfig
-    from mmvla.recipes import DEMO_VISION
-    from mmvla.train_config import TrainConfig
+    from mmvla.training.config import TrainConfig
+    from mmvla.training.recipes import DEMO_VISION
 
     policy = PolicyConfig(
         cameras=(args.camera,),
@@ -96,7 +96,7 @@ def expert_reference(episodes_per_task: int, env_options: dict[str, Any]) -> dic
     steps = 0
     try:
         for i in range(episodes_per_task * len(MT10_TASKS)):
-            task = MT10_TASKS[i % len(MT10_TASKS)]  # the cycling mmvla.evaluate uses
+            task = MT10_TASKS[i % len(MT10_TASKS)]  # the cycling mmvla.evaluation.evaluate uses
             ok, n = run_expert_episode(env, EVAL_SEED + i, task)
             per_task[task].append(ok)
             lengths[task].append(n)
@@ -207,8 +207,8 @@ def main() -> None:
     import torch
 
     from mmvla.data.collect import collect_dataset
-    from mmvla.evaluate import EvalConfig, evaluate
-    from mmvla.train import train
+    from mmvla.evaluation.evaluate import EvalConfig, evaluate
+    from mmvla.training.trainer import train
 
     work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="mmvla-metaworld-"))
     work.mkdir(parents=True, exist_ok=True)

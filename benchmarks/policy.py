@@ -30,13 +30,13 @@ import numpy as np
 import torch
 from torch.profiler import ProfilerActivity, profile
 
+from mmvla.core.io import atomic_write_json
 from mmvla.data.collect import collect_dataset
 from mmvla.data.dataset import VLADataset
-from mmvla.io import atomic_write_json
 from mmvla.policy import VLAPolicy
-from mmvla.recipes import demo_configs
 from mmvla.sim.env import TabletopEnv
-from mmvla.train import dataset_normalizer
+from mmvla.training.recipes import demo_configs
+from mmvla.training.trainer import dataset_normalizer
 
 RESULTS = Path(__file__).parent / "results" / "policy.json"
 

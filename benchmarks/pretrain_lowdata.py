@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mmvla.io import atomic_write_json, read_json
+from mmvla.core.io import atomic_write_json, read_json
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -39,7 +39,7 @@ def main() -> None:
     args = p.parse_args()
 
     from mmvla.cli import main as cli
-    from mmvla.recipes import demo_configs
+    from mmvla.training.recipes import demo_configs
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

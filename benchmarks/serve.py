@@ -6,7 +6,7 @@ Runs ``mmvla serve`` as a subprocess on loopback (one torch thread) and drives i
   own inference time, and the same policy's local ``act`` for the serving overhead;
 - throughput: 1, 4 and 16 concurrent clients (threads, one connection each), bounded by a request count
   and a time limit; requests/s, latency percentiles and errors (must be 0);
-- async client: a 20 Hz control loop with :class:`mmvla.client.AsyncPolicyClient`; steps that waited;
+- async client: a 20 Hz control loop with :class:`mmvla.serving.client.AsyncPolicyClient`; steps that waited;
 - success: the same seeds evaluated locally and through the server (``mmvla eval --server``), compared
   per episode.
 
@@ -39,8 +39,8 @@ import numpy as np
 import torch
 import websockets
 
-from mmvla.client import AsyncPolicyClient, PolicyClient
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
+from mmvla.serving.client import AsyncPolicyClient, PolicyClient
 
 RESULTS = Path(__file__).parent / "results" / "serve.json"
 
@@ -58,9 +58,9 @@ def pct(xs: list[float]) -> dict[str, float]:
 def train_tiny(root: Path, steps: int, episodes: int) -> tuple[Path, dict[str, Any]]:
     """A policy of the demo's architecture trained briefly on expert episodes."""
     from mmvla.data.collect import collect_dataset
-    from mmvla.recipes import demo_configs
-    from mmvla.train import train
-    from mmvla.train_config import TrainConfig
+    from mmvla.training.config import TrainConfig
+    from mmvla.training.recipes import demo_configs
+    from mmvla.training.trainer import train
 
     t0 = time.perf_counter()
     collect_dataset(root / "data", episodes=episodes, workers=1, seed=0, image_size=64, progress=False)
@@ -158,7 +158,7 @@ def lockout(checkpoint: Path, stream: list[dict[str, Any]], n: int = 64) -> dict
     trickle a frame: an authenticated robot still connects and acts; trickled frames are dropped."""
     import socket
 
-    from mmvla.client import open_connection
+    from mmvla.serving.client import open_connection
 
     token = "benchmark-token-123"
     frame_timeout = 2.0
@@ -229,7 +229,7 @@ def fuzz_corpus(n: int, seed: int, good: dict[str, Any]) -> list[bytes | str]:
     huge declared shapes and containers, non-UTF-8, 4 MB strings, non-finite states."""
     import msgpack
 
-    from mmvla.protocol import pack
+    from mmvla.serving.protocol import pack
 
     rng = np.random.default_rng(seed)
     base = pack({"kind": "act", "observation": good})
@@ -262,8 +262,8 @@ def fuzz_corpus(n: int, seed: int, good: dict[str, Any]) -> list[bytes | str]:
 
 def fuzz(checkpoint: Path, good: dict[str, Any], n: int, per_connection: int, root: Path) -> dict[str, Any]:
     """Send the corpus to a fresh server at INFO log level; count replies, sizes and log growth."""
-    from mmvla.client import open_connection
-    from mmvla.protocol import unpack
+    from mmvla.serving.client import open_connection
+    from mmvla.serving.protocol import unpack
 
     corpus = fuzz_corpus(n, 0, good)
     log = root / "fuzz-server.log"
@@ -425,7 +425,7 @@ def async_loop(url: str, stream: list[dict[str, Any]], steps: int, hz: float = 2
 
 
 def success(checkpoint: Path, url: str, episodes: int, out: Path) -> dict[str, Any]:
-    from mmvla.evaluate import EvalConfig, evaluate
+    from mmvla.evaluation.evaluate import EvalConfig, evaluate
 
     cfg: dict[str, Any] = {"episodes": episodes, "split": "all", "workers": 1, "seed": 1_000_000}
     local = evaluate(checkpoint, EvalConfig(**cfg), out / "local", progress=False)
@@ -476,7 +476,7 @@ def main() -> None:
         print(f"training a tiny policy on the fly ({args.train_steps} steps) ...", flush=True)
         checkpoint, ckpt_info = train_tiny(tmp, args.train_steps, args.train_episodes)
     from mmvla.policy.checkpoint import load_config
-    from mmvla.serve import checkpoint_id
+    from mmvla.serving.server import checkpoint_id
 
     pcfg, _ = load_config(checkpoint)
     ckpt_info.update(

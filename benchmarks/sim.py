@@ -38,7 +38,7 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
 from mmvla.sim import ScriptedExpert, TabletopEnv
 from mmvla.sim.scene import CONTROL_DT, SUBSTEPS
 

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.io import atomic_write_json
+from mmvla.core.io import atomic_write_json
 from mmvla.sim import ScriptedExpert, TabletopEnv
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_expert.json"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs Debian's `chromium` for the report render test (tests/test_report.py renders report.html in
+# Installs Debian's `chromium` for the report render test (tests/reporting/test_page.py renders report.html in
 # headless Chromium). Idempotent and instant when Chromium is already installed. Needs root (or sudo) for
 # apt-get; without either it says so and exits 0, and the render test skips with a clear reason.
 set -euo pipefail

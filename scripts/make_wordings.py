@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from mmvla.io import atomic_write_bytes
+from mmvla.core.io import atomic_write_bytes
 from mmvla.sim.wordings import HELDOUT_FILE, heldout_file_text
 
 TARGET = Path(__file__).resolve().parents[1] / "src" / "mmvla" / "sim" / "data" / HELDOUT_FILE

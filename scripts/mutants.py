@@ -50,9 +50,9 @@ class Mutant:
 
 GLUE = "tests/policy/test_glue.py"
 SUCCESS = "tests/sim/test_success_criteria.py"
-CONTROLS = "tests/test_blind_controls.py"
+CONTROLS = "tests/evaluation/test_blind_controls.py"
 E2E = "tests/test_end_to_end.py"
-OPTIM = "tests/policy/test_optimisation.py"
+OPTIM = "tests/training/test_optimisation.py"
 FUSION = "tests/modules/test_cross_attention_fusion.py"
 
 MUTANTS: tuple[Mutant, ...] = (
@@ -378,7 +378,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     out = {"summary": summary, "partial": args.only is not None, "baseline": base, "mutants": rows}
     if args.only is None or args.write:  # a partial run replaces the full result only when asked
-        from mmvla.io import atomic_write_json
+        from mmvla.core.io import atomic_write_json
 
         atomic_write_json(args.out, out)
 

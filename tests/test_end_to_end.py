@@ -17,12 +17,12 @@ import pytest
 import torch
 
 from mmvla.data.collect import collect_dataset
-from mmvla.diagnostics import DiagnosticsConfig, run_diagnostics
-from mmvla.evaluate import EvalConfig, evaluate
+from mmvla.evaluation.diagnostics import DiagnosticsConfig, run_diagnostics
+from mmvla.evaluation.evaluate import EvalConfig, evaluate
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_config
-from mmvla.train import train
-from mmvla.train_config import TrainConfig
+from mmvla.training.config import TrainConfig
+from mmvla.training.trainer import train
 
 SEED, EPISODES, MAX_STEPS = 5000, 4, 50
 FAMILIES = ("push",)

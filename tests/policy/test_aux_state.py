@@ -9,8 +9,8 @@ import torch
 from mmvla.data.dataset import VLADataset
 from mmvla.data.lerobot_format import ENV_STATE_KEY
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.train import dataset_normalizer, read_log, train
-from mmvla.train_config import TrainConfig
+from mmvla.training.config import TrainConfig
+from mmvla.training.trainer import dataset_normalizer, read_log, train
 
 from .conftest import small_policy_dict
 

@@ -30,10 +30,10 @@ import pytest
 import torch
 from torch import nn
 
-import mmvla.io
+import mmvla.core.io
 import mmvla.policy.checkpoint
-import mmvla.train
-from mmvla.io import durable_directory, exchange_paths, recover_directory
+import mmvla.training.trainer
+from mmvla.core.io import durable_directory, exchange_paths, recover_directory
 from mmvla.policy import PolicyConfig
 from mmvla.policy.checkpoint import checkpoint_id, from_pretrained, load_config
 from mmvla.policy.model import VLAPolicy
@@ -71,7 +71,9 @@ class _Run:
 
     def save(self, last: Path, step: int) -> None:
         self.set_step(step)
-        mmvla.train._checkpoint(last, self.policy, self.optimizer, self.ema, self.gen, step, rank=0)
+        mmvla.training.trainer._checkpoint(
+            last, self.policy, self.optimizer, self.ema, self.gen, step, rank=0
+        )
 
 
 def _stats(cfg: PolicyConfig) -> dict[str, dict[str, Any]]:
@@ -99,7 +101,7 @@ def _loaded_step(last: Path) -> int:
         _SCRATCH.append(_Run())
     run = _SCRATCH[0]
     run.set_step(-1)
-    step = mmvla.train._load_trainer_state(last, run.optimizer, run.ema, run.gen)
+    step = mmvla.training.trainer._load_trainer_state(last, run.optimizer, run.ema, run.gen)
     moments = {float(v) for st in run.optimizer.state.values() for v in st["exp_avg"].reshape(-1).unique()}
     ema = {float(v) for p in run.ema.parameters() for v in p.detach().reshape(-1).unique()}
     assert w == extra["step"] == step and moments == ema == {float(step)}, (w, extra, step, moments, ema)
@@ -134,9 +136,9 @@ def _crash_from_call(k: int, monkeypatch: pytest.MonkeyPatch) -> None:
     for name in OS_CALLS:
         monkeypatch.setattr(os, name, wrap(getattr(os, name)))
     for module, name in (
-        (mmvla.io, "exchange_paths"),
+        (mmvla.core.io, "exchange_paths"),
         (mmvla.policy.checkpoint, "save_file"),
-        (mmvla.train, "save_file"),
+        (mmvla.training.trainer, "save_file"),
     ):
         monkeypatch.setattr(module, name, wrap(getattr(module, name)))
 
@@ -148,10 +150,12 @@ def _save_files(last: Path, step: int) -> None:
         mmvla.policy.checkpoint.save_file(
             {"w": torch.full((64,), float(step))}, str(tmp / "model.safetensors")
         )
-        mmvla.io.atomic_write_json(tmp / "config.json", {"extra": {"step": step}})
-        mmvla.io.atomic_write_json(tmp / "stats.json", {"step": step})
-        mmvla.train.save_file({"rng": torch.full((8,), float(step))}, str(tmp / "trainer_state.safetensors"))
-        mmvla.io.atomic_write_json(tmp / "trainer_state.json", {"step": step})
+        mmvla.core.io.atomic_write_json(tmp / "config.json", {"extra": {"step": step}})
+        mmvla.core.io.atomic_write_json(tmp / "stats.json", {"step": step})
+        mmvla.training.trainer.save_file(
+            {"rng": torch.full((8,), float(step))}, str(tmp / "trainer_state.safetensors")
+        )
+        mmvla.core.io.atomic_write_json(tmp / "trainer_state.json", {"step": step})
 
 
 def _files_step(last: Path) -> int:
@@ -222,7 +226,7 @@ def test_fallback_without_rename_exchange_also_survives(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Where RENAME_EXCHANGE is unsupported: two renames; a kill between them is undone by recovery."""
-    monkeypatch.setattr(mmvla.io, "exchange_paths", lambda a, b: False)
+    monkeypatch.setattr(mmvla.core.io, "exchange_paths", lambda a, b: False)
     _check_fault_injection(tmp_path, _save_files, _files_step, recovery=True)
 
 

@@ -17,8 +17,8 @@ import torch
 
 from mmvla.data import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.train import dataset_normalizer, read_log, train
-from mmvla.train_config import TrainConfig
+from mmvla.training.config import TrainConfig
+from mmvla.training.trainer import dataset_normalizer, read_log, train
 
 from .conftest import small_policy_dict
 

@@ -21,7 +21,7 @@ from mmvla.data.dataset import VLADataset
 from mmvla.modules.fusion import FusionOutput, available_fusions
 from mmvla.modules.heads import HeadConfig, build_head
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.train import dataset_normalizer
+from mmvla.training.trainer import dataset_normalizer
 
 from .conftest import small_policy_dict
 

@@ -14,7 +14,7 @@ from mmvla.data.dataset import VLADataset
 from mmvla.modules.fusion import available_fusions
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.observation import ObservationError
-from mmvla.train import dataset_normalizer
+from mmvla.training.trainer import dataset_normalizer
 
 from .conftest import IMAGE, small_policy_dict
 

@@ -7,7 +7,7 @@ import torch
 
 from mmvla.data.dataset import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.train import dataset_normalizer
+from mmvla.training.trainer import dataset_normalizer
 
 from .conftest import small_policy_dict
 

@@ -6,7 +6,7 @@ in which they finish: results are written in seed order and failed episodes are 
 counted). Workers PNG-encode frames and histogram pixels themselves; the parent only writes parquet.
 
 The whole dataset is built in a hidden sibling directory and renamed into place at the end
-(:func:`mmvla.io.atomic_directory`): an interrupted collect never leaves a dataset that looks complete,
+(:func:`mmvla.core.io.atomic_directory`): an interrupted collect never leaves a dataset that looks complete,
 and ``overwrite=True`` keeps the old dataset intact until the new one is complete.
 """
 
@@ -22,6 +22,7 @@ from typing import Any
 
 import numpy as np
 
+from mmvla.core.io import atomic_directory, atomic_write_json
 from mmvla.data.lerobot_format import (
     DEFAULT_DATA_FILES_SIZE_IN_MB,
     DEFAULT_PNG_COMPRESS_LEVEL,
@@ -30,7 +31,6 @@ from mmvla.data.lerobot_format import (
     LeRobotWriter,
     encode_episode,
 )
-from mmvla.io import atomic_directory, atomic_write_json
 
 DEFAULT_NOISE_STD = 0.1
 MMVLA_META_PATH = "meta/mmvla.json"  # collection provenance; LeRobot ignores unknown meta files

@@ -36,6 +36,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from mmvla.core.io import atomic_write_json, read_json
 from mmvla.data.stats import (
     REQUIRED_STATS,
     ImageStats,
@@ -44,7 +45,6 @@ from mmvla.data.stats import (
     stats_from_json,
     stats_to_json,
 )
-from mmvla.io import atomic_write_json, read_json
 
 CODEBASE_VERSION = "v3.0"
 ROBOT_TYPE = "mmvla_tabletop"
@@ -279,7 +279,7 @@ def _arrow_type_of(value: ExtraValue) -> pa.DataType:
 class LeRobotWriter:
     """Streams episodes into a LeRobot v3.0 dataset at ``root`` (which must not exist or be empty).
 
-    Usage (``root`` is normally the temporary directory of :func:`mmvla.io.atomic_directory`)::
+    Usage (``root`` is normally the temporary directory of :func:`mmvla.core.io.atomic_directory`)::
 
         with LeRobotWriter(tmp, cameras=("front", "wrist"), image_size=64, fps=10) as w:
             for ep in episodes:

@@ -104,7 +104,7 @@ class MultiHeadAttention(nn.Module):
     - ``"auto"`` (default): SDPA for self-attention; for cross-attention the cheapest of the three by the
       counts above, a fold only when it saves at least 25 %. Chosen from shapes alone.
 
-    Recording (vit-pytorch's ``recorder.py`` idea, used by :mod:`mmvla.viz`): while ``recorder`` is a list,
+    Recording (vit-pytorch's ``recorder.py`` idea, used by :mod:`mmvla.reporting.figures`): while ``recorder`` is a list,
     ``forward`` takes the slow path and appends each call's detached (B, H, Nq, Nk) weights to it. The
     output is the slow path's, equal to the fast path's up to float rounding. ``None`` (the default) leaves
     ``forward`` untouched.

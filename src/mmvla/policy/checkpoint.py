@@ -1,6 +1,6 @@
 """Policy checkpoints: ``model.safetensors`` + ``config.json`` + ``stats.json``; nothing is unpickled.
 
-A checkpoint directory is replaced durably (:func:`mmvla.io.durable_directory`): every file and the
+A checkpoint directory is replaced durably (:func:`mmvla.core.io.durable_directory`): every file and the
 directory are fsynced and the new directory is swapped in with one atomic rename, so a SIGKILL or a
 power cut at any point leaves a complete, loadable checkpoint (the previous or the new one).
 """
@@ -17,7 +17,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mmvla import __version__
-from mmvla.io import atomic_write_json, durable_directory, read_json
+from mmvla.core.io import atomic_write_json, durable_directory, read_json
 from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import Normalizer
 

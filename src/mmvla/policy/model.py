@@ -265,7 +265,7 @@ class VLAPolicy(nn.Module):
         """A snapshot of the per-episode run-time state (chunk mode, chunker, safety monitor, memory).
 
         With :meth:`set_runtime_state` one set of weights serves several independent control streams
-        (:mod:`mmvla.serve` swaps one state per connection in and out around each step).
+        (:mod:`mmvla.serving.server` swaps one state per connection in and out around each step).
         """
         if not hasattr(self, "_chunker"):
             self.reset()

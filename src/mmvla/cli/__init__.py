@@ -1,0 +1,21 @@
+"""The ``mmvla`` command line: argument parsing only, one module per subcommand.
+
+Each subcommand module exposes ``HELP``, ``add_arguments(parser)`` and ``run(args)``; ``run`` calls
+the library (mostly :mod:`mmvla.pipeline`) and prints. Heavy libraries are imported inside ``run`` so
+that ``mmvla --help`` stays fast.
+"""
+
+import argparse
+
+
+def csv_list(text: str) -> tuple[str, ...]:
+    """argparse type: "a, b,c" -> ("a", "b", "c"); an empty list is an error."""
+    items = tuple(s.strip() for s in text.split(",") if s.strip())
+    if not items:
+        raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+    return items
+
+
+from mmvla.cli.main import build_parser, main  # noqa: E402  (main's subcommands import csv_list)
+
+__all__ = ["build_parser", "csv_list", "main"]

@@ -1,0 +1,101 @@
+"""``mmvla eval``: closed-loop success rates of a checkpoint, per split and task family."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = "Evaluate a policy checkpoint in closed loop; writes metrics.json (and GIFs with --video)."
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--checkpoint",
+        help="policy directory (a run's policy/ folder); with --server optional (then checked against it)",
+    )
+    p.add_argument(
+        "--server", metavar="WS_URL", help="act through a running `mmvla serve` (ws://host:port) instead"
+    )
+    p.add_argument(
+        "--env",
+        default="tabletop",
+        choices=("tabletop", "metaworld-mt10"),
+        help="simulator (default tabletop); metaworld-mt10 cycles its ten tasks: --episodes 500 = 50 per task",
+    )
+    p.add_argument("--episodes", type=int, default=100, help="episodes per split")
+    p.add_argument("--split", default="all", choices=("train", "unseen", "all"))
+    p.add_argument("--out", help="directory for metrics.json, episodes.json and videos/")
+    p.add_argument("--workers", type=int, default=2, help="parallel processes")
+    p.add_argument("--seed", type=int, default=1_000_000, help="first episode seed")
+    p.add_argument("--max-steps", type=int, help="episode time limit in steps (default: the environment's)")
+    p.add_argument(
+        "--families", help="comma-separated task families or Meta-World tasks (default: the environment's)"
+    )
+    p.add_argument(
+        "--control",
+        default="none",
+        choices=("none", "blank_images", "wrong_instruction", "instruction_swap"),
+        help="blind control, or instruction_swap (another object on the table becomes the target)",
+    )
+    p.add_argument("--chunk-mode", default="ensemble", choices=("ensemble", "execute"))
+    p.add_argument(
+        "--video",
+        nargs="?",
+        const=4,
+        type=int,
+        default=0,
+        metavar="N",
+        help="record N episodes per split as GIF",
+    )
+    p.add_argument(
+        "--rephrase", help="file of 'canonical<TAB>user wording' lines given to the policy instead"
+    )
+    p.add_argument(
+        "--wordings",
+        default="canonical",
+        metavar="SETS",
+        help="comma-separated built-in wording sets: canonical, train, heldout (words training never "
+        "used); several sets run the same episodes each and are compared with the first (paired test)",
+    )
+    p.add_argument("--quiet", action="store_true")
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmvla.evaluation.evaluate import (
+        EvalConfig,
+        evaluate,
+        evaluate_wordings,
+        format_metrics,
+        format_wordings,
+        read_rephrase_file,
+    )
+
+    if not args.checkpoint and not args.server:
+        raise ValueError("give --checkpoint DIR or --server ws://host:port")
+    wordings = [w.strip() for w in args.wordings.split(",") if w.strip()]
+    cfg = EvalConfig(
+        episodes=args.episodes,
+        split=args.split,
+        workers=args.workers,
+        seed=args.seed,
+        families=tuple(f for f in args.families.split(",") if f) if args.families else None,
+        control=args.control,
+        chunk_mode=args.chunk_mode,
+        video_episodes=args.video,
+        rephrase=read_rephrase_file(args.rephrase) if args.rephrase else {},
+        env=args.env,
+        max_steps=args.max_steps,
+        server=args.server,
+        wordings=wordings[0] if wordings else "canonical",
+    )
+    if len(wordings) > 1:
+        if not args.out:
+            raise ValueError("--wordings with several sets needs --out (each set's results are kept)")
+        metrics = evaluate_wordings(args.checkpoint, cfg, wordings, args.out, progress=not args.quiet)
+        print(format_metrics(metrics))
+        print(format_wordings(metrics["wordings"]))
+    else:
+        metrics = evaluate(args.checkpoint, cfg, args.out, progress=not args.quiet)
+        print(format_metrics(metrics))
+    if args.out:
+        print(f"metrics: {args.out}/metrics.json")
+    return 0

@@ -1,0 +1,53 @@
+"""``mmvla report``: one self-contained HTML page for a run (or comparison) directory."""
+
+from __future__ import annotations
+
+import argparse
+
+HELP = (
+    "Write RUN/report.html (success tables, comparison, curves, diagnostics, attention, clips; images "
+    "embedded); --diagnostics first measures how much each modality matters."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--run",
+        required=True,
+        help="run directory (from `mmvla demo`, `mmvla train` + `eval`, `mmvla compare`)",
+    )
+    p.add_argument("--out", help="output HTML path (default RUN/report.html)")
+    p.add_argument(
+        "--diagnostics",
+        action="store_true",
+        help="run the modality diagnostics (ablations, routing, gradient balance) into RUN/diagnostics "
+        "on RUN/policy (for a comparison: the winner's first run) before writing the page",
+    )
+    p.add_argument("--episodes", type=int, default=20, help="diagnostics: episodes per split and condition")
+    p.add_argument("--workers", type=int, default=2, help="diagnostics: rollout processes")
+    p.add_argument("--max-steps", type=int, default=None, help="diagnostics: episode step limit")
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from mmvla.reporting.page import write_report
+
+    run_dir = Path(args.run)
+    if args.diagnostics:
+        from mmvla.core.io import read_json
+        from mmvla.evaluation.diagnostics import DiagnosticsConfig, format_diagnostics, run_diagnostics
+        from mmvla.reporting.page import focus_run
+
+        comparison = None
+        if (run_dir / "comparison.json").is_file():
+            comparison = read_json(run_dir / "comparison.json", "comparison")
+        checkpoint = focus_run(run_dir, comparison) / "policy"
+        if not (checkpoint / "config.json").is_file():
+            raise FileNotFoundError(f"--diagnostics needs a policy checkpoint; none at {checkpoint}")
+        cfg = DiagnosticsConfig(episodes=args.episodes, workers=args.workers, max_steps=args.max_steps)
+        print(f"diagnostics of {checkpoint} ({args.episodes} episodes per split and condition)")
+        diag = run_diagnostics(checkpoint, run_dir / "diagnostics", cfg, progress=True)
+        print(format_diagnostics(diag))
+    print(f"report: {write_report(run_dir, args.out)}")
+    return 0

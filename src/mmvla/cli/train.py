@@ -1,0 +1,105 @@
+"""``mmvla train``: behaviour-clone a policy on a recorded dataset (works under torchrun too)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from mmvla.policy import PolicyConfig
+    from mmvla.training.config import TrainConfig
+
+HELP = (
+    "Train a policy on a dataset (torchrun --standalone --nproc_per_node=N -m mmvla.cli train ... for DDP)."
+)
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", required=True, help="dataset directory written by `mmvla collect`")
+    p.add_argument("--out", required=True, help="run directory (log, checkpoints, final policy)")
+    p.add_argument("--config", help='JSON file {"policy": {...}, "train": {...}}; flags below override it')
+    p.add_argument("--fusion", help="fusion design (registry name), e.g. film, cross_attention, transformer")
+    p.add_argument("--head", choices=("regression", "bins", "flow"), help="action head")
+    p.add_argument("--chunk-size", type=int, help="actions predicted per step")
+    p.add_argument("--vision", help="vision encoder kind: cnn | patch | efficientnet_lite0")
+    p.add_argument("--language", help="language encoder kind: lstm | transformer | minilm")
+    p.add_argument("--cameras", help="comma-separated cameras, e.g. front,wrist")
+    p.add_argument("--steps", type=int, help="optimiser steps")
+    p.add_argument("--batch-size", type=int, help="samples per step and process")
+    p.add_argument("--lr", type=float, help="peak learning rate")
+    p.add_argument("--ema", type=float, help="EMA decay of the weights (0 disables)")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    p.add_argument("--seed", type=int, help="random seed")
+    p.add_argument("--threads", type=int, help="torch intra-op threads")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
+    p.add_argument(
+        "--init-from", help="initialise encoders from `mmvla pretrain` output or a policy checkpoint"
+    )
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
+    """(PolicyConfig, TrainConfig) from --config plus flags."""
+    from mmvla.core.io import read_json
+    from mmvla.policy import PolicyConfig
+    from mmvla.training.config import TrainConfig
+
+    file = read_json(args.config, "training config") if args.config else {}
+    if not isinstance(file, dict) or set(file) - {"policy", "train"}:
+        raise ValueError(f"{args.config}: a training config holds only 'policy' and 'train' objects")
+    policy = dict(file.get("policy", {}))
+    train = dict(file.get("train", {}))
+    if args.fusion:
+        policy["fusion"] = args.fusion
+    if args.head or args.chunk_size:
+        head = dict(policy.get("head", {"kind": "regression", "chunk_size": 4}))
+        head.update({k: v for k, v in (("kind", args.head), ("chunk_size", args.chunk_size)) if v})
+        policy["head"] = head
+    if args.vision:
+        policy["vision"] = {**policy.get("vision", {}), "kind": args.vision}
+    if args.language:
+        policy["language"] = {**policy.get("language", {}), "kind": args.language}
+    if args.cameras:
+        policy["cameras"] = [c.strip() for c in args.cameras.split(",") if c.strip()]
+    for flag, key in (
+        ("steps", "steps"),
+        ("batch_size", "batch_size"),
+        ("lr", "lr"),
+        ("ema", "ema_decay"),
+        ("seed", "seed"),
+        ("threads", "threads"),
+        ("device", "device"),
+    ):
+        if getattr(args, flag) is not None:
+            train[key] = getattr(args, flag)
+    if args.bf16:
+        train["bf16"] = True
+    return PolicyConfig.from_dict(policy), TrainConfig.from_dict(train)
+
+
+def run(args: argparse.Namespace) -> int:
+    from mmvla.training.trainer import train
+
+    policy_cfg, train_cfg = build_configs(args)
+    result = train(
+        args.data,
+        args.out,
+        policy_cfg,
+        train_cfg,
+        resume=args.resume,
+        init_from=args.init_from,
+        progress=not args.quiet,
+    )  # type: ignore[arg-type]
+    import torch.distributed as dist
+
+    if not dist.is_initialized() or dist.get_rank() == 0:
+        if args.init_from:
+            print(f"initialised {result.initialised_tensors} tensors from {args.init_from}")
+        print(
+            f"trained {result.steps} steps in {result.train_seconds:.0f} s ({result.samples_per_s:.0f} samples/s), "
+            f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {result.run_dir / 'log.csv'}"
+        )
+    if dist.is_initialized():
+        dist.destroy_process_group()
+    return 0

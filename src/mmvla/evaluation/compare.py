@@ -1,0 +1,919 @@
+"""Compare design choices on one task: fusion designs, action heads and language encoders.
+
+A *variant* is the demo recipe (:func:`mmvla.training.recipes.demo_configs`) with one axis changed: the fusion
+design, the action head, or the language encoder. Every variant is trained on the same dataset with the
+same budget and seeds, evaluated on both splits (same evaluation seeds for every variant, so the
+comparison is paired), checked with the blind controls, and measured (parameters, policy step latency,
+training time). The output directory holds::
+
+    data/                                  the dataset (collected when no --data is given)
+    runs/<axis>-<name>-seed<k>/            one training run each (train's run directory) plus
+        spec.json                          what it was trained with (a rerun with other settings fails)
+        train_time.json                    training wall time once training finished
+        eval/, eval_blank_images/, eval_wrong_instruction/   metrics.json (+ videos)
+        latency.json                       act() latency at batch 1, one thread
+        result.json                        everything above in one record (written last)
+    comparison.json, comparison.md, comparison.png, report.html
+
+It is resumable: a run whose ``result.json`` matches the requested settings is not trained or evaluated
+again; a run killed while training resumes from ``checkpoints/last``; finished stages (training, each
+evaluation, latency) are kept.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmvla.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from mmvla.evaluation.evaluate import BLIND_CONTROLS, SPLITS, mcnemar_exact, wilson_interval
+
+AXES = ("fusion", "head", "language")
+CONTROL_NAMES = BLIND_CONTROLS
+
+
+# ------------------------------------------------------------------------ configuration
+@dataclass(frozen=True)
+class Variant:
+    """One design choice: ``axis`` ("fusion" | "head" | "language") set to ``name``."""
+
+    axis: str
+    name: str
+
+    @property
+    def label(self) -> str:
+        """``"<axis>-<name>"``, e.g. ``"fusion-film"``."""
+        return f"{self.axis}-{self.name}"
+
+    def run_name(self, seed: int) -> str:
+        """Run directory name under ``OUT/runs``: ``"<axis>-<name>-seed<k>"``."""
+        return f"{self.label}-seed{seed}"
+
+
+@dataclass
+class CompareConfig:
+    """What to compare and with which budget.
+
+    Attributes:
+        fusions, heads, languages: names to compare on each axis (empty: that axis is not varied).
+        steps: training steps per run.
+        seeds: training seeds; every variant is trained once per seed.
+        episodes: expert demonstrations collected when no dataset is given.
+        eval_episodes: evaluation episodes per split (train and unseen compositions).
+        controls: episodes per split of each blind control (blank images; wrong instruction); 0 skips.
+        workers: processes for collection and evaluation.
+        eval_max_steps: episode step limit during evaluation (None: the environment's per-family one).
+        video_episodes: evaluation episodes per split recorded as GIFs (for the report).
+        latency_steps, latency_warmup: timed and warm-up ``act()`` calls of the latency measurement.
+        policy_overrides, train_overrides: changes to the demo recipe applied to every variant, as
+            ``{"dim": 64, "head.hidden": 64}`` (a dotted key sets a field inside a dict field).
+    """
+
+    fusions: tuple[str, ...] = ()
+    heads: tuple[str, ...] = ()
+    languages: tuple[str, ...] = ()
+    steps: int = 1500
+    seeds: tuple[int, ...] = (0,)
+    episodes: int = 300
+    eval_episodes: int = 50
+    controls: int = 20
+    workers: int = 2
+    eval_max_steps: int | None = None
+    video_episodes: int = 1
+    latency_steps: int = 100
+    latency_warmup: int = 10
+    policy_overrides: dict[str, Any] = field(default_factory=dict)
+    train_overrides: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        from mmvla.modules.fusion import available_fusions
+        from mmvla.modules.heads import HEADS
+        from mmvla.modules.language import LANGUAGE_KINDS
+
+        self.fusions, self.heads, self.languages = (
+            tuple(self.fusions),
+            tuple(self.heads),
+            tuple(self.languages),
+        )
+        self.seeds = tuple(int(s) for s in self.seeds)
+        for axis, names, valid in (
+            ("fusion", self.fusions, tuple(available_fusions())),
+            ("head", self.heads, HEADS),
+            ("language", self.languages, LANGUAGE_KINDS),
+        ):
+            bad = [n for n in names if n not in valid]
+            if bad:
+                raise ValueError(
+                    f"compare: unknown {axis}(s) {', '.join(bad)}; available: {', '.join(valid)}"
+                )
+            if len(set(names)) != len(names):
+                raise ValueError(f"compare: a {axis} is listed twice in {','.join(names)}")
+        if not (self.fusions or self.heads or self.languages):
+            raise ValueError("compare: nothing to compare; give --fusions, --heads and/or --languages")
+        if not self.seeds or len(set(self.seeds)) != len(self.seeds) or min(self.seeds) < 0:
+            raise ValueError(f"compare: seeds must be non-empty, unique and >= 0, got {self.seeds}")
+        for name in ("steps", "episodes", "eval_episodes", "workers", "latency_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"compare: {name} must be >= 1, got {getattr(self, name)}")
+        for name in ("controls", "video_episodes", "latency_warmup"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"compare: {name} must be >= 0, got {getattr(self, name)}")
+        if self.eval_max_steps is not None and self.eval_max_steps < 1:
+            raise ValueError(f"compare: eval_max_steps must be >= 1 or None, got {self.eval_max_steps}")
+
+    def variants(self) -> list[Variant]:
+        """Every variant in axis order (fusion, head, language), names in the order given."""
+        return (
+            [Variant("fusion", n) for n in self.fusions]
+            + [Variant("head", n) for n in self.heads]
+            + [Variant("language", n) for n in self.languages]
+        )
+
+
+def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``d`` with ``overrides`` applied; ``"a.b": v`` sets ``d["a"]["b"] = v``.
+
+    Raises ``ValueError`` naming the key when a dotted key's parent is not a dict.
+    """
+    out = copy.deepcopy(dict(d))
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {key!r}: {p!r} is not a dict field")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def base_configs(cfg: CompareConfig) -> tuple[Any, Any]:
+    """The demo recipe with ``cfg.steps`` and the overrides applied: (PolicyConfig, TrainConfig)."""
+    from mmvla.policy import PolicyConfig
+    from mmvla.training.config import TrainConfig
+    from mmvla.training.recipes import demo_configs
+
+    policy, train = demo_configs(steps=cfg.steps, seed=0)
+    policy = PolicyConfig.from_dict(apply_overrides(policy.to_dict(), cfg.policy_overrides))
+    train_d = apply_overrides(train.to_dict(), cfg.train_overrides)
+    train_d["steps"] = cfg.steps
+    train_d["warmup_steps"] = min(train_d["warmup_steps"], max(0, cfg.steps // 10))
+    return policy, TrainConfig.from_dict(train_d)
+
+
+def variant_configs(variant: Variant, base_policy: Any, base_train: Any, seed: int) -> tuple[Any, Any]:
+    """(PolicyConfig, TrainConfig) of ``variant`` at training ``seed``: the base with one axis changed."""
+    from mmvla.policy import PolicyConfig
+    from mmvla.training.config import TrainConfig
+
+    d = base_policy.to_dict()
+    if variant.axis == "fusion":
+        d["fusion"] = variant.name
+    elif variant.axis == "head":
+        d["head"] = {**d["head"], "kind": variant.name}
+    elif variant.axis == "language":
+        d["language"] = {**d["language"], "kind": variant.name}
+    else:
+        raise ValueError(f"unknown axis {variant.axis!r}; expected one of {AXES}")
+    return PolicyConfig.from_dict(d), TrainConfig.from_dict({**base_train.to_dict(), "seed": seed})
+
+
+# ------------------------------------------------------------------------ measurements
+def reference_observation(
+    cameras: Sequence[str], image_size: int, seed: int = 1_000_000, family: str = "pick"
+) -> dict[str, Any]:
+    """A real environment observation (after ``reset(seed)``) for latency measurements."""
+    import mmvla.sim  # noqa: F401  (sets MUJOCO_GL, registers the environment)
+    from mmvla.sim.env import TabletopEnv
+
+    env = TabletopEnv(cameras=tuple(cameras), image_size=image_size, split="train")
+    try:
+        obs, _ = env.reset(seed=seed, options={"family": family})
+        return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in obs.items()}
+    finally:
+        env.close()
+
+
+def measure_latency(
+    policy: Any, observation: Mapping[str, Any], steps: int = 100, warmup: int = 10
+) -> dict[str, float]:
+    """Wall time of ``policy.act(observation)`` at batch 1 on one torch thread, after ``warmup`` calls.
+
+    The policy runs in "ensemble" chunk mode, so every call encodes, fuses and decodes (the worst
+    case of a control step). Returns p50/p99/mean/max in milliseconds and the settings.
+    """
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        policy.eval()
+        policy.reset(chunk_mode="ensemble")
+        for _ in range(warmup):
+            policy.act(observation)
+        times = np.empty(steps)
+        for i in range(steps):
+            t0 = time.perf_counter_ns()
+            policy.act(observation)
+            times[i] = (time.perf_counter_ns() - t0) / 1e6
+    finally:
+        torch.set_num_threads(prev)
+    return {
+        "p50_ms": float(np.percentile(times, 50)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "mean_ms": float(times.mean()),
+        "max_ms": float(times.max()),
+        "steps": steps,
+        "warmup": warmup,
+        "threads": 1,
+        "batch": 1,
+    }
+
+
+def count_parameters(policy: Any) -> dict[str, int]:
+    """Parameters of ``policy``: total and trainable registered ones, plus frozen encoders kept outside
+    the module tree (the pretrained sentence encoder is held in a plain list so it is never saved)."""
+    from torch import nn
+
+    total = sum(p.numel() for p in policy.parameters())
+    trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
+    external = 0
+    for module in policy.modules():
+        for value in vars(module).values():
+            if isinstance(value, list | tuple):
+                external += sum(
+                    sum(p.numel() for p in v.parameters()) for v in value if isinstance(v, nn.Module)
+                )
+    return {"total": total, "trainable": trainable, "frozen_external": external}
+
+
+def steady_train_seconds(log_csv: Path, steps: int, batch_size: int, fallback: float) -> float:
+    """Training time of ``steps`` steps at the median steady-state throughput of a run's log.
+
+    The first log window holds one-off costs (kernel selection, allocator warm-up: tens of seconds for
+    the first run of a process on a loaded machine) and a busy machine adds spikes; the median samples/s
+    of the other windows is robust to both, so designs trained first and later compare fairly.
+    ``fallback`` (the wall time) is returned when the log has fewer than two windows.
+    """
+    from mmvla.training.trainer import read_log
+
+    if not log_csv.is_file():
+        return fallback
+    sps = [v for v in read_log(log_csv).get("samples_per_s", [])[1:] if v > 0]
+    return steps * batch_size / statistics.median(sps) if sps else fallback
+
+
+# ------------------------------------------------------------------------ one run
+def _jsonable(x: Any) -> Any:
+    return json.loads(json.dumps(x))
+
+
+def _reusable_metrics(path: Path, eval_cfg: Any) -> dict[str, Any] | None:
+    """metrics.json at ``path`` when it was produced with the same evaluation settings (workers aside)."""
+    if not path.is_file():
+        return None
+    m = read_json(path, "metrics")
+    want = {
+        k: v for k, v in _jsonable(dataclasses.asdict(eval_cfg)).items() if k not in ("workers", "rephrase")
+    }
+    have = {k: v for k, v in m.get("config", {}).items() if k not in ("workers", "rephrase")}
+    return m if have == want else None
+
+
+def _counts(metrics: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """split -> {"successes", "episodes"} recovered from a metrics dict."""
+    return {
+        s: {
+            "successes": round(metrics["success"][s] * metrics["episodes"][s]),
+            "episodes": int(metrics["episodes"][s]),
+        }
+        for s in metrics["success"]
+    }
+
+
+def run_variant(
+    variant: Variant,
+    seed: int,
+    data_dir: Path,
+    out: Path,
+    cfg: CompareConfig,
+    base_policy: Any,
+    base_train: Any,
+    observation: Mapping[str, Any] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train, evaluate and measure one variant at one seed in ``out/runs/<run name>``; returns its record.
+
+    Stages already done with the same settings are skipped (see the module docstring).
+    """
+    import mmvla.evaluation.evaluate
+    import mmvla.training.trainer
+    from mmvla.policy import VLAPolicy
+
+    run_dir = out / "runs" / variant.run_name(seed)
+    policy_cfg, train_cfg = variant_configs(variant, base_policy, base_train, seed)
+    spec = {
+        "variant": {"axis": variant.axis, "name": variant.name},
+        "seed": seed,
+        "policy": policy_cfg.to_dict(),
+        "train": train_cfg.to_dict(),
+        "data": str(data_dir.resolve()),
+    }
+    spec_path = run_dir / "spec.json"
+    if spec_path.is_file():
+        old = read_json(spec_path, "run spec")
+        if old != spec:
+            diff = sorted(k for k in spec if old.get(k) != spec[k])
+            raise ValueError(
+                f"{run_dir} was trained with other settings ({', '.join(diff)} differ); "
+                "use another --out or delete that run directory"
+            )
+    evals = {
+        "none": mmvla.evaluation.evaluate.EvalConfig(
+            episodes=cfg.eval_episodes,
+            split="all",
+            workers=cfg.workers,
+            max_steps=cfg.eval_max_steps,
+            video_episodes=cfg.video_episodes,
+        )
+    }
+    if cfg.controls:
+        for control in CONTROL_NAMES:
+            evals[control] = mmvla.evaluation.evaluate.EvalConfig(
+                episodes=cfg.controls,
+                split="all",
+                workers=cfg.workers,
+                max_steps=cfg.eval_max_steps,
+                control=control,
+            )
+    eval_spec = {
+        k: {kk: vv for kk, vv in _jsonable(dataclasses.asdict(v)).items() if kk != "workers"}
+        for k, v in evals.items()
+    }
+    latency_spec = {"steps": cfg.latency_steps, "warmup": cfg.latency_warmup}
+    result_path = run_dir / "result.json"
+    if result_path.is_file():
+        res = read_json(result_path, "run result")
+        if (
+            res.get("spec") == spec
+            and res.get("eval_spec") == eval_spec
+            and res.get("latency_spec") == latency_spec
+        ):
+            log(f"{variant.run_name(seed)}: finished earlier, skipped (no training, no evaluation)")
+            res["skipped"] = True
+            return dict(res)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(spec_path, spec)
+
+    # --- training
+    policy_dir = run_dir / "policy"
+    time_path = run_dir / "train_time.json"
+    worked = False  # whether this call trained or evaluated anything
+    if time_path.is_file() and (policy_dir / "model.safetensors").is_file():
+        log(f"{variant.run_name(seed)}: trained earlier, training skipped")
+        train_time = read_json(time_path, "train time")
+    else:
+        worked = True
+        state_path = run_dir / "checkpoints" / "last" / "trainer_state.json"
+        resume = state_path.is_file()
+        start_step = int(read_json(state_path, "trainer state")["step"]) if resume else 0
+        log(
+            f"{variant.run_name(seed)}: {'resuming' if resume else 'training'} "
+            f"({policy_cfg.fusion} fusion, {policy_cfg.head_config().kind} head, "
+            f"{policy_cfg.language['kind']} language, {train_cfg.steps} steps)"
+        )
+        r = mmvla.training.trainer.train(
+            data_dir, run_dir, policy_cfg, train_cfg, resume=resume, progress=progress
+        )
+        # A resumed run only timed its last part: scale its time per step to the whole run.
+        total_s = r.train_seconds * train_cfg.steps / max(1, r.steps - start_step)
+        train_time = {
+            "train_s": steady_train_seconds(
+                run_dir / "log.csv", train_cfg.steps, train_cfg.batch_size, total_s
+            ),
+            "wall_s": total_s,
+            "measured_s": r.train_seconds,
+            "resumed_from_step": start_step if resume else None,
+            "samples_per_s": r.samples_per_s,
+            "final_loss": r.final_loss,
+        }
+        atomic_write_json(time_path, train_time)
+
+    # --- evaluation and controls
+    metrics: dict[str, Any] = {}
+    for name, ecfg in evals.items():
+        folder = run_dir / ("eval" if name == "none" else f"eval_{name}")
+        m = _reusable_metrics(folder / "metrics.json", ecfg)
+        if m is None:
+            log(f"{variant.run_name(seed)}: evaluating{'' if name == 'none' else ' control ' + name}")
+            worked = True
+            m = mmvla.evaluation.evaluate.evaluate(policy_dir, ecfg, folder, progress=progress)
+        metrics[name] = m
+
+    # --- size and latency
+    policy = VLAPolicy.from_pretrained(policy_dir)
+    params = count_parameters(policy)
+    lat_path = run_dir / "latency.json"
+    latency = read_json(lat_path, "latency") if lat_path.is_file() else None
+    if latency is None or {k: latency.get(k) for k in latency_spec} != latency_spec:
+        obs = observation or reference_observation(policy_cfg.cameras, policy_cfg.image_size)
+        latency = measure_latency(policy, obs, cfg.latency_steps, cfg.latency_warmup)
+        atomic_write_json(lat_path, latency)
+
+    res = {
+        "variant": variant.label,
+        "axis": variant.axis,
+        "name": variant.name,
+        "seed": seed,
+        "run_dir": f"runs/{run_dir.name}",  # relative to OUT, so a moved comparison still reads
+        "spec": spec,
+        "eval_spec": eval_spec,
+        "latency_spec": latency_spec,
+        "params": params,
+        "latency": latency,
+        "train": train_time,
+        "success": metrics["none"]["success"],
+        "ci95": metrics["none"]["ci95"],
+        "counts": _counts(metrics["none"]),
+        "per_family": metrics["none"]["per_family"],
+        "controls": {
+            c: {"success": m["success"], "counts": _counts(m)} for c, m in metrics.items() if c != "none"
+        },
+    }
+    atomic_write_json(result_path, res)
+    res["skipped"] = not worked
+    return res
+
+
+# ------------------------------------------------------------------------ aggregation
+def _pooled(counts: Sequence[Mapping[str, int]]) -> dict[str, Any]:
+    k = sum(c["successes"] for c in counts)
+    n = sum(c["episodes"] for c in counts)
+    return {
+        "success": k / n if n else float("nan"),
+        "ci95": list(wilson_interval(k, n)),
+        "successes": k,
+        "episodes": n,
+    }
+
+
+def aggregate_variant(results: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """One variant's seeds -> mean ± std (sample, 0 for one seed) per split, pooled Wilson CI, costs."""
+    first = results[0]
+    out: dict[str, Any] = {
+        "variant": first["variant"],
+        "axis": first["axis"],
+        "name": first["name"],
+        "seeds": [r["seed"] for r in results],
+        "runs": [r["run_dir"] for r in results],
+        "success": {},
+        "controls": {},
+    }
+    for split in SPLITS:
+        rates = [float(r["success"][split]) for r in results if split in r["success"]]
+        if not rates:
+            continue
+        out["success"][split] = {
+            "mean": statistics.fmean(rates),
+            "std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+            "min": min(rates),
+            "max": max(rates),
+            "per_seed": rates,
+            "pooled": _pooled([r["counts"][split] for r in results]),
+        }
+    controls = sorted({c for r in results for c in r.get("controls", {})})
+    for c in controls:
+        per_split = {
+            s: _pooled([r["controls"][c]["counts"][s] for r in results if s in r["controls"][c]["counts"]])
+            for s in SPLITS
+        }
+        both = _pooled(
+            [
+                r["controls"][c]["counts"][s]
+                for r in results
+                for s in SPLITS
+                if s in r["controls"][c]["counts"]
+            ]
+        )
+        out["controls"][c] = {**both, "per_split": per_split}
+    # Per-episode pass/fail keyed "<training seed>/<episode seed>": every variant meets the same keys.
+    out["outcomes"] = {
+        s: {f"{r['seed']}/{k}": v for r in results for k, v in r.get("outcomes", {}).get(s, {}).items()}
+        for s in SPLITS
+    }
+    out["params"] = first["params"]
+    out["latency_ms"] = {
+        "p50": statistics.median(r["latency"]["p50_ms"] for r in results),
+        "p99": statistics.median(r["latency"]["p99_ms"] for r in results),
+    }
+    out["train_s"] = statistics.fmean(r["train"]["train_s"] for r in results)
+    return out
+
+
+def episode_outcomes(episodes_json: Path) -> dict[str, dict[str, bool]]:
+    """Pass/fail per evaluation episode from an evaluation's ``episodes.json``: split -> {episode seed: ok}.
+    Empty when the file is missing (an evaluation from before it was written)."""
+    if not episodes_json.is_file():
+        return {}
+    out: dict[str, dict[str, bool]] = {}
+    for ep in json.loads(episodes_json.read_text()):
+        out.setdefault(str(ep["split"]), {})[str(ep["seed"])] = bool(ep["success"])
+    return out
+
+
+def holm_reject(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
+    """Holm's step-down test: which hypotheses are rejected with family-wise error rate ``alpha``."""
+    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
+    reject = [False] * len(p_values)
+    for rank, i in enumerate(order):
+        if p_values[i] > alpha / (len(p_values) - rank):
+            break
+        reject[i] = True
+    return reject
+
+
+def paired_tests(
+    best: Mapping[str, Any], others: Sequence[Mapping[str, Any]], split: str = "unseen"
+) -> list[dict[str, Any]]:
+    """``best`` against each of ``others`` on the evaluation episodes both ran (same seeds): discordant
+    counts, the exact McNemar p-value and Holm's decision over all the comparisons. Empty when the rows
+    carry no per-episode outcomes."""
+    mine = best.get("outcomes", {}).get(split, {})
+    tests = []
+    for r in others:
+        theirs = r.get("outcomes", {}).get(split, {})
+        shared = mine.keys() & theirs.keys()
+        if not shared:
+            return []
+        wins = sum(mine[k] and not theirs[k] for k in shared)
+        losses = sum(theirs[k] and not mine[k] for k in shared)
+        tests.append(
+            {
+                "name": r["name"],
+                "pairs": len(shared),
+                "wins": wins,
+                "losses": losses,
+                "p_value": mcnemar_exact(wins, losses),
+            }
+        )
+    for t, rejected in zip(tests, holm_reject([t["p_value"] for t in tests]), strict=True):
+        t["better"] = rejected and t["wins"] > t["losses"]
+    return tests
+
+
+def pick_winner(rows: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Best mean unseen success (ties: train success, then fewer parameters); whether its pooled 95%
+    Wilson interval overlaps the runner-up's; and, with per-episode outcomes, paired exact McNemar tests
+    against every other design on the same unseen episodes (Holm-corrected at 5%)."""
+    rows = [r for r in rows if "unseen" in r["success"]]
+    if not rows:
+        return None
+
+    def key(r: Mapping[str, Any]) -> tuple[float, float, int]:
+        tr = r["success"].get("train", {}).get("mean", 0.0)
+        return (-r["success"]["unseen"]["mean"], -tr, r["params"]["total"])
+
+    ranked = sorted(rows, key=key)
+    best = ranked[0]
+    w: dict[str, Any] = {
+        "variant": best["variant"],
+        "name": best["name"],
+        "unseen_mean": best["success"]["unseen"]["mean"],
+        "unseen_ci95": best["success"]["unseen"]["pooled"]["ci95"],
+        "ranking": [r["name"] for r in ranked],
+    }
+    if len(ranked) > 1:
+        ru = ranked[1]
+        lo_b, _ = best["success"]["unseen"]["pooled"]["ci95"]
+        _, hi_r = ru["success"]["unseen"]["pooled"]["ci95"]
+        overlap = lo_b <= hi_r
+        w.update(
+            {
+                "runner_up": ru["name"],
+                "runner_up_mean": ru["success"]["unseen"]["mean"],
+                "runner_up_ci95": ru["success"]["unseen"]["pooled"]["ci95"],
+                "ci_overlap": overlap,
+                "spread": best["success"]["unseen"]["mean"] - ranked[-1]["success"]["unseen"]["mean"],
+            }
+        )
+        statement = (
+            f"{best['name']} has the best unseen success ({w['unseen_mean']:.1%}, 95% CI "
+            f"[{w['unseen_ci95'][0]:.2f}, {w['unseen_ci95'][1]:.2f}]); runner-up {ru['name']} "
+            f"({w['runner_up_mean']:.1%}, [{w['runner_up_ci95'][0]:.2f}, {w['runner_up_ci95'][1]:.2f}]): "
+            f"the intervals {'overlap' if overlap else 'do not overlap'}"
+        )
+        paired = paired_tests(best, ranked[1:])
+        if paired:
+            beaten = [t["name"] for t in paired if t["better"]]
+            tied = [t["name"] for t in paired if not t["better"]]
+            w["paired"] = paired
+            parts = [f"better than {', '.join(beaten)}"] if beaten else []
+            parts += [f"not distinguishable from {', '.join(tied)}"] if tied else []
+            statement += (
+                f". Paired on the same {paired[0]['pairs']} unseen episodes (exact McNemar, Holm-corrected"
+                f" over {len(paired)} comparisons): {'; '.join(parts)}"
+            )
+        # Established: the intervals separate, or the paired tests put it above every other design.
+        w["established"] = not overlap or bool(paired and all(t["better"] for t in paired))
+        w["statement"] = statement + (
+            ": a clear winner."
+            if w["established"]
+            else ". The lead is not statistically established at this budget."
+        )
+    else:
+        w["statement"] = f"{best['name']} is the only design compared ({w['unseen_mean']:.1%} unseen)."
+    return w
+
+
+def _fmt_rate(s: Mapping[str, Any] | None) -> str:
+    if not s:
+        return "-"
+    return f"{s['mean']:.1%} ± {s['std']:.1%}" if len(s["per_seed"]) > 1 else f"{s['mean']:.1%}"
+
+
+def _fmt_params(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e5 else f"{n / 1e3:.1f}k"
+
+
+def comparison_table(comparison: Mapping[str, Any]) -> str:
+    """Markdown table of every variant (winner of each axis marked with ★) and the winner statements."""
+    head = (
+        "| axis | design | train success | unseen success | unseen 95% CI (pooled) | params | "
+        "latency p50 / p99 ms | train s | blank images | wrong instruction |"
+    )
+    lines = [head, "|" + "---|" * 10]
+    winners = {a: w["name"] for a, w in comparison.get("winners", {}).items() if w}
+    for r in comparison["variants"]:
+        unseen = r["success"].get("unseen")
+        ci = f"[{unseen['pooled']['ci95'][0]:.2f}, {unseen['pooled']['ci95'][1]:.2f}]" if unseen else "-"
+        ctrl = [f"{r['controls'][c]['success']:.1%}" if c in r["controls"] else "-" for c in CONTROL_NAMES]
+        star = " ★" if winners.get(r["axis"]) == r["name"] else ""
+        lines.append(
+            f"| {r['axis']} | {r['name']}{star} | {_fmt_rate(r['success'].get('train'))} | "
+            f"{_fmt_rate(unseen)} | {ci} | {_fmt_params(r['params']['total'])} | "
+            f"{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f} | {r['train_s']:.0f} | "
+            f"{ctrl[0]} | {ctrl[1]} |"
+        )
+    s = comparison.get("settings", {})
+    notes = [
+        "",
+        f"Seeds {s.get('seeds')}, {s.get('steps')} training steps, {s.get('eval_episodes')} evaluation "
+        f"episodes per split per seed, controls {s.get('controls')} episodes per split per seed. "
+        "Success: mean ± sample std over seeds; CI: 95% Wilson interval of the pooled episodes. "
+        "Latency: policy.act() at batch 1, one thread. Train s: steps at the median steady-state "
+        "throughput (first log window excluded). Controls: success pooled over both splits.",
+    ]
+    for axis, w in comparison.get("winners", {}).items():
+        if w:
+            notes.append(f"- **{axis}**: {w['statement']}")
+    return "\n".join(lines + notes) + "\n"
+
+
+def comparison_figure(comparison: Mapping[str, Any]) -> Any:
+    """Bar chart: pooled success per design (train and unseen) with 95% Wilson error bars, and the
+    blind controls as markers; one panel per compared axis. Returns a matplotlib Figure."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    axes_present = [a for a in AXES if any(r["axis"] == a for r in comparison["variants"])]
+    widths = [max(2, sum(r["axis"] == a for r in comparison["variants"])) for a in axes_present]
+    fig, axs = plt.subplots(
+        1,
+        len(axes_present),
+        figsize=(1.0 + 1.1 * sum(widths), 3.8),
+        squeeze=False,
+        gridspec_kw={"width_ratios": widths},
+    )
+    colours = {"train": "#4C72B0", "unseen": "#DD8452"}
+    markers = {"blank_images": ("v", "blank images"), "wrong_instruction": ("x", "wrong instruction")}
+    for ax, axis in zip(axs[0], axes_present, strict=True):
+        rows = [r for r in comparison["variants"] if r["axis"] == axis]
+        x = np.arange(len(rows))
+        for j, split in enumerate(SPLITS):
+            vals = [r["success"][split]["pooled"]["success"] if split in r["success"] else 0.0 for r in rows]
+            cis = [r["success"][split]["pooled"]["ci95"] if split in r["success"] else (0, 0) for r in rows]
+            err = np.array(
+                [
+                    [v - lo for v, (lo, _) in zip(vals, cis, strict=True)],
+                    [hi - v for v, (_, hi) in zip(vals, cis, strict=True)],
+                ]
+            )
+            ax.bar(
+                x + (j - 0.5) * 0.38,
+                vals,
+                0.38,
+                yerr=np.clip(err, 0, None),
+                capsize=3,
+                color=colours[split],
+                label=split,
+            )
+        for c, (m, lab) in markers.items():
+            vals = [r["controls"][c]["success"] for r in rows if c in r["controls"]]
+            if len(vals) == len(rows):
+                ax.scatter(x, vals, marker=m, color="k", zorder=3, s=22, label=lab)
+        ax.set_xticks(x, [r["name"] for r in rows], rotation=35, ha="right")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(f"{axis}")
+        ax.grid(axis="y", alpha=0.3)
+    axs[0][0].set_ylabel("success (pooled, 95% CI)")
+    axs[0][-1].legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def comparison_chart_png(comparison: Mapping[str, Any]) -> bytes:
+    """PNG bytes of the comparison's success chart: :func:`mmvla.reporting.figures.success_bar_chart` (one bar group
+    per design; train, unseen and the blind controls as bars with 95% Wilson intervals) when
+    :mod:`mmvla.reporting.figures` provides it, else :func:`comparison_figure`."""
+    import importlib
+    import tempfile
+
+    try:
+        chart = getattr(importlib.import_module("mmvla.reporting.figures"), "success_bar_chart", None)
+    except ImportError:
+        chart = None
+    if chart is None:
+        return _figure_png(comparison_figure(comparison))
+    multi = len({r["axis"] for r in comparison["variants"]}) > 1
+    rows = []
+    for r in comparison["variants"]:
+        success = {s: v["pooled"]["success"] for s, v in r["success"].items()}
+        ci = {s: v["pooled"]["ci95"] for s, v in r["success"].items()}
+        for c, v in r.get("controls", {}).items():
+            success[c.replace("_", " ")] = v["success"]
+            ci[c.replace("_", " ")] = v["ci95"]
+        rows.append(
+            {"name": f"{r['axis']}: {r['name']}" if multi else r["name"], "success": success, "ci95": ci}
+        )
+    splits = [
+        *SPLITS,
+        *[
+            c.replace("_", " ")
+            for c in CONTROL_NAMES
+            if all(c in r["controls"] for r in comparison["variants"])
+        ],
+    ]
+    with tempfile.TemporaryDirectory() as tmp:
+        path = chart(
+            rows,
+            Path(tmp) / "comparison.png",
+            splits=splits,
+            title="success per design (pooled, 95% Wilson CI)",
+        )
+        return Path(path).read_bytes()
+
+
+def _figure_png(fig: Any) -> bytes:
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def build_comparison(
+    results: Sequence[Mapping[str, Any]], cfg: CompareConfig, data_dir: Path
+) -> dict[str, Any]:
+    """Aggregate run records into the comparison dict (variants in the requested order, winners per axis)."""
+    rows = []
+    for v in cfg.variants():
+        rs = [r for r in results if r["variant"] == v.label]
+        if rs:
+            rows.append(aggregate_variant(rs))
+    return {
+        "settings": {
+            "fusions": list(cfg.fusions),
+            "heads": list(cfg.heads),
+            "languages": list(cfg.languages),
+            "steps": cfg.steps,
+            "seeds": list(cfg.seeds),
+            "eval_episodes": cfg.eval_episodes,
+            "controls": cfg.controls,
+            "eval_max_steps": cfg.eval_max_steps,
+            "policy_overrides": cfg.policy_overrides,
+            "train_overrides": cfg.train_overrides,
+            "data": str(data_dir.resolve()),
+        },
+        "variants": rows,
+        "winners": {
+            a: pick_winner([r for r in rows if r["axis"] == a])
+            for a in AXES
+            if any(r["axis"] == a for r in rows)
+        },
+    }
+
+
+# ------------------------------------------------------------------------ driver
+def _dataset_image_size(data_dir: Path, cameras: Sequence[str]) -> int | None:
+    info = read_json(data_dir / "meta" / "info.json", "dataset info")
+    feat = info.get("features", {}).get(f"observation.images.{cameras[0]}")
+    return int(feat["shape"][0]) if feat else None
+
+
+def run_compare(
+    out_dir: str | os.PathLike[str],
+    cfg: CompareConfig,
+    data_dir: str | os.PathLike[str] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] = print,
+    report: bool = True,
+) -> dict[str, Any]:
+    """Run (or resume) a comparison in ``out_dir`` and write comparison.json/.md/.png and report.html.
+
+    Args:
+        out_dir: output directory (see the module docstring for its layout).
+        cfg: what to compare and the budget.
+        data_dir: a dataset from ``mmvla collect``; None collects ``cfg.episodes`` demonstrations into
+            ``out_dir/data`` (reused when already there).
+        progress: progress bars for training and evaluation.
+        log: receives one line per stage (skips included).
+        report: also write ``out_dir/report.html``.
+    Returns:
+        The comparison dict (also in ``comparison.json``); ``"ran"`` and ``"skipped"`` list the run
+        directory names that did work in this invocation and those finished earlier.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    base_policy, base_train = base_configs(cfg)
+    if data_dir is None:
+        data = out / "data"
+        if (data / "meta" / "info.json").is_file():
+            log(f"reusing the dataset at {data}")
+        else:
+            from mmvla.data.collect import collect_dataset
+
+            log(f"collecting {cfg.episodes} expert demonstrations -> {data}")
+            s = collect_dataset(
+                data,
+                episodes=cfg.episodes,
+                workers=cfg.workers,
+                seed=0,
+                split="train",
+                image_size=base_policy.image_size,
+                cameras=base_policy.cameras,
+                progress=progress,
+            )
+            log(str(s))
+    else:
+        data = Path(data_dir)
+        if not (data / "meta" / "info.json").is_file():
+            raise FileNotFoundError(f"no dataset at {data} (expected meta/info.json from `mmvla collect`)")
+    size = _dataset_image_size(data, base_policy.cameras)
+    if size is not None and size != base_policy.image_size:
+        from mmvla.policy import PolicyConfig
+
+        log(f"dataset images are {size} px: policies use image_size={size}")
+        base_policy = PolicyConfig.from_dict({**base_policy.to_dict(), "image_size": size})
+    obs = reference_observation(base_policy.cameras, base_policy.image_size)
+
+    runs = [(v, s) for v in cfg.variants() for s in cfg.seeds]
+    results: list[dict[str, Any]] = []
+    t0 = time.perf_counter()
+    by_config: dict[str, dict[str, Any]] = {}
+    for i, (v, seed) in enumerate(runs, 1):
+        log(f"[{i}/{len(runs)}] {v.run_name(seed)}")
+        pc, tc = variant_configs(v, base_policy, base_train, seed)
+        key = json.dumps([pc.to_dict(), tc.to_dict()], sort_keys=True)
+        if key in by_config:  # e.g. head-regression is the base recipe, like fusion-film
+            same = by_config[key]
+            log(f"{v.run_name(seed)}: same configuration as {Path(same['run_dir']).name}, results shared")
+            results.append(
+                {**same, "variant": v.label, "axis": v.axis, "name": v.name, "same_as": same["variant"]}
+            )
+            continue
+        res = run_variant(v, seed, data, out, cfg, base_policy, base_train, obs, progress, log)
+        by_config[key] = res
+        results.append(res)
+    for r in results:  # per-episode pass/fail for the paired tests (also for runs reused from disk)
+        r["outcomes"] = episode_outcomes(out / r["run_dir"] / "eval" / "episodes.json")
+    comparison = build_comparison(results, cfg, data)
+    own = [r for r in results if "same_as" not in r]
+    comparison["ran"] = [Path(r["run_dir"]).name for r in own if not r["skipped"]]
+    comparison["skipped"] = [Path(r["run_dir"]).name for r in own if r["skipped"]]
+    comparison["seconds"] = time.perf_counter() - t0
+    atomic_write_json(out / "comparison.json", comparison)
+    table = comparison_table(comparison)
+    atomic_write_text(out / "comparison.md", table)
+    atomic_write_bytes(out / "comparison.png", comparison_chart_png(comparison))
+    if report:
+        from mmvla.reporting.page import write_report
+
+        write_report(out)
+    return comparison

@@ -1,0 +1,596 @@
+"""Closed-loop evaluation of a policy in a simulator, in parallel worker processes.
+
+Reports success per split and per task family with 95% Wilson intervals, episode lengths, and the
+blind controls that prove fusion works (blank images; an instruction naming another object).
+The simulator is named by ``EvalConfig.env`` (:mod:`mmvla.sim.registry`): the tabletop by default, or
+Meta-World MT10 (one split, "train"; families are its tasks, cycled so each gets episodes/10).
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing as mp
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from mmvla.core.io import atomic_write_json, read_json
+
+SPLITS = ("train", "unseen")
+ENVS = ("tabletop", "metaworld-mt10")  # mmvla.sim.registry.ENV_NAMES (not imported here: it loads MuJoCo)
+CONTROLS = ("none", "blank_images", "wrong_instruction", "instruction_swap")
+BLIND_CONTROLS = ("blank_images", "wrong_instruction")  # vision-blind, language-blind
+# mmvla.sim.wordings.WORDING_SETS (not imported: mmvla.sim loads MuJoCo)
+WORDING_SETS = ("canonical", "train", "heldout", "heldout_phrasing")
+SWAP_MOVED_M = 0.02  # an object counts as moved once it is this far (metres) from where it started
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.959963984540054) -> tuple[float, float]:
+    """95% (by default) Wilson score interval of a binomial proportion; (0, 1) when n = 0."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def mcnemar_exact(only_first: int, only_second: int) -> float:
+    """Two-sided exact McNemar p-value for paired pass/fail outcomes (two policies on the same episodes).
+
+    Only the discordant pairs count: ``only_first`` episodes only the first policy passed, ``only_second``
+    only the second. Under "equally good" each discordant pair is a fair coin, so the p-value is the
+    two-sided binomial test of ``only_first`` ~ Bin(n, 1/2), n = ``only_first + only_second``; 1.0 when
+    n = 0. Pairing removes the episode-to-episode variation two independent intervals carry.
+    """
+    if only_first < 0 or only_second < 0:
+        raise ValueError(f"mcnemar_exact: counts must be >= 0, got {only_first}, {only_second}")
+    n = only_first + only_second
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(only_first, only_second) + 1)) / 2**n
+    return min(1.0, 2.0 * tail)
+
+
+def cluster_bootstrap_rmse(
+    sq_err: np.ndarray, clusters: np.ndarray, n_boot: int = 2000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """RMSE of K models scored on the same N samples, and its bootstrap over clusters (e.g. episodes).
+
+    Frames of one episode are correlated, so whole clusters are resampled with replacement; each draw
+    uses the *same* clusters for every model, so differences between models are paired (the spread of
+    ``boot[:, a] - boot[:, b]`` is that of the difference, not of two independent errors). Draw b takes
+    the clusters ``rng.integers(0, C, C)`` of ``np.random.default_rng(seed)`` (C clusters, sorted ids).
+
+    Args:
+        sq_err: (K, N) squared errors (any unit²) of K models on the same N samples.
+        clusters: (N,) cluster id of each sample.
+        n_boot: number of bootstrap draws.
+        seed: seed of the draws.
+    Returns:
+        rmse (K,) on all samples, and boot (n_boot, K) the RMSE of each draw, in the unit of the errors.
+    Raises:
+        ValueError: shapes disagree, no samples, or ``n_boot < 1``.
+    """
+    sq = np.asarray(sq_err, dtype=np.float64)
+    if sq.ndim != 2 or sq.shape[1] == 0 or np.shape(clusters) != (sq.shape[1],):
+        raise ValueError(
+            f"cluster_bootstrap_rmse: want sq_err (K, N) with N > 0 and clusters (N,), got "
+            f"{sq.shape} and {np.shape(clusters)}"
+        )
+    if n_boot < 1:
+        raise ValueError(f"cluster_bootstrap_rmse: n_boot must be >= 1, got {n_boot}")
+    _, member = np.unique(np.asarray(clusters), return_inverse=True)  # (N,) in 0..C-1
+    C = int(member.max()) + 1
+    sums = np.stack([np.bincount(member, weights=row, minlength=C) for row in sq])  # (K, C)
+    counts = np.bincount(member, minlength=C).astype(np.float64)  # (C,)
+    draws = np.random.default_rng(seed).integers(0, C, size=(n_boot, C))  # (n_boot, C)
+    boot = np.sqrt(sums[:, draws].sum(-1) / counts[draws].sum(-1))  # (K, n_boot)
+    return np.sqrt(sq.mean(axis=1)), boot.T
+
+
+@dataclass
+class EvalConfig:
+    """How to evaluate.
+
+    Attributes:
+        episodes: episodes per split.
+        split: "train", "unseen" or "all" (both).
+        workers: parallel processes (each runs one torch thread).
+        seed: first episode seed; episode i of a split uses seed + i (disjoint from collection seeds).
+        families: task families to cycle through (None: the environment's defaults).
+        control: "none", "blank_images" (vision-blind), "wrong_instruction" (language-blind: success is
+            still the original task's), or "instruction_swap" (tabletop: right after reset another object
+            on the table becomes the target and the policy is told so; success is the swapped task's).
+        chunk_mode: "ensemble" or "execute" action chunks.
+        video_episodes: episodes per split recorded as GIFs with the instruction drawn on them.
+        rephrase: canonical instruction -> the user's wording given to the policy instead.
+        wordings: built-in wording set given to the policy (tabletop): "canonical", "train" (training
+            wordings) or "heldout" (words no training wording uses); one wording per episode, drawn from
+            the episode seed (:func:`mmvla.sim.wordings.wording_for_episode`). ``rephrase`` wins.
+        max_steps: episode step limit (None: the environment's own).
+        env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
+        env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
+        server: ``ws://host:port`` of ``mmvla serve``: workers act through a client of that server
+            instead of loading the checkpoint (None: local policy).
+    """
+
+    episodes: int = 100
+    split: str = "all"
+    workers: int = 2
+    seed: int = 1_000_000
+    families: tuple[str, ...] | None = None
+    control: str = "none"
+    chunk_mode: str = "ensemble"
+    video_episodes: int = 0
+    rephrase: dict[str, str] = field(default_factory=dict)
+    wordings: str = "canonical"
+    max_steps: int | None = None
+    env: str = "tabletop"
+    env_options: dict[str, Any] = field(default_factory=dict)
+    server: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.episodes < 1 or self.workers < 1:
+            raise ValueError(
+                f"EvalConfig: episodes and workers must be >= 1, got {self.episodes}, {self.workers}"
+            )
+        if self.split not in (*SPLITS, "all"):
+            raise ValueError(f"EvalConfig.split must be train, unseen or all, got {self.split!r}")
+        if self.control not in CONTROLS:
+            raise ValueError(f"EvalConfig.control must be one of {CONTROLS}, got {self.control!r}")
+        if self.env not in ENVS:
+            raise ValueError(f"EvalConfig.env must be one of {ENVS}, got {self.env!r}")
+        if self.wordings not in WORDING_SETS:
+            raise ValueError(f"EvalConfig.wordings must be one of {WORDING_SETS}, got {self.wordings!r}")
+        if self.env != "tabletop" and (self.wordings != "canonical" or self.control == "instruction_swap"):
+            raise ValueError(
+                f"EvalConfig: wording sets and the instruction swap exist for the tabletop only, not {self.env}"
+            )
+        if self.env != "tabletop" and self.split == "unseen":
+            raise ValueError(f"EvalConfig: {self.env} has only the 'train' split")
+        if self.server is not None:
+            if not self.server.startswith(("ws://", "wss://")):
+                raise ValueError(f"EvalConfig.server must be a ws:// or wss:// URL, got {self.server!r}")
+            if self.control == "blank_images":
+                raise ValueError(
+                    "control 'blank_images' cannot run through a server: its safety layer holds position on "
+                    "blank cameras; run this control with the local checkpoint"
+                )
+
+    @property
+    def splits(self) -> tuple[str, ...]:
+        if self.env != "tabletop":
+            return ("train",)
+        return SPLITS if self.split == "all" else (self.split,)
+
+
+@dataclass
+class EpisodeResult:
+    """One rollout."""
+
+    split: str
+    seed: int
+    family: str
+    instruction: str
+    given_instruction: str
+    success: bool
+    length: int
+    frames: list[np.ndarray] | None = None
+    first_moved_named: bool | None = None  # tabletop: the first object moved (> 2 cm) was the named one
+
+
+def read_rephrase_file(path: str | os.PathLike[str]) -> dict[str, str]:
+    """Lines ``canonical instruction<TAB>user's wording`` -> dict; blank lines and # comments skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"rephrase file not found: {path}")
+    out: dict[str, str] = {}
+    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.split("\t")
+        if len(parts) != 2 or not parts[0].strip() or not parts[1].strip():
+            raise ValueError(f"{path}:{n}: expected 'canonical instruction<TAB>user wording', got {line!r}")
+        out[parts[0].strip()] = parts[1].strip()
+    return out
+
+
+# ------------------------------------------------------------------------ worker side
+_WORKER: dict[str, Any] = {}
+
+
+def _worker_init(checkpoint: str | None, server: str | None = None) -> None:
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    if server is not None:  # act through the policy server: one connection (episode state) per worker
+        from mmvla.serving.client import RemotePolicy
+
+        _WORKER["policy"] = RemotePolicy(server)
+        return
+    import torch
+
+    from mmvla.policy import VLAPolicy
+
+    torch.set_num_threads(1)
+    _WORKER["policy"] = VLAPolicy.from_pretrained(checkpoint)  # type: ignore[arg-type]
+
+
+def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> EpisodeResult:
+    split, seed, family, opts, record = job
+    import mmvla.sim  # noqa: F401  (registers the environment)
+    from mmvla.sim.registry import check_rendered, make_env, wrong_instruction_pool
+
+    policy = _WORKER["policy"]
+    pcfg = policy.cfg
+    env = make_env(
+        opts["env_name"], cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"]
+    )
+    try:
+        obs, info = env.reset(seed=seed, options={"family": family} if family else None)
+        check_rendered(obs, pcfg.cameras)
+        if opts["control"] == "instruction_swap":
+            obs = _swap_target(env.unwrapped, seed)
+            info = dict(info, instruction=str(obs["instruction"]))
+        canonical = str(obs["instruction"])
+        told = canonical  # the canonical instruction the policy is told (another object's under the control)
+        if opts["control"] == "wrong_instruction":
+            rng = np.random.default_rng(seed)
+            told = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
+        given = opts["rephrase"].get(told)
+        if given is None:
+            given = told
+            if opts["wordings"] != "canonical":
+                from mmvla.sim.wordings import wording_for_episode
+
+                given = wording_for_episode(told, opts["wordings"], seed)
+        if opts["control"] == "blank_images" and getattr(policy, "safety", None) is not None:
+            from mmvla.evaluation.diagnostics import without_camera_fallback
+
+            without_camera_fallback(policy)  # measure the vision-blind policy, not the blank-camera hold
+        policy.reset(chunk_mode=opts["chunk_mode"])
+        frames: list[np.ndarray] | None = [] if record else None
+        success, steps = bool(info.get("success", False)), 0
+        sim = env.unwrapped
+        first_moved: int | None = None
+        done = False
+        while not done:
+            model_obs = dict(obs, instruction=given)
+            if opts["control"] == "blank_images":
+                model_obs.update({c: np.zeros_like(obs[c]) for c in pcfg.cameras})
+            action = policy.act(model_obs)
+            obs, _, terminated, truncated, info = env.step(action)
+            steps += 1
+            success = success or bool(info.get("success", False))
+            if first_moved is None and opts["env_name"] == "tabletop":
+                first_moved = _first_moved(sim)
+            if frames is not None:
+                frames.append(np.concatenate([obs[c] for c in pcfg.cameras], axis=1))
+            done = terminated or truncated or success
+        return EpisodeResult(
+            split,
+            seed,
+            str(info.get("family", family)),
+            canonical,
+            given,
+            success,
+            steps,
+            frames,
+            None if first_moved is None else first_moved == 0,
+        )
+    finally:
+        env.close()
+
+
+def _first_moved(sim: Any) -> int | None:
+    """Index (target = 0) of the object farthest beyond ``SWAP_MOVED_M`` from its start, if any."""
+    pos = np.array([sim.data.xpos[o.body_id] for o in sim.objects])  # (N, 3)
+    moved = np.linalg.norm(pos - sim.initial_positions, axis=1)  # (N,)
+    return int(moved.argmax()) if moved.max() > SWAP_MOVED_M else None
+
+
+def _swap_target(sim: Any, seed: int) -> dict[str, Any]:
+    """Retarget a tabletop episode to another object on the table, preferring the distractors that
+    share the target's colour or shape (the ones only the words tell apart). Returns the observation."""
+    colour, shape = sim.task.target
+    others = [(o.colour, o.shape) for o in sim.objects[1:] if o is not sim.base]
+    close = [c for c in others if c[0] == colour or c[1] == shape] or others
+    return sim.retarget(close[int(np.random.default_rng(seed).integers(len(close)))])
+
+
+# ------------------------------------------------------------------------ driver
+def _jobs(
+    cfg: EvalConfig, families: Sequence[str] | None, env_kwargs: dict[str, Any]
+) -> Iterator[tuple[str, int, str | None, dict[str, Any], bool]]:
+    opts = {
+        "control": cfg.control,
+        "chunk_mode": cfg.chunk_mode,
+        "rephrase": cfg.rephrase,
+        "wordings": cfg.wordings,
+        "env": env_kwargs,
+        "env_name": cfg.env,
+    }
+    for split in cfg.splits:
+        for i in range(cfg.episodes):
+            family = families[i % len(families)] if families else None
+            yield split, cfg.seed + i, family, opts, i < cfg.video_episodes
+
+
+def evaluate(
+    checkpoint: str | os.PathLike[str] | None,
+    cfg: EvalConfig,
+    out_dir: str | os.PathLike[str] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run closed-loop episodes and return (and write to ``out_dir/metrics.json``) the metrics dict.
+
+    Args:
+        checkpoint: policy directory (``save_pretrained``); with ``cfg.server`` optional, and if given
+            the server must be serving exactly these weights.
+        cfg: the evaluation settings.
+        out_dir: where metrics.json and videos go (None: nothing written).
+    """
+    from mmvla.policy.checkpoint import load_config
+
+    families = cfg.families
+    env_kwargs: dict[str, Any] = dict(cfg.env_options)
+    if not families and cfg.env != "tabletop":
+        from mmvla.sim.registry import default_families
+
+        families = default_families(cfg.env)  # cycle through every task: balanced per-task counts
+    if cfg.max_steps is not None:
+        env_kwargs["max_steps"] = cfg.max_steps
+    if families:
+        env_kwargs["families"] = tuple(families)
+    served_id = _check_server(cfg.server, checkpoint) if cfg.server is not None else None
+    if cfg.server is None:
+        if checkpoint is None:
+            raise ValueError("evaluate needs a checkpoint or EvalConfig.server")
+        load_config(checkpoint)  # fail early, in this process, on a bad checkpoint
+    jobs = list(_jobs(cfg, families, env_kwargs))
+    t0 = time.perf_counter()
+    results: list[EpisodeResult] = []
+    bar = tqdm(total=len(jobs), disable=not progress, desc="eval", unit="ep")
+    ckpt = None if checkpoint is None else str(checkpoint)
+    if cfg.workers == 1:
+        _worker_init(ckpt, cfg.server)
+        for job in jobs:
+            results.append(_run_episode(job))
+            bar.update(1)
+        if cfg.server is not None:
+            _WORKER.pop("policy").close()  # the connection; the pool's workers close theirs on exit
+    else:
+        ctx = mp.get_context("spawn")
+        with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(ckpt, cfg.server)) as pool:
+            for r in pool.imap_unordered(_run_episode, jobs, chunksize=1):
+                results.append(r)
+                bar.update(1)
+                bar.set_postfix(success=f"{np.mean([x.success for x in results]):.2f}")
+    bar.close()
+    results.sort(key=lambda r: (r.split, r.seed))
+    metrics = summarise(results)
+    metrics.update(
+        {
+            "control": cfg.control,
+            "checkpoint": None if checkpoint is None else str(checkpoint),
+            **({"server": cfg.server, "checkpoint_id": served_id} if cfg.server is not None else {}),
+            "seconds": time.perf_counter() - t0,
+            "config": {k: v for k, v in asdict(cfg).items() if k != "rephrase"},
+            "rephrased": sum(r.instruction != r.given_instruction for r in results) if cfg.rephrase else 0,
+        }
+    )
+    if out_dir is not None:
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out / "metrics.json", metrics)
+        atomic_write_json(
+            out / "episodes.json", [{k: v for k, v in asdict(r).items() if k != "frames"} for r in results]
+        )
+        from mmvla.reporting.video import write_episode_gif
+
+        for r in results:
+            if r.frames:
+                write_episode_gif(
+                    out / "videos" / f"{r.split}_{r.seed}_{'ok' if r.success else 'fail'}.gif",
+                    r.frames,
+                    r.given_instruction,
+                    r.success,
+                )
+    return metrics
+
+
+def evaluate_blind_controls(
+    checkpoint: str | os.PathLike[str],
+    episodes: int,
+    out_dir: str | os.PathLike[str],
+    workers: int = 1,
+    progress: bool = False,
+) -> dict[str, dict[str, float]]:
+    """Both blind controls on one checkpoint, ``episodes`` per split (train and unseen).
+
+    Returns ``{control: {split: success rate}}``; each control's metrics go to
+    ``out_dir/eval_<control>/metrics.json``.
+    """
+    return {
+        control: evaluate(
+            checkpoint,
+            EvalConfig(episodes=episodes, split="all", workers=workers, control=control),
+            Path(out_dir) / f"eval_{control}",
+            progress=progress,
+        )["success"]
+        for control in BLIND_CONTROLS
+    }
+
+
+def _check_server(server: str, checkpoint: str | os.PathLike[str] | None) -> str:
+    """Connect once (fail early and clearly); the served checkpoint id, checked against ``checkpoint``."""
+    from mmvla.serving.client import PolicyClient
+
+    with PolicyClient(server, connect_timeout=10.0) as client:
+        served = str(client.metadata.get("checkpoint_id", ""))
+    if checkpoint is not None:
+        from mmvla.serving.server import checkpoint_id
+
+        local = checkpoint_id(checkpoint)
+        if served != local:
+            raise ValueError(
+                f"the server at {server} serves checkpoint {served[:12] or '?'}, not {checkpoint} ({local[:12]})"
+            )
+    return served
+
+
+def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Metrics dict (success, ci95, per_family, episodes, lengths) from episode results."""
+    m: dict[str, Any] = {"success": {}, "ci95": {}, "per_family": {}, "episodes": {}, "length": {}}
+    for split in sorted({r.split for r in results}):
+        rs = [r for r in results if r.split == split]
+        k = sum(r.success for r in rs)
+        m["success"][split] = k / len(rs)
+        m["ci95"][split] = list(wilson_interval(k, len(rs)))
+        m["episodes"][split] = len(rs)
+        ok = [r.length for r in rs if r.success]
+        m["length"][split] = {
+            "mean": float(np.mean([r.length for r in rs])),
+            "mean_success": float(np.mean(ok)) if ok else None,
+        }
+        fam: dict[str, Any] = {}
+        for f in sorted({r.family for r in rs}):
+            fr = [r for r in rs if r.family == f]
+            kf = sum(r.success for r in fr)
+            fam[f] = {
+                "success": kf / len(fr),
+                "ci95": list(wilson_interval(kf, len(fr))),
+                "episodes": len(fr),
+            }
+        m["per_family"][split] = fam
+        touched = [r.first_moved_named for r in rs if r.first_moved_named is not None]
+        if touched:  # tabletop: of the episodes that moved an object, how often the named one first
+            m.setdefault("first_moved_named", {})[split] = sum(touched) / len(touched)
+            m.setdefault("moved_any", {})[split] = len(touched) / len(rs)
+    return m
+
+
+def success_by_split(metrics: dict[str, Any]) -> dict[str, Any]:
+    """``{split: {"success", "ci95", "per_family": {family: success}}}`` from a metrics dict (or one
+    wording set's section of it): the compact table benchmarks record."""
+    return {
+        split: {
+            "success": metrics["success"][split],
+            "ci95": metrics["ci95"][split],
+            "per_family": {f: v["success"] for f, v in metrics["per_family"][split].items()},
+        }
+        for split in metrics["success"]
+    }
+
+
+def paired_comparison(first: Sequence[EpisodeResult], second: Sequence[EpisodeResult]) -> dict[str, Any]:
+    """Exact McNemar test of two runs on the same episodes, matched by (split, seed).
+
+    Returns ``{"episodes", "only_first", "only_second", "p_value"}``; ValueError when the runs do not
+    cover the same episodes.
+    """
+    a = {(r.split, r.seed): r.success for r in first}
+    b = {(r.split, r.seed): r.success for r in second}
+    if a.keys() != b.keys():
+        raise ValueError("paired_comparison: the two runs must cover the same (split, seed) episodes")
+    only_a = sum(a[k] and not b[k] for k in a)
+    only_b = sum(b[k] and not a[k] for k in a)
+    return {
+        "episodes": len(a),
+        "only_first": only_a,
+        "only_second": only_b,
+        "p_value": mcnemar_exact(only_a, only_b),
+    }
+
+
+def read_episodes(out_dir: str | os.PathLike[str]) -> list[EpisodeResult]:
+    """The per-episode results ``evaluate`` wrote to ``out_dir/episodes.json``."""
+    rows = read_json(Path(out_dir) / "episodes.json", "evaluation episodes")
+    return [EpisodeResult(**row) for row in rows]
+
+
+def evaluate_wordings(
+    checkpoint: str | os.PathLike[str],
+    cfg: EvalConfig,
+    wordings: Sequence[str],
+    out_dir: str | os.PathLike[str],
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluate the same episodes once per wording set and compare each set with the first (paired).
+
+    The first set's files go to ``out_dir`` (as :func:`evaluate` writes them), each other set's to
+    ``out_dir/wordings/<set>/``. Returns the first set's metrics with a ``"wordings"`` section
+    ``{set: {"success", "ci95", "per_family", "retained", "paired": {split: McNemar vs the first}}}``,
+    also written to ``out_dir/metrics.json``.
+    """
+    if not wordings or len(set(wordings)) != len(wordings):
+        raise ValueError(f"evaluate_wordings: need distinct wording sets, got {list(wordings)}")
+    out = Path(out_dir)
+    runs: dict[str, dict[str, Any]] = {}
+    episodes: dict[str, list[EpisodeResult]] = {}
+    for i, name in enumerate(wordings):
+        sub = out if i == 0 else out / "wordings" / name  # the first set's files (videos too) at the top
+        run_cfg = replace(cfg, wordings=name, video_episodes=cfg.video_episodes if i == 0 else 0)
+        runs[name] = evaluate(checkpoint, run_cfg, sub, progress=progress)
+        episodes[name] = read_episodes(sub)
+    first = wordings[0]
+    section: dict[str, Any] = {}
+    for name in wordings:
+        m = runs[name]
+        paired = {
+            split: paired_comparison(
+                [r for r in episodes[first] if r.split == split],
+                [r for r in episodes[name] if r.split == split],
+            )
+            for split in m["success"]
+        }
+        section[name] = {
+            "success": m["success"],
+            "ci95": m["ci95"],
+            "per_family": m["per_family"],
+            "retained": {
+                s: (m["success"][s] / runs[first]["success"][s] if runs[first]["success"][s] else None)
+                for s in m["success"]
+            },
+            "paired": paired,
+        }
+    metrics = dict(runs[first], wordings=section)
+    atomic_write_json(out / "metrics.json", metrics)
+    return metrics
+
+
+def format_metrics(metrics: dict[str, Any]) -> str:
+    """A plain-text table of success per split and family."""
+    w = max([8, *(len(f) for fams in metrics["per_family"].values() for f in fams)])  # Meta-World task names
+    lines = [f"{'split':<8} {'family':<{w}} {'success':>8} {'95% CI':>15} {'n':>5}"]
+    for split, rate in metrics["success"].items():
+        lo, hi = metrics["ci95"][split]
+        lines.append(
+            f"{split:<8} {'all':<{w}} {rate:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} {metrics['episodes'][split]:>5}"
+        )
+        for fam, m in metrics["per_family"][split].items():
+            flo, fhi = m["ci95"]
+            lines.append(
+                f"{'':<8} {fam:<{w}} {m['success']:>8.1%} {f'[{flo:.2f}, {fhi:.2f}]':>15} {m['episodes']:>5}"
+            )
+    return "\n".join(lines)
+
+
+def format_wordings(section: dict[str, Any]) -> str:
+    """A plain-text table of success per wording set and split, with the paired test against the first."""
+    lines = [f"{'wordings':<10} {'split':<8} {'success':>8} {'95% CI':>15} {'retained':>9} {'paired p':>9}"]
+    for name, m in section.items():
+        for split, rate in m["success"].items():
+            lo, hi = m["ci95"][split]
+            kept = m["retained"][split]
+            lines.append(
+                f"{name:<10} {split:<8} {rate:>8.1%} {f'[{lo:.2f}, {hi:.2f}]':>15} "
+                f"{'-' if kept is None else f'{kept:.0%}':>9} {m['paired'][split]['p_value']:>9.3g}"
+            )
+    return "\n".join(lines)

@@ -1,0 +1,538 @@
+"""One self-contained HTML page per run: why a policy works, with every image inlined.
+
+:func:`write_report` reads whatever a run directory holds (each part optional) and writes
+``report.html`` with no external resource (images are ``data:`` URIs, styles inline, no scripts):
+
+* ``summary.json`` (from ``mmvla demo``): key facts at the top;
+* ``comparison.json`` (from ``mmvla compare``): the comparison table, the winner per axis with its
+  confidence interval, and the success bar chart (``comparison.png`` or redrawn). For a comparison the
+  winner's first run (``runs/<winner>-seed<k>/``) supplies the tables, curves and clips below;
+* ``eval*/metrics.json``: success per split and task family with 95% Wilson intervals;
+* ``log.csv``: training curves (loss, per-module gradient norms);
+* ``diagnostics/diagnostics.json`` and its PNGs (from :mod:`mmvla.evaluation.diagnostics`): success drop per
+  removed modality, routing weights, gradient balance;
+* ``pretrain.json`` (here or in a sub-directory, from ``mmvla pretrain``): recall@k both directions and
+  the modality gap before/after contrastive pre-training (each number also in a ``data-value``
+  attribute at full precision);
+* ``viz/*.png`` (here or in a sub-directory; from :mod:`mmvla.reporting.figures`): attention overlays, embedding plots
+  and other figures. Missing ones are drawn with :mod:`mmvla.reporting.figures` when it offers them (feature-detected):
+  a per-word attention overlay on a simulator frame for an attention-fusion checkpoint (the run's, or
+  for a comparison the best attention design's), t-SNE plots of pre-training evaluation embeddings;
+* ``eval*/videos/*.gif``: rollout clips (up to 6).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import html
+import io
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+from mmvla.core.io import atomic_write_text, read_json
+
+MAX_CLIPS = 6
+MAX_VIZ = 12
+ATTENTION_FUSIONS = ("cross_attention", "transformer", "hierarchical")
+
+
+# ------------------------------------------------------------------------ small helpers
+def _png_data_uri(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+
+
+_MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def _file_data_uri(path: Path, mime: str | None = None) -> str:
+    mime = mime or _MIME.get(path.suffix.lower(), "application/octet-stream")
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def _e(x: Any) -> str:
+    return html.escape(str(x))
+
+
+def _img(uri: str, alt: str, caption: str | None = None) -> str:
+    cap = f"<figcaption>{_e(caption)}</figcaption>" if caption else ""
+    return f'<figure><img alt="{_e(alt)}" src="{uri}">{cap}</figure>'
+
+
+def _num(value: float, fmt: str) -> str:
+    """A table cell showing ``value`` formatted, with the exact value in ``data-value``."""
+    return f'<td data-value="{value!r}">{format(value, fmt)}</td>'
+
+
+def _section(sid: str, title: str, body: str) -> tuple[str, str, str]:
+    return sid, title, f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
+
+
+# ------------------------------------------------------------------------ figures
+def training_curve_figure(log: Mapping[str, list[float]]) -> Any:
+    """Loss (log scale) and per-module gradient norms against step, from :func:`mmvla.training.trainer.read_log`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
+    mk = "o" if len(log["step"]) < 3 else None  # a short run's single row stays visible
+    a.plot(log["step"], log["loss"], label="loss", marker=mk)
+    if log.get("loss_action"):
+        a.plot(log["step"], log["loss_action"], label="action loss", alpha=0.7, marker=mk)
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.legend()
+    a.set_title("training loss")
+    groups = [
+        k for k in ("grad_vision", "grad_language", "grad_proprio", "grad_fusion", "grad_head") if log.get(k)
+    ]
+    for k in groups:
+        b.plot(log["step"], log[k], label=k.removeprefix("grad_"), marker=mk)
+    b.set_yscale("log")
+    b.set_xlabel("step")
+    b.set_title("gradient norm per module (modality balance)")
+    if groups:
+        b.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def _viz_function(*names: str) -> Any:
+    """The first of ``names`` that :mod:`mmvla.reporting.figures` defines (None when the module or names are absent)."""
+    import importlib
+
+    try:
+        viz = importlib.import_module("mmvla.reporting.figures")
+    except ImportError:
+        return None
+    for n in names:
+        fn = getattr(viz, n, None)
+        if callable(fn):
+            return fn
+    return None
+
+
+# ------------------------------------------------------------------------ sections
+def success_table_html(metrics: Mapping[str, Any], title: str) -> str:
+    """HTML table of success per split and family with 95% Wilson intervals."""
+    rows = []
+    for split, rate in metrics["success"].items():
+        lo, hi = metrics["ci95"][split]
+        rows.append(
+            f"<tr><td>{_e(split)}</td><td>all</td>{_num(rate, '.1%')}<td>[{lo:.2f}, {hi:.2f}]</td>"
+            f"<td>{metrics['episodes'][split]}</td></tr>"
+        )
+        for fam, m in metrics["per_family"][split].items():
+            flo, fhi = m["ci95"]
+            rows.append(
+                f"<tr><td></td><td>{_e(fam)}</td>{_num(m['success'], '.1%')}<td>[{flo:.2f}, {fhi:.2f}]</td>"
+                f"<td>{m['episodes']}</td></tr>"
+            )
+    head = "<tr><th>split</th><th>family</th><th>success</th><th>95% CI</th><th>episodes</th></tr>"
+    control = metrics.get("control", "none")
+    note = f" (control: {_e(control)})" if control not in (None, "none") else ""
+    return f"<h3>{_e(title)}{note}</h3><table>{head}{''.join(rows)}</table>"
+
+
+def wordings_html(section: Mapping[str, Any]) -> str:
+    """HTML table: success per wording set (canonical vs held-out words, ...) and split, side by side,
+    with 95% Wilson intervals and the exact McNemar test against the first set on the same episodes."""
+    names = list(section)
+    splits = list(section[names[0]]["success"])
+    head = "<tr><th>wordings</th>" + "".join(
+        f"<th>{_e(s)}</th><th>95% CI</th><th>kept</th><th>paired p</th>" for s in splits
+    )
+    rows = []
+    for name in names:
+        m = section[name]
+        cells = []
+        for split in splits:
+            lo, hi = m["ci95"][split]
+            kept = m["retained"][split]
+            pair = m["paired"][split]
+            cells.append(
+                f"{_num(m['success'][split], '.1%')}<td>[{lo:.2f}, {hi:.2f}]</td>"
+                f"<td>{'-' if kept is None else f'{kept:.0%}'}</td>"
+                f"<td title='only first {pair['only_first']}, only this {pair['only_second']}'>"
+                f"{pair['p_value']:.3g}</td>"
+            )
+        rows.append(f"<tr><td>{_e(name)}</td>{''.join(cells)}</tr>")
+    note = (
+        f"<p>Same episodes (seeds) for every set; <i>kept</i> = success / success with {_e(names[0])} "
+        "wordings; <i>paired p</i> = exact McNemar test against it. Held-out wordings use words no "
+        "training wording contains (mmvla.sim.wordings).</p>"
+    )
+    return f"<table>{head}</tr>{''.join(rows)}</table>{note}"
+
+
+def comparison_html(comparison: Mapping[str, Any], chart_uri: str | None) -> str:
+    """The comparison table (★ = winner of its axis), the winner statements and the chart."""
+    from mmvla.evaluation.compare import CONTROL_NAMES
+
+    winners = {a: w for a, w in comparison.get("winners", {}).items() if w}
+    head = (
+        "<tr><th>axis</th><th>design</th><th>train success</th><th>unseen success</th>"
+        "<th>unseen 95% CI (pooled)</th><th>params</th><th>latency p50 / p99 (ms)</th><th>train (s)</th>"
+        "<th>blank images</th><th>wrong instruction</th></tr>"
+    )
+    rows = []
+    for r in comparison["variants"]:
+
+        def rate(split: str, r: Mapping[str, Any] = r) -> str:
+            s = r["success"].get(split)
+            if not s:
+                return "<td>-</td>"
+            spread = f" ± {s['std']:.1%}" if len(s["per_seed"]) > 1 else ""
+            return f'<td data-value="{s["mean"]!r}">{s["mean"]:.1%}{spread}</td>'
+
+        unseen = r["success"].get("unseen")
+        ci = f"[{unseen['pooled']['ci95'][0]:.2f}, {unseen['pooled']['ci95'][1]:.2f}]" if unseen else "-"
+        win = winners.get(r["axis"], {}).get("name") == r["name"]
+        ctrl = "".join(
+            _num(r["controls"][c]["success"], ".1%") if c in r["controls"] else "<td>-</td>"
+            for c in CONTROL_NAMES
+        )
+        rows.append(
+            f"<tr{' class=win' if win else ''}><td>{_e(r['axis'])}</td><td>{_e(r['name'])}{' ★' if win else ''}</td>"
+            f"{rate('train')}{rate('unseen')}<td>{ci}</td><td>{r['params']['total']:,}</td>"
+            f"<td>{r['latency_ms']['p50']:.1f} / {r['latency_ms']['p99']:.1f}</td><td>{r['train_s']:.0f}</td>{ctrl}</tr>"
+        )
+    s = comparison.get("settings", {})
+    settings = (
+        f"<p class=note>Seeds {_e(s.get('seeds'))}, {_e(s.get('steps'))} training steps, "
+        f"{_e(s.get('eval_episodes'))} evaluation episodes per split and seed, blind controls "
+        f"{_e(s.get('controls'))} episodes per split and seed. Success: mean ± sample standard deviation "
+        "over seeds; CI: 95% Wilson interval of the pooled episodes. Latency: <code>policy.act()</code> at "
+        "batch 1 on one thread. Train: the steps at the median steady-state throughput of the run's log "
+        "(its first window, with one-off start-up costs, excluded). Controls: success pooled over both "
+        "splits (a policy that uses both "
+        "modalities should fail them).</p>"
+    )
+    statements = "".join(f"<li><b>{_e(a)}</b>: {_e(w['statement'])}</li>" for a, w in winners.items())
+    chart = (
+        _img(chart_uri, "success per design", "success per design (pooled, 95% Wilson CI)")
+        if chart_uri
+        else ""
+    )
+    return f"<ul>{statements}</ul><table>{head}{''.join(rows)}</table>{settings}{chart}"
+
+
+def diagnostics_html(diag_dir: Path) -> str:
+    """Success drop per removed modality (per split and family), routing weights and the figures."""
+    diag = read_json(diag_dir / "diagnostics.json", "diagnostics")
+    conds = list(diag["conditions"])
+    base = diag["conditions"]["none"]
+    head = "<tr><th>condition</th><th>split</th><th>success</th><th>drop</th><th>drop per family</th></tr>"
+    rows = []
+    for c in conds:
+        m = diag["conditions"][c]
+        for split, rate in m["success"].items():
+            d = diag["drop"].get(c, {}).get(split, {})
+            fam = ", ".join(f"{_e(f)} {v:+.0%}" for f, v in d.items() if f != "all")
+            drop = _num(d["all"], "+.1%") if "all" in d else "<td></td>"
+            rows.append(
+                f"<tr><td>{_e(c)}</td><td>{_e(split)}</td>{_num(rate, '.1%')}{drop}<td>{fam}</td></tr>"
+            )
+    parts = [
+        f"<p class=note>Checkpoint <code>{_e(diag['checkpoint'])}</code> ({_e(diag['fusion'])} fusion), "
+        f"{_e(max(base['episodes'].values(), default=0))} episodes per split and condition; drop = baseline success − success with "
+        "the modality removed (the safety layer's blank-camera fallback is off for these rollouts).</p>",
+        f"<table>{head}{''.join(rows)}</table>",
+    ]
+    routing = diag.get("routing") or {}
+    gate = {c: w for c, w in (routing.get("gate_weights") or {}).items() if w is not None}
+    if gate:
+        mods = routing["modalities"]
+        ghead = "<tr><th>condition</th>" + "".join(f"<th>{_e(m)}</th>" for m in mods) + "</tr>"
+        grows = "".join(
+            f"<tr><td>{_e(c)}</td>" + "".join(_num(v, ".3f") for v in w) + "</tr>" for c, w in gate.items()
+        )
+        parts.append(f"<h3>gate weights (mean over the rollouts)</h3><table>{ghead}{grows}</table>")
+    bal = diag.get("gradient_balance")
+    if bal and bal.get("encoder_share"):
+        share = ", ".join(f"{_e(g)} {s:.0%}" for g, s in bal["encoder_share"].items())
+        parts.append(
+            f"<p>Gradient share of the encoders over the {_e(bal['window'])}: {share}"
+            + (f"; dominant: <b>{_e(bal['dominant'])}</b>" if bal.get("dominant") else "")
+            + "</p>"
+        )
+    for name, cap in (
+        ("ablation.png", "success when a modality is removed"),
+        ("routing.png", "routing weights"),
+        ("gradient_balance.png", "modality imbalance during training"),
+    ):
+        if (diag_dir / name).is_file():
+            parts.append(_img(_file_data_uri(diag_dir / name), cap, cap))
+    return "".join(parts)
+
+
+def pretrain_html(pretrain: Mapping[str, Any]) -> str:
+    """Recall@1/5 both directions and the modality gap, before and after pre-training, per split."""
+    metrics = pretrain.get("metrics", {})
+    cols = [
+        ("recall_i2t@1", "image→text R@1"),
+        ("recall_i2t@5", "image→text R@5"),
+        ("recall_t2i@1", "text→image R@1"),
+        ("recall_t2i@5", "text→image R@5"),
+        ("modality_gap", "modality gap"),
+        ("gap_to_variance_ratio", "gap / variance"),
+    ]
+    head = (
+        "<tr><th>split</th><th></th><th>candidates</th>"
+        + "".join(f"<th>{_e(t)}</th>" for _, t in cols)
+        + "</tr>"
+    )
+    rows = []
+    splits = list(dict.fromkeys([*metrics.get("before", {}), *metrics.get("after", {})]))
+    for split in splits:
+        for when in ("before", "after"):
+            m = metrics.get(when, {}).get(split)
+            if not m:
+                continue
+            cells = "".join(_num(float(m[k]), ".3f") if k in m else "<td>-</td>" for k, _ in cols)
+            rows.append(
+                f"<tr data-split='{_e(split)}' data-when='{when}'><td>{_e(split) if when == 'before' else ''}</td>"
+                f"<td>{when}</td><td>{int(m.get('candidates', 0))}</td>{cells}</tr>"
+            )
+    facts = (
+        f"<p class=note>{_e(pretrain.get('steps'))} steps; evaluation set: "
+        f"{_e(pretrain.get('eval', {}).get('instructions'))} instructions "
+        f"({_e(pretrain.get('eval', {}).get('unseen_instructions'))} unseen compositions), "
+        f"{_e(pretrain.get('eval', {}).get('rounds'))} rounds. Modality gap: distance between the centroids of "
+        "the L2-normalised image and text embeddings (raw gap first, then its ratio to the within-modality "
+        "spread).</p>"
+    )
+    return f"{facts}<table class=pretrain>{head}{''.join(rows)}</table>"
+
+
+# ------------------------------------------------------------------------ discovery
+def focus_run(run: Path, comparison: Mapping[str, Any] | None) -> Path:
+    """The directory whose tables, curves and clips are shown: the run, or a comparison's winner run."""
+    if comparison is None:
+        return run
+    winners = [w for w in comparison.get("winners", {}).values() if w]
+    for w in winners:
+        row = next((r for r in comparison["variants"] if r["variant"] == w["variant"]), None)
+        for d in row["runs"] if row else []:
+            p = Path(d)
+            if not p.is_absolute():
+                p = run / p
+            if p.is_dir():
+                return p
+    return run
+
+
+def _viz_pngs(dirs: Iterable[Path]) -> list[Path]:
+    found: list[Path] = []
+    for d in dirs:
+        for p in [*sorted(d.glob("viz/*.png")), *sorted(d.glob("*/viz/*.png"))]:
+            if p not in found and "runs" not in p.relative_to(d).parts:
+                found.append(p)
+    return found[:MAX_VIZ]
+
+
+def _attention_checkpoints(run: Path, focus: Path, comparison: Mapping[str, Any] | None) -> list[Path]:
+    """Policy checkpoints with language -> vision attention: the focus run's, else the comparison's
+    attention designs, best unseen success first."""
+    dirs = [focus, run]
+    if comparison is not None:
+        rows = [r for r in comparison.get("variants", []) if r.get("name") in ATTENTION_FUSIONS]
+        rows.sort(key=lambda r: -r["success"].get("unseen", {}).get("mean", 0.0))
+        dirs += [Path(d) if Path(d).is_absolute() else run / d for r in rows for d in r.get("runs", [])[:1]]
+    out: list[Path] = []
+    for d in dict.fromkeys(dirs):
+        ckpt = d / "policy"
+        if (ckpt / "config.json").is_file():
+            from mmvla.policy.checkpoint import load_config
+
+            if load_config(ckpt)[0].fusion in ATTENTION_FUSIONS:
+                out.append(ckpt)
+    return out
+
+
+def draw_attention_overlay(checkpoint: Path, path: Path, camera: str | None = None) -> Path | None:
+    """Per-word cross-attention of ``checkpoint`` over a real simulator frame, overlaid on the frame and
+    written to ``path``: :func:`mmvla.reporting.figures.attention_overlay_for_checkpoint` (else
+    :func:`mmvla.reporting.figures.attention_heatmaps` + :func:`mmvla.reporting.figures.plot_attention_overlay`); None when
+    :mod:`mmvla.reporting.figures` lacks them or the policy has no language -> vision attention."""
+    for_checkpoint = _viz_function("attention_overlay_for_checkpoint")
+    save = _viz_function("save_figure")
+    if for_checkpoint is not None and save is not None:
+        try:
+            return Path(save(for_checkpoint(checkpoint, camera=camera), path))
+        except (ValueError, RuntimeError):
+            return None
+    heatmaps = _viz_function("attention_heatmaps")
+    overlay = _viz_function("plot_attention_overlay")
+    if heatmaps is None or overlay is None:
+        return None
+    from mmvla.evaluation.compare import reference_observation
+    from mmvla.policy import VLAPolicy
+
+    policy = VLAPolicy.from_pretrained(checkpoint)
+    cam = camera or policy.cfg.cameras[0]
+    obs = reference_observation(policy.cfg.cameras, policy.cfg.image_size)
+    try:
+        maps = heatmaps(policy, obs, camera=cam)
+    except (ValueError, RuntimeError):
+        return None
+    return Path(overlay(maps, path))
+
+
+def _ensure_viz(run: Path, focus: Path, comparison: Mapping[str, Any] | None) -> None:
+    """Draw what :mod:`mmvla.reporting.figures` can when the run holds no such figure yet (written under ``viz/``):
+    an attention overlay for an attention-fusion checkpoint, t-SNE plots of pre-training embeddings."""
+    have = _viz_pngs(dict.fromkeys([run, focus]))
+    if not any("attention" in p.stem for p in have):
+        for ckpt in _attention_checkpoints(run, focus, comparison)[:1]:
+            name = ckpt.parent.name if ckpt.parent != run else "policy"
+            draw_attention_overlay(ckpt, run / "viz" / f"attention_overlay_{name}.png")
+    plot = _viz_function("plot_pretrain_embeddings")
+    for pre in [run, *sorted(p for p in run.iterdir() if p.is_dir())]:
+        if (
+            plot is not None
+            and (pre / "eval_embeddings.safetensors").is_file()
+            and not list(pre.glob("viz/*.png"))
+        ):
+            with contextlib.suppress(ValueError, RuntimeError, ImportError):
+                plot(pre, pre / "viz" / "embeddings_after.png", which="after")
+
+
+def training_curves_uri(log_csv: Path) -> str:
+    """Training curves of ``log_csv`` as a PNG data URI: :func:`mmvla.reporting.figures.training_curves_figure` (or
+    ``plot_training_curves``) when available, else :func:`training_curve_figure`."""
+    import tempfile
+
+    from mmvla.training.trainer import read_log
+
+    figure = _viz_function("training_curves_figure")
+    if figure is not None:
+        with contextlib.suppress(ValueError):
+            return _png_data_uri(figure(read_log(log_csv)))
+    plot = _viz_function("plot_training_curves")
+    if plot is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                return _file_data_uri(Path(plot(log_csv, Path(tmp) / "curves.png")))
+            except ValueError:
+                pass
+    return _png_data_uri(training_curve_figure(read_log(log_csv)))
+
+
+# ------------------------------------------------------------------------ the page
+STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em;color:#222}"
+    "table{border-collapse:collapse;margin:.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}"
+    "td:first-child,th:first-child,td:nth-child(2){text-align:left}tr.win{background:#eef7ee}"
+    ".clips,.figs{display:flex;flex-wrap:wrap;gap:10px}figure{margin:.3em 0}img{max-width:100%}"
+    "figcaption{font-size:12px;color:#555}.note{font-size:13px;color:#444}nav a{margin-right:1em}"
+    "code{background:#f4f4f4;padding:0 3px}"
+)
+
+
+def write_report(
+    run_dir: str | os.PathLike[str], out: str | os.PathLike[str] | None = None, draw: bool = True
+) -> Path:
+    """Write ``run_dir/report.html`` (or ``out``) from what the run directory holds; returns its path.
+
+    See the module docstring for the files read; every one is optional and every image is inlined.
+    With ``draw`` (default), figures :mod:`mmvla.reporting.figures` can make that the run lacks (an attention overlay,
+    pre-training embedding plots) are first written under ``viz/``.
+    """
+    from mmvla.training.trainer import read_log
+
+    run = Path(run_dir)
+    if not run.is_dir():
+        raise FileNotFoundError(f"run directory not found: {run}")
+    sections: list[tuple[str, str, str]] = []
+    top: list[str] = []
+    if (run / "summary.json").is_file():
+        summary = read_json(run / "summary.json", "run summary")
+        top.append(
+            "<ul>" + "".join(f"<li><b>{_e(k)}</b>: {_e(v)}</li>" for k, v in summary.items()) + "</ul>"
+        )
+
+    comparison = (
+        read_json(run / "comparison.json", "comparison") if (run / "comparison.json").is_file() else None
+    )
+    if comparison is not None:
+        if (run / "comparison.png").is_file():
+            chart = _file_data_uri(run / "comparison.png")
+        else:
+            from mmvla.evaluation.compare import comparison_chart_png
+
+            chart = "data:image/png;base64," + base64.b64encode(comparison_chart_png(comparison)).decode()
+        sections.append(_section("comparison", "Comparison of designs", comparison_html(comparison, chart)))
+    focus = focus_run(run, comparison)
+    where = "" if focus == run else f" — winner run {focus.name}"
+
+    evals = {p.parent.name: read_json(p, "metrics") for p in sorted(focus.glob("eval*/metrics.json"))}
+    tables = [success_table_html(m, name) for name, m in evals.items()]
+    if tables:
+        sections.append(_section("success", f"Success{where}", "".join(tables)))
+    worded = [m for m in evals.values() if "wordings" in m]
+    if worded:
+        sections.append(
+            _section(
+                "language",
+                f"Language: how instructions are worded{where}",
+                wordings_html(worded[0]["wordings"]),
+            )
+        )
+
+    if (focus / "log.csv").is_file() and read_log(focus / "log.csv").get("step"):
+        uri = training_curves_uri(focus / "log.csv")
+        sections.append(_section("training", f"Training{where}", _img(uri, "training curves")))
+
+    diag_dirs = [
+        d for d in (run / "diagnostics", focus / "diagnostics") if (d / "diagnostics.json").is_file()
+    ]
+    if diag_dirs:
+        sections.append(_section("diagnostics", "Modality diagnostics", diagnostics_html(diag_dirs[0])))
+
+    pre = [p for p in (run / "pretrain.json", *sorted(run.glob("*/pretrain.json"))) if p.is_file()]
+    if pre:
+        body = "".join(
+            (f"<h3>{_e(p.parent.name)}</h3>" if len(pre) > 1 else "")
+            + pretrain_html(read_json(p, "pretrain"))
+            for p in pre
+        )
+        sections.append(_section("pretrain", "Contrastive pre-training: alignment", body))
+
+    if draw:
+        _ensure_viz(run, focus, comparison)
+    figs = [(_file_data_uri(p), p.stem.replace("_", " ")) for p in _viz_pngs(dict.fromkeys([run, focus]))]
+    if figs:
+        body = "<div class=figs>" + "".join(_img(uri, cap, cap) for uri, cap in figs) + "</div>"
+        sections.append(_section("viz", "Attention and embeddings", body))
+
+    clips = sorted(focus.glob("eval*/videos/*.gif"))[:MAX_CLIPS]
+    if clips:
+        body = (
+            "<div class=clips>" + "".join(_img(_file_data_uri(c), c.stem, c.stem) for c in clips) + "</div>"
+        )
+        sections.append(_section("rollouts", f"Rollouts{where}", body))
+
+    nav = "<nav>" + "".join(f'<a href="#{sid}">{_e(t)}</a>' for sid, t, _ in sections) + "</nav>"
+    body = (
+        "".join(top)
+        + (nav if sections else "<p>Nothing to report yet.</p>")
+        + "".join(s for _, _, s in sections)
+    )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'>"
+        f"<title>mmvla report: {_e(run.name)}</title><style>{STYLE}</style></head>"
+        f"<body><h1>mmvla report: {_e(run.resolve().name)}</h1>{body}</body></html>"
+    )
+    path = Path(out) if out else run / "report.html"
+    atomic_write_text(path, page)
+    return path
