@@ -38,9 +38,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmvla.core.io import atomic_write_json
+from mmvla.core.stats import cluster_bootstrap_rmse
 from mmvla.data import VLADataset
 from mmvla.data.collect import collect_dataset
-from mmvla.evaluation.evaluate import cluster_bootstrap_rmse
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.trainer import dataset_normalizer
 

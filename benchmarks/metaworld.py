@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.io import atomic_write_json
-from mmvla.evaluation.evaluate import wilson_interval
+from mmvla.core.stats import wilson_interval
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 # This file is called metaworld.py: keep its directory off the import path so `import metaworld` finds

@@ -20,9 +20,10 @@ import pytest
 import torch
 
 import mmvla.evaluation.evaluate as ev
+from mmvla.core.keys import ACTION_KEY, STATE_KEY
 from mmvla.evaluation.evaluate import EvalConfig, evaluate
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.policy.normalize import Normalizer
 from mmvla.sim import TabletopEnv
 from mmvla.sim.tasks import all_instructions
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from mmvla.core.stats import wilson_interval
 from mmvla.evaluation.compare import (
     CompareConfig,
     Variant,
@@ -21,7 +22,6 @@ from mmvla.evaluation.compare import (
     steady_train_seconds,
     variant_configs,
 )
-from mmvla.evaluation.evaluate import wilson_interval
 
 ALL_FUSIONS = ("early", "late", "cross_attention", "transformer", "film", "gated", "moe", "hierarchical")
 TINY = [
@@ -280,29 +280,6 @@ def test_steady_train_seconds_skips_the_first_window(tmp_path):
     # median of the later windows = 100 samples/s -> 100 steps x 64 samples / 100
     assert steady_train_seconds(log, 100, 64, fallback=-1.0) == pytest.approx(64.0)
     assert steady_train_seconds(tmp_path / "missing.csv", 100, 64, fallback=-1.0) == -1.0
-
-
-def test_mcnemar_exact_matches_the_binomial_test():
-    from mmvla.evaluation.evaluate import mcnemar_exact
-
-    assert mcnemar_exact(0, 5) == pytest.approx(2 / 32)  # 2 * P(Bin(5, 1/2) = 0)
-    assert mcnemar_exact(3, 3) == 1.0 and mcnemar_exact(0, 0) == 1.0
-    scipy_stats = pytest.importorskip("scipy.stats")
-    for b, c in [(22, 2), (9, 4), (1, 12), (30, 18), (7, 0)]:
-        want = scipy_stats.binomtest(b, b + c, 0.5).pvalue
-        assert mcnemar_exact(b, c) == pytest.approx(want, rel=1e-12)
-        assert mcnemar_exact(c, b) == pytest.approx(want, rel=1e-12)
-    with pytest.raises(ValueError, match=">= 0"):
-        mcnemar_exact(-1, 2)
-
-
-def test_holm_step_down():
-    from mmvla.evaluation.compare import holm_reject
-
-    # sorted 0.01 <= 0.05/4, then 0.03 > 0.05/3 stops: only the first is rejected
-    assert holm_reject([0.04, 0.01, 0.03, 0.5]) == [False, True, False, False]
-    assert holm_reject([0.02, 0.001, 0.04]) == [True, True, True]  # 0.001<=.05/3, .02<=.05/2, .04<=.05
-    assert holm_reject([]) == []
 
 
 def _with_outcomes(row: dict, passes: list[bool]) -> dict:

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from mmvla.core.keys import ACTION_KEY, STATE_KEY
 from mmvla.evaluation.diagnostics import (
     DiagnosticsConfig,
     FusionRecorder,
@@ -17,7 +18,7 @@ from mmvla.evaluation.diagnostics import (
     run_diagnostics,
 )
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+from mmvla.policy.normalize import Normalizer
 from mmvla.policy.observation import observation_to_batch
 
 INSTRUCTIONS = ("pick up the red cube", "push the blue cylinder to the left")

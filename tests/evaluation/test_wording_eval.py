@@ -14,7 +14,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-from .test_blind_controls import Spy, save_tiny_checkpoint
 
 import mmvla.evaluation.evaluate as ev
 from mmvla.evaluation.evaluate import EpisodeResult, EvalConfig, evaluate, paired_comparison
@@ -22,6 +21,8 @@ from mmvla.policy import VLAPolicy
 from mmvla.sim import ScriptedExpert, TabletopEnv
 from mmvla.sim.tasks import parse_instruction
 from mmvla.sim.wordings import wording_for_episode
+
+from .test_blind_controls import Spy, save_tiny_checkpoint
 
 SEED = 777
 

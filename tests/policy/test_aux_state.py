@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
+from mmvla.core.keys import ENV_STATE_KEY
 from mmvla.data.dataset import VLADataset
-from mmvla.data.lerobot_format import ENV_STATE_KEY
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
 from mmvla.training.trainer import dataset_normalizer, read_log, train

@@ -274,8 +274,9 @@ def test_report_of_an_empty_directory(tmp_path):
 
 def test_report_draws_an_attention_overlay_for_an_attention_checkpoint(tmp_path):
     import mmvla.reporting.figures as viz
+    from mmvla.core.keys import ACTION_KEY, STATE_KEY
     from mmvla.policy import PolicyConfig, VLAPolicy
-    from mmvla.policy.normalize import ACTION_KEY, STATE_KEY, Normalizer
+    from mmvla.policy.normalize import Normalizer
 
     # The report draws the overlay with these: a rename must fail here, not skip the test.
     assert callable(viz.attention_heatmaps) and callable(viz.plot_attention_overlay)

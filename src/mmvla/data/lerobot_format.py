@@ -37,6 +37,15 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from mmvla.core.io import atomic_write_json, read_json
+from mmvla.core.keys import (
+    ACTION_KEY,
+    ACTION_NAMES,
+    ENV_STATE_KEY,
+    IMAGE_PREFIX,
+    ROBOT_TYPE,
+    STATE_KEY,
+    STATE_NAMES,
+)
 from mmvla.data.stats import (
     REQUIRED_STATS,
     ImageStats,
@@ -47,7 +56,6 @@ from mmvla.data.stats import (
 )
 
 CODEBASE_VERSION = "v3.0"
-ROBOT_TYPE = "mmvla_tabletop"
 DEFAULT_CHUNKS_SIZE = 1000  # files per chunk directory
 DEFAULT_DATA_FILES_SIZE_IN_MB = 100
 DEFAULT_VIDEO_FILES_SIZE_IN_MB = 200
@@ -60,13 +68,6 @@ EPISODES_DIR = "meta/episodes"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 VIDEO_PATH = "videos/{video_key}/chunk-{chunk_index:03d}/file-{file_index:03d}.mp4"
-
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
-ENV_STATE_KEY = "observation.environment_state"  # LeRobot's name for privileged simulator state
-IMAGE_PREFIX = "observation.images."
-STATE_NAMES: tuple[str, ...] = ("x", "y", "z", "yaw", "gripper")
-ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
 
 #: Bookkeeping features LeRobot always expects, with their parquet types.
 DEFAULT_FEATURES: dict[str, dict[str, Any]] = {

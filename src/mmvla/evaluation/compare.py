@@ -36,7 +36,8 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
-from mmvla.evaluation.evaluate import BLIND_CONTROLS, SPLITS, mcnemar_exact, wilson_interval
+from mmvla.core.keys import BLIND_CONTROLS, SPLITS
+from mmvla.core.stats import holm_reject, mcnemar_exact, wilson_interval
 
 AXES = ("fusion", "head", "language")
 CONTROL_NAMES = BLIND_CONTROLS
@@ -531,17 +532,6 @@ def episode_outcomes(episodes_json: Path) -> dict[str, dict[str, bool]]:
     for ep in json.loads(episodes_json.read_text()):
         out.setdefault(str(ep["split"]), {})[str(ep["seed"])] = bool(ep["success"])
     return out
-
-
-def holm_reject(p_values: Sequence[float], alpha: float = 0.05) -> list[bool]:
-    """Holm's step-down test: which hypotheses are rejected with family-wise error rate ``alpha``."""
-    order = sorted(range(len(p_values)), key=lambda i: p_values[i])
-    reject = [False] * len(p_values)
-    for rank, i in enumerate(order):
-        if p_values[i] > alpha / (len(p_values) - rank):
-            break
-        reject[i] = True
-    return reject
 
 
 def paired_tests(

@@ -33,7 +33,9 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.io import atomic_write_bytes, atomic_write_json
-from mmvla.evaluation.evaluate import SPLITS, EpisodeResult, summarise, wilson_interval
+from mmvla.core.keys import SPLITS
+from mmvla.core.stats import wilson_interval
+from mmvla.evaluation.evaluate import EpisodeResult, summarise
 
 ENCODER_GROUPS = ("vision", "language", "proprio")
 MODULE_GROUPS = ("vision", "language", "proprio", "fusion", "head")
@@ -190,8 +192,8 @@ def _worker_init(checkpoint: str) -> None:
     os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
+    from mmvla.core.keys import STATE_KEY
     from mmvla.policy import VLAPolicy
-    from mmvla.policy.normalize import STATE_KEY
 
     torch.set_num_threads(1)
     policy = VLAPolicy.from_pretrained(checkpoint)

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvla.core.keys import ACTION_KEY, ENV_STATE_KEY, STATE_KEY
 from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
 from mmvla.modules.heads import build_head
 from mmvla.modules.language import (
@@ -44,7 +45,7 @@ from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
 from mmvla.policy import checkpoint
 from mmvla.policy.config import PolicyConfig
-from mmvla.policy.normalize import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, Normalizer
+from mmvla.policy.normalize import Normalizer
 from mmvla.policy.observation import observation_to_batch, validate_observation
 from mmvla.policy.runtime import ActionChunker
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor

@@ -13,9 +13,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-STATE_KEY = "observation.state"
-ACTION_KEY = "action"
-ENV_STATE_KEY = "observation.environment_state"
 MODES = ("mean_std", "min_max")
 _EPS = 1e-3
 

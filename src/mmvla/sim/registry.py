@@ -20,7 +20,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
-ENV_NAMES: tuple[str, ...] = ("tabletop", "metaworld-mt10")
+from mmvla.core.keys import (
+    ACTION_NAMES,
+    ENV_NAMES,
+    METAWORLD_ENV_STATE,
+    ROBOT_TYPE,
+    STATE_NAMES,
+    TABLETOP_ENV_STATE,
+)
 
 
 class Expert(Protocol):
@@ -129,7 +136,6 @@ def make_expert(name: str, env: Any, noise_std: float = 0.0, seed: int | None = 
 def dataset_schema(name: str, config: Any) -> DatasetSchema:
     """Feature names, robot type and fps of a dataset recorded in ``name`` with ``config``."""
     if check_env_name(name) == "tabletop":
-        from mmvla.data.lerobot_format import ACTION_NAMES, ROBOT_TYPE, STATE_NAMES
         from mmvla.sim.scene import CONTROL_DT
 
         return DatasetSchema(
@@ -144,10 +150,6 @@ def dataset_schema(name: str, config: Any) -> DatasetSchema:
         mw.CONTROL_HZ,
         METAWORLD_ENV_STATE,
     )
-
-
-TABLETOP_ENV_STATE = ("target_dx", "target_dy", "target_dz", "grasp_cos", "grasp_sin")
-METAWORLD_ENV_STATE = ("object_dx", "object_dy", "object_dz", "goal_dx", "goal_dy", "goal_dz")
 
 
 def environment_state(name: str, env: Any) -> np.ndarray | None:

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from mmvla.core.io import atomic_write_csv, atomic_write_json, durable_directory, read_json, recover_directory
+from mmvla.core.keys import ACTION_KEY, ENV_STATE_KEY, STATE_KEY
 from mmvla.core.seeding import seed_everything
 from mmvla.data.dataset import VLADataset
 from mmvla.modules.augment import color_jitter, random_shift
@@ -40,7 +41,7 @@ from mmvla.modules.language import normalize_instruction
 from mmvla.modules.memory import MemoryConfig
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_state_strict, write_policy_files
-from mmvla.policy.normalize import ACTION_KEY, ENV_STATE_KEY, STATE_KEY, Normalizer
+from mmvla.policy.normalize import Normalizer
 from mmvla.training.config import TrainConfig
 
 LOG_FIELDS = (
