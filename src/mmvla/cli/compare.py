@@ -74,7 +74,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.evaluation.compare import CompareConfig, comparison_table, run_compare
+    from mmvla.evaluation.compare import CompareConfig, comparison_table
+    from mmvla.pipeline import run_compare
 
     overrides: dict[str, dict[str, object]] = {"policy": {}, "train": {}}
     for scope, field, value in args.overrides:
