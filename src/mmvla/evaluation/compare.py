@@ -142,6 +142,30 @@ class CompareConfig:
         )
 
 
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"policy.FIELD=VALUE"`` or ``"train.FIELD=VALUE"`` -> (scope, field, value); VALUE is read as
+    JSON, else kept as a bare string (``cnn``). Raises ``ValueError`` quoting ``text`` otherwise."""
+    key, sep, value = text.partition("=")
+    scope, dot, name = key.partition(".")
+    if not sep or not dot or scope not in ("policy", "train") or not name:
+        raise ValueError(
+            f"--set expects policy.FIELD=VALUE or train.FIELD=VALUE (VALUE as JSON), got {text!r}"
+        )
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value  # a bare string such as cnn
+    return scope, name, parsed
+
+
+def split_overrides(items: Sequence[tuple[str, str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parsed overrides (:func:`parse_override`) -> (policy overrides, train overrides); a later one wins."""
+    out: dict[str, dict[str, Any]] = {"policy": {}, "train": {}}
+    for scope, name, value in items:
+        out[scope][name] = value
+    return out["policy"], out["train"]
+
+
 def base_configs(cfg: CompareConfig) -> tuple[PolicyConfig, TrainConfig]:
     """The demo recipe with ``cfg.steps`` and the overrides applied: (PolicyConfig, TrainConfig)."""
     policy, train = demo_configs(steps=cfg.steps, seed=0)
