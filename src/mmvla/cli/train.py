@@ -65,6 +65,7 @@ def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmvla.core.paths import RunPaths
     from mmvla.training.trainer import train
 
     policy_cfg, train_cfg = build_configs(args)
@@ -84,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"initialised {result.initialised_tensors} tensors from {args.init_from}")
         print(
             f"trained {result.steps} steps in {result.train_seconds:.0f} s ({result.samples_per_s:.0f} samples/s), "
-            f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {result.run_dir / 'log.csv'}"
+            f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {RunPaths(result.run_dir).log}"
         )
     if dist.is_initialized():
         dist.destroy_process_group()

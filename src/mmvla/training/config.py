@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,16 +116,30 @@ def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[
     return out
 
 
+def read_config_sections(
+    path: str | os.PathLike[str], sections: Sequence[str], kind: str = "training config"
+) -> dict[str, dict[str, Any]]:
+    """A JSON config file of objects named by ``sections`` (each optional) as ``{section: dict}``.
+
+    Raises ``ValueError`` naming the file when it is not an object, holds another key, or a section is
+    not an object.
+    """
+    file = read_json(path, kind)
+    names = [f"'{s}'" for s in sections]
+    if not isinstance(file, dict) or set(file) - set(sections):
+        listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+        raise ValueError(f"{path}: a {kind} holds only {listed} objects")
+    for section, value in file.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: '{section}' must be an object, got {type(value).__name__}")
+    return {s: dict(file.get(s, {})) for s in sections}
+
+
 def read_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
     """A training config file ``{"policy": {...}, "train": {...}}`` (either section optional) as
-    (policy dict, train dict). Raises ``ValueError`` naming the file for any other shape."""
-    file = read_json(path, "training config")
-    if not isinstance(file, dict) or set(file) - set(CONFIG_SECTIONS):
-        raise ValueError(f"{path}: a training config holds only 'policy' and 'train' objects")
-    for section in CONFIG_SECTIONS:
-        if not isinstance(file.get(section, {}), dict):
-            raise ValueError(f"{path}: '{section}' must be an object, got {type(file[section]).__name__}")
-    return dict(file.get("policy", {})), dict(file.get("train", {}))
+    (policy dict, train dict); see :func:`read_config_sections`."""
+    file = read_config_sections(path, CONFIG_SECTIONS)
+    return file["policy"], file["train"]
 
 
 def training_configs(
