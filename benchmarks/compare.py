@@ -1,6 +1,6 @@
 """Every fusion design on the default task at a reduced budget: `mmvla compare`, timed.
 
-Runs ``mmvla compare`` over the eight fusion designs (same data, budget and seed for each), then writes
+Runs :func:`mmvla.pipeline.run_compare` (what ``mmvla compare`` runs) over the eight fusion designs (same data, budget and seed for each), then writes
 benchmarks/results/compare.json (settings, wall time, machine, the comparison rows and the winner) and
 prints the comparison table. The run directory is resumable: rerunning continues where a killed run
 stopped and only re-aggregates finished designs.
@@ -37,6 +37,10 @@ FUSIONS = "early,late,cross_attention,transformer,film,gated,moe,hierarchical"
 QUICK_EPISODES = 6
 
 
+def _names(text: str) -> tuple[str, ...]:
+    return tuple(n.strip() for n in text.split(",") if n.strip())
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_compare", help="comparison directory (resumable)")
@@ -62,6 +66,18 @@ def main() -> None:
     p.add_argument("--quick", action="store_true", help="tiny smoke budget; writes compare_quick.json")
     args = p.parse_args()
 
+    # The budget: the flags above, or the smoke budget of --quick (recorded as the equivalent command).
+    from mmvla.evaluation.compare import CompareConfig, comparison_table, parse_override, split_overrides
+    from mmvla.pipeline import run_compare
+
+    out_dir, overrides = args.out, list(args.overrides)
+    budget: dict[str, Any] = {
+        "episodes": args.episodes,
+        "steps": args.steps,
+        "eval_episodes": args.eval_episodes,
+        "controls": args.controls,
+        "eval_max_steps": None,
+    }
     argv = [
         "compare",
         "--fusions", args.fusions,
@@ -81,6 +97,14 @@ def main() -> None:
         argv += ["--set", override]
     result_path = RESULTS / args.result
     if args.quick:
+        budget = {
+            "episodes": QUICK_EPISODES,
+            "steps": 20,
+            "eval_episodes": 2,
+            "controls": 1,
+            "eval_max_steps": 20,
+        }
+        overrides += ["policy.dim=32", "train.batch_size=16"]
         argv += [
             "--episodes",
             str(QUICK_EPISODES),
@@ -92,19 +116,28 @@ def main() -> None:
             "1",
         ]
         argv += ["--eval-max-steps", "20", "--set", "policy.dim=32", "--set", "train.batch_size=16"]
-        argv[argv.index("--out") + 1] = args.out + "_quick"
+        out_dir = args.out + "_quick"
+        argv[argv.index("--out") + 1] = out_dir
         result_path = RESULTS / "compare_quick.json"
+    policy_overrides, train_overrides = split_overrides([parse_override(o) for o in overrides])
+    cfg = CompareConfig(
+        fusions=_names(args.fusions),
+        heads=_names(args.heads),
+        languages=_names(args.languages),
+        seeds=tuple(int(s) for s in _names(args.seeds)),
+        workers=args.workers,
+        policy_overrides=policy_overrides,
+        train_overrides=train_overrides,
+        **budget,
+    )
     previous = read_json(result_path, "compare result") if result_path.is_file() else {}
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
-    from mmvla.cli import main as cli
 
     t0 = time.perf_counter()
-    rc = cli(argv)
+    comparison = run_compare(out_dir, cfg, data_dir=args.data)
     wall = time.perf_counter() - t0
-    if rc != 0:
-        raise SystemExit(rc)
-    out = Path(argv[argv.index("--out") + 1])
-    comparison = read_json(out / "comparison.json", "comparison")
+    print(comparison_table(comparison))
+    out = Path(out_dir)
     # The wall time of the invocation that trained every design, kept when this one only re-aggregated.
     full_run: float | None = wall
     if comparison["skipped"]:

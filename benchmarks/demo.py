@@ -1,6 +1,6 @@
 """`mmvla demo` as a benchmark: wall time per stage and success per split, task family and control.
 
-Runs ``mmvla demo --out RUN`` unless RUN already holds a finished demo (``summary.json``), then writes
+Runs the demo (:func:`mmvla.pipeline.run_demo` on ``mmvla demo``'s default budget) in RUN unless RUN already holds a finished demo (``summary.json``), then writes
 benchmarks/results/demo.json from the run's own files (``summary.json``: timings and controls;
 ``eval/metrics.json``: success, Wilson intervals and per-family rates) and prints a summary.
 
@@ -18,6 +18,7 @@ import platform
 from pathlib import Path
 
 from mmvla.core.io import atomic_write_json, read_json
+from mmvla.core.paths import RunPaths
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -26,15 +27,23 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", default="runs/demo", help="demo output directory (run it when unfinished)")
     args = p.parse_args()
-    run = Path(args.run)
-    if not (run / "summary.json").is_file():
-        from mmvla.cli import main as cli
+    run = RunPaths(args.run)
+    if not run.summary.is_file():
+        # The budget: `mmvla demo`'s defaults (collection, training, evaluation, controls, workers).
+        from mmvla.cli.demo import DEMO_CONTROLS, DEMO_EPISODES, DEMO_EVAL_EPISODES, DEMO_STEPS
+        from mmvla.pipeline import run_demo
 
-        if cli(["demo", "--out", str(run)]) != 0:
-            raise SystemExit("mmvla demo failed")
-    summary = read_json(run / "summary.json", "demo summary")
-    metrics = read_json(run / "eval" / "metrics.json", "demo metrics")
-    config = read_json(run / "run.json", "demo run config")
+        run_demo(
+            run.root,
+            episodes=DEMO_EPISODES,
+            steps=DEMO_STEPS,
+            eval_episodes=DEMO_EVAL_EPISODES,
+            controls=DEMO_CONTROLS,
+            workers=2,
+        )
+    summary = read_json(run.summary, "demo summary")
+    metrics = read_json(run.eval / "metrics.json", "demo metrics")
+    config = read_json(run.run_config, "demo run config")
     result = {
         "benchmark": "demo",
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -41,21 +41,13 @@ def main() -> None:
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
 
-    from mmvla.evaluation.evaluate import (
-        EvalConfig,
-        evaluate,
-        evaluate_blind_controls,
-        evaluate_wordings,
-        success_by_split,
-    )
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import TrainConfig
-    from mmvla.training.trainer import train
+    from mmvla.core.paths import RunPaths
+    from mmvla.evaluation.evaluate import EvalConfig, evaluate, success_by_split
+    from mmvla.pipeline import evaluate_step, train_step
+    from mmvla.training.config import training_configs
 
-    run = Path(args.run)
-    raw = read_json(args.config)
-    policy_cfg = PolicyConfig.from_dict(raw["policy"])
-    train_cfg = TrainConfig(**raw["train"])
+    run = RunPaths(args.run)
+    policy_cfg, train_cfg = training_configs(args.config)
     result: dict[str, Any] = {
         "config": str(Path(args.config).resolve().relative_to(ROOT)),
         "data": str(Path(args.data)),
@@ -63,42 +55,44 @@ def main() -> None:
     }
     t0 = time.perf_counter()
     if not args.eval_only:
-        resume = (run / "checkpoints" / "last" / "trainer_state.json").is_file()
-        r = train(args.data, run, policy_cfg, train_cfg, resume=resume, progress=True)
+        step = train_step(args.data, run.root, policy_cfg, train_cfg, progress=True)  # resumes a killed run
+        assert step.result is not None
+        r = step.result
         result["train"] = {
             "steps": r.steps,
             "train_seconds": round(r.train_seconds, 1),
             "samples_per_s": round(r.samples_per_s, 1),
             "final_loss": round(r.final_loss, 4),
-            "resumed": resume,
+            "resumed": step.resumed_from is not None,
         }
     else:
         result["train"] = read_json(args.out).get("train") if Path(args.out).is_file() else None
-    policy_dir = run / "policy"
     t1 = time.perf_counter()
-    metrics = evaluate_wordings(  # the same episodes worded canonically and with held-out words
-        policy_dir,
-        EvalConfig(episodes=args.episodes, split="all", workers=args.workers),
-        ("canonical", "heldout"),
-        run / "eval",
+    # The same episodes worded canonically and with held-out words, then the blind controls.
+    metrics, controls = evaluate_step(
+        run.policy,
+        run.root,
+        args.episodes,
+        args.controls,
+        workers=args.workers,
+        video_episodes=0,
         progress=True,
+        log=lambda line: None,
     )
     result["success"] = success_by_split(metrics)
     result["heldout_wordings"] = success_by_split(metrics["wordings"]["heldout"]) | {
         "paired_vs_canonical": metrics["wordings"]["heldout"]["paired"]
     }
     swap = evaluate(
-        policy_dir,
+        run.policy,
         EvalConfig(
             episodes=args.controls or 50, split="all", workers=args.workers, control="instruction_swap"
         ),
-        run / "eval_instruction_swap",
+        run.eval_control("instruction_swap"),
         progress=True,
     )
     result["instruction_swap"] = {k: swap.get(k) for k in ("success", "first_moved_named", "moved_any")}
-    result["controls"] = (
-        evaluate_blind_controls(policy_dir, args.controls, run, workers=args.workers) if args.controls else {}
-    )
+    result["controls"] = controls
     result["eval_seconds"] = round(time.perf_counter() - t1, 1)
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     result["episodes_per_split"] = args.episodes

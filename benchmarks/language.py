@@ -55,22 +55,21 @@ DIAGNOSTIC = "heldout_phrasing"  # held-out phrasing around training object word
 
 
 def _train_variant(name: str, data: Path, run: Path, steps: int, threads: int) -> tuple[Path, float | None]:
-    """Train (or resume, or reuse) one variant; returns its policy directory and training seconds."""
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import TrainConfig
+    """Train (or resume, or reuse) one variant; returns its policy directory and training seconds
+    (None when a finished run was reused)."""
+    from mmvla.pipeline import train_step
+    from mmvla.training.config import training_configs
     from mmvla.training.recipes import demo_configs
-    from mmvla.training.trainer import train
 
-    if (run / "policy" / "config.json").is_file():
-        return run / "policy", None
     policy_cfg, train_cfg = demo_configs(steps=steps)
     spec = VARIANTS[name]
-    policy = policy_cfg.to_dict()
-    policy["language"] = {**policy["language"], **spec["language"]}
-    tcfg = TrainConfig.from_dict({**train_cfg.to_dict(), **spec["train"], "threads": threads})
-    resume = (run / "checkpoints" / "last" / "trainer_state.json").is_file()
-    result = train(data, run, PolicyConfig.from_dict(policy), tcfg, resume=resume, progress=True)
-    return result.policy_dir, result.train_seconds
+    policy_cfg, train_cfg = training_configs(
+        None,
+        {**policy_cfg.to_dict(), **{f"language.{k}": v for k, v in spec["language"].items()}},
+        {**train_cfg.to_dict(), **spec["train"], "threads": threads},
+    )
+    step = train_step(data, run, policy_cfg, train_cfg, reuse_finished=True, progress=True)
+    return step.policy_dir, step.result.train_seconds if step.result else None
 
 
 class SlotProbe(torch.nn.Module):

@@ -57,23 +57,22 @@ def pct(xs: list[float]) -> dict[str, float]:
 
 def train_tiny(root: Path, steps: int, episodes: int) -> tuple[Path, dict[str, Any]]:
     """A policy of the demo's architecture trained briefly on expert episodes."""
-    from mmvla.data.collect import collect_dataset
+    from mmvla.pipeline import collect_step, train_step
     from mmvla.training.config import TrainConfig
     from mmvla.training.recipes import demo_configs
-    from mmvla.training.trainer import train
 
     t0 = time.perf_counter()
-    collect_dataset(root / "data", episodes=episodes, workers=1, seed=0, image_size=64, progress=False)
+    data = collect_step(root / "data", episodes, workers=1, seed=0, image_size=64, log=lambda line: None)
     policy_cfg, _ = demo_configs()
     tcfg = TrainConfig(
         steps=steps, batch_size=16, warmup_steps=5, log_every=10, checkpoint_every=steps, threads=1
     )
-    result = train(root / "data", root / "run", policy_cfg, tcfg, progress=False)
+    trained = train_step(data, root / "run", policy_cfg, tcfg)
     info = {
         "source": f"trained on the fly: demo architecture, {steps} steps, batch 16, {episodes} expert episodes",
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    return Path(result.policy_dir), info
+    return trained.policy_dir, info
 
 
 def sim_observations(cameras: tuple[str, ...], image_size: int, n: int) -> list[dict[str, Any]]:

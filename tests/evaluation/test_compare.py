@@ -19,9 +19,9 @@ from mmvla.evaluation.compare import (
     comparison_table,
     count_parameters,
     pick_winner,
-    steady_train_seconds,
     variant_configs,
 )
+from mmvla.pipeline import run_compare, steady_train_seconds
 
 ALL_FUSIONS = ("early", "late", "cross_attention", "transformer", "film", "gated", "moe", "hierarchical")
 TINY = [
@@ -109,8 +109,6 @@ def test_partially_trained_run_resumes_from_its_checkpoint(tiny_data, tmp_path, 
         return real(*a, **k)
 
     monkeypatch.setattr(mmvla.training.trainer, "train", spy)
-    from mmvla.evaluation.compare import run_compare
-
     comparison = run_compare(out, cfg, data_dir=tiny_data, report=False, log=lambda s: None)
     assert [c["resume"] for c in calls] == [True]
     assert json.loads((run_dir / "policy" / "config.json").read_text())["extra"]["steps"] == 4

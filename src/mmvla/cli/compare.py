@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 HELP = (
     "Compare fusion designs, action heads or language encoders on one dataset with one budget: "
@@ -23,17 +22,12 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _override(text: str) -> tuple[str, str, object]:
-    key, sep, value = text.partition("=")
-    scope, dot, field = key.partition(".")
-    if not sep or not dot or scope not in ("policy", "train") or not field:
-        raise argparse.ArgumentTypeError(
-            f"--set expects policy.FIELD=VALUE or train.FIELD=VALUE (VALUE as JSON), got {text!r}"
-        )
+    from mmvla.evaluation.compare import parse_override
+
     try:
-        parsed: object = json.loads(value)
-    except json.JSONDecodeError:
-        parsed = value  # a bare string such as cnn
-    return scope, field, parsed
+        return parse_override(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from e
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -74,11 +68,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.evaluation.compare import CompareConfig, comparison_table, run_compare
+    from mmvla.evaluation.compare import CompareConfig, comparison_table, split_overrides
+    from mmvla.pipeline import run_compare
 
-    overrides: dict[str, dict[str, object]] = {"policy": {}, "train": {}}
-    for scope, field, value in args.overrides:
-        overrides[scope][field] = value
+    policy_overrides, train_overrides = split_overrides(args.overrides)
     cfg = CompareConfig(
         fusions=args.fusions,
         heads=args.heads,
@@ -90,8 +83,8 @@ def run(args: argparse.Namespace) -> int:
         controls=args.controls,
         workers=args.workers,
         eval_max_steps=args.eval_max_steps,
-        policy_overrides=overrides["policy"],
-        train_overrides=overrides["train"],
+        policy_overrides=policy_overrides,
+        train_overrides=train_overrides,
     )
     comparison = run_compare(args.out, cfg, data_dir=args.data, progress=not args.quiet)
     print(comparison_table(comparison))

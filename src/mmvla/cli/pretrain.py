@@ -46,34 +46,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, PretrainConfig, bool]:
     """(PolicyConfig, PretrainConfig, image_size_given) from --config plus flags."""
-    from mmvla.core.io import read_json
     from mmvla.policy import PolicyConfig
+    from mmvla.training.config import apply_overrides, read_config_sections
     from mmvla.training.pretrain import PretrainConfig
 
-    file = read_json(args.config, "pretrain config") if args.config else {}
-    if not isinstance(file, dict) or set(file) - {"policy", "pretrain", "train"}:
-        raise ValueError(f"{args.config}: a pretrain config holds only 'policy' and 'pretrain' objects")
-    policy = dict(file.get("policy", {}))
-    pre = dict(file.get("pretrain", {}))
+    sections = ("policy", "pretrain", "train")
+    file = read_config_sections(args.config, sections, "pretrain config") if args.config else {}
+    policy: dict[str, object] = {}
     if args.vision:
-        policy["vision"] = {**policy.get("vision", {}), "kind": args.vision}
+        policy["vision.kind"] = args.vision
     if args.language:
-        policy["language"] = {**policy.get("language", {}), "kind": args.language}
+        policy["language.kind"] = args.language
     if args.dim is not None:
         policy["dim"] = args.dim
-    for flag, key in (
-        ("embed_dim", "embed_dim"),
-        ("cameras", "cameras"),
-        ("steps", "steps"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("eval_rounds", "eval_rounds"),
-        ("seed", "seed"),
-        ("threads", "threads"),
-    ):
-        if getattr(args, flag) is not None:
-            pre[key] = getattr(args, flag)
-    return PolicyConfig.from_dict(policy), PretrainConfig.from_dict(pre), "image_size" in policy
+    flags = ("embed_dim", "cameras", "steps", "batch_size", "lr", "eval_rounds", "seed", "threads")
+    pre = {key: getattr(args, key) for key in flags if getattr(args, key) is not None}
+    policy_d = apply_overrides(file.get("policy", {}), policy)
+    pre_d = apply_overrides(file.get("pretrain", {}), pre)
+    return PolicyConfig.from_dict(policy_d), PretrainConfig.from_dict(pre_d), "image_size" in policy_d
 
 
 def run(args: argparse.Namespace) -> int:

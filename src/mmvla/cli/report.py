@@ -36,13 +36,14 @@ def run(args: argparse.Namespace) -> int:
     run_dir = Path(args.run)
     if args.diagnostics:
         from mmvla.core.io import read_json
+        from mmvla.core.paths import RunPaths
         from mmvla.evaluation.diagnostics import DiagnosticsConfig, format_diagnostics, run_diagnostics
         from mmvla.reporting.page import focus_run
 
         comparison = None
-        if (run_dir / "comparison.json").is_file():
-            comparison = read_json(run_dir / "comparison.json", "comparison")
-        checkpoint = focus_run(run_dir, comparison) / "policy"
+        if RunPaths(run_dir).comparison.is_file():
+            comparison = read_json(RunPaths(run_dir).comparison, "comparison")
+        checkpoint = RunPaths(focus_run(run_dir, comparison)).policy
         if not (checkpoint / "config.json").is_file():
             raise FileNotFoundError(f"--diagnostics needs a policy checkpoint; none at {checkpoint}")
         cfg = DiagnosticsConfig(episodes=args.episodes, workers=args.workers, max_steps=args.max_steps)

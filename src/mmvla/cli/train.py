@@ -40,45 +40,32 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
-    """(PolicyConfig, TrainConfig) from --config plus flags."""
-    from mmvla.core.io import read_json
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import TrainConfig
+    """(PolicyConfig, TrainConfig) from --config plus flags (:func:`mmvla.training.config.training_configs`)."""
+    from mmvla.training.config import training_configs
 
-    file = read_json(args.config, "training config") if args.config else {}
-    if not isinstance(file, dict) or set(file) - {"policy", "train"}:
-        raise ValueError(f"{args.config}: a training config holds only 'policy' and 'train' objects")
-    policy = dict(file.get("policy", {}))
-    train = dict(file.get("train", {}))
+    policy: dict[str, object] = {}
     if args.fusion:
         policy["fusion"] = args.fusion
-    if args.head or args.chunk_size:
-        head = dict(policy.get("head", {"kind": "regression", "chunk_size": 4}))
-        head.update({k: v for k, v in (("kind", args.head), ("chunk_size", args.chunk_size)) if v})
-        policy["head"] = head
+    if args.head:
+        policy["head.kind"] = args.head
+    if args.chunk_size:
+        policy["head.chunk_size"] = args.chunk_size
     if args.vision:
-        policy["vision"] = {**policy.get("vision", {}), "kind": args.vision}
+        policy["vision.kind"] = args.vision
     if args.language:
-        policy["language"] = {**policy.get("language", {}), "kind": args.language}
+        policy["language.kind"] = args.language
     if args.cameras:
         policy["cameras"] = [c.strip() for c in args.cameras.split(",") if c.strip()]
-    for flag, key in (
-        ("steps", "steps"),
-        ("batch_size", "batch_size"),
-        ("lr", "lr"),
-        ("ema", "ema_decay"),
-        ("seed", "seed"),
-        ("threads", "threads"),
-        ("device", "device"),
-    ):
-        if getattr(args, flag) is not None:
-            train[key] = getattr(args, flag)
+    flags = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "ema": "ema_decay", "seed": "seed"}
+    flags |= {"threads": "threads", "device": "device"}
+    train = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
     if args.bf16:
         train["bf16"] = True
-    return PolicyConfig.from_dict(policy), TrainConfig.from_dict(train)
+    return training_configs(args.config, policy, train)
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmvla.core.paths import RunPaths
     from mmvla.training.trainer import train
 
     policy_cfg, train_cfg = build_configs(args)
@@ -98,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"initialised {result.initialised_tensors} tensors from {args.init_from}")
         print(
             f"trained {result.steps} steps in {result.train_seconds:.0f} s ({result.samples_per_s:.0f} samples/s), "
-            f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {result.run_dir / 'log.csv'}"
+            f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {RunPaths(result.run_dir).log}"
         )
     if dist.is_initialized():
         dist.destroy_process_group()

@@ -17,27 +17,32 @@ training time). The output directory holds::
 
 It is resumable: a run whose ``result.json`` matches the requested settings is not trained or evaluated
 again; a run killed while training resumes from ``checkpoints/last``; finished stages (training, each
-evaluation, latency) are kept.
+evaluation, latency) are kept. The runs are driven by :func:`mmvla.pipeline.run_compare`; this module
+holds the analysis: variants and their configs, measurements, aggregation, the winner and the table.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
-import os
 import statistics
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from torch import nn
 
-from mmvla.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from mmvla.core.keys import BLIND_CONTROLS, SPLITS
 from mmvla.core.stats import holm_reject, mcnemar_exact, wilson_interval
+from mmvla.modules.fusion import available_fusions
+from mmvla.modules.heads import HEADS
+from mmvla.modules.language import LANGUAGE_KINDS
+from mmvla.policy import PolicyConfig
+from mmvla.training.config import TrainConfig, apply_overrides
+from mmvla.training.recipes import demo_configs
 
 AXES = ("fusion", "head", "language")
 CONTROL_NAMES = BLIND_CONTROLS
@@ -97,10 +102,6 @@ class CompareConfig:
     train_overrides: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        from mmvla.modules.fusion import available_fusions
-        from mmvla.modules.heads import HEADS
-        from mmvla.modules.language import LANGUAGE_KINDS
-
         self.fusions, self.heads, self.languages = (
             tuple(self.fusions),
             tuple(self.heads),
@@ -141,30 +142,32 @@ class CompareConfig:
         )
 
 
-def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep copy of ``d`` with ``overrides`` applied; ``"a.b": v`` sets ``d["a"]["b"] = v``.
-
-    Raises ``ValueError`` naming the key when a dotted key's parent is not a dict.
-    """
-    out = copy.deepcopy(dict(d))
-    for key, value in overrides.items():
-        *parents, leaf = key.split(".")
-        node = out
-        for p in parents:
-            child = node.setdefault(p, {})
-            if not isinstance(child, dict):
-                raise ValueError(f"override {key!r}: {p!r} is not a dict field")
-            node = child
-        node[leaf] = value
-    return out
+def parse_override(text: str) -> tuple[str, str, Any]:
+    """``"policy.FIELD=VALUE"`` or ``"train.FIELD=VALUE"`` -> (scope, field, value); VALUE is read as
+    JSON, else kept as a bare string (``cnn``). Raises ``ValueError`` quoting ``text`` otherwise."""
+    key, sep, value = text.partition("=")
+    scope, dot, name = key.partition(".")
+    if not sep or not dot or scope not in ("policy", "train") or not name:
+        raise ValueError(
+            f"--set expects policy.FIELD=VALUE or train.FIELD=VALUE (VALUE as JSON), got {text!r}"
+        )
+    try:
+        parsed: Any = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = value  # a bare string such as cnn
+    return scope, name, parsed
 
 
-def base_configs(cfg: CompareConfig) -> tuple[Any, Any]:
+def split_overrides(items: Sequence[tuple[str, str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Parsed overrides (:func:`parse_override`) -> (policy overrides, train overrides); a later one wins."""
+    out: dict[str, dict[str, Any]] = {"policy": {}, "train": {}}
+    for scope, name, value in items:
+        out[scope][name] = value
+    return out["policy"], out["train"]
+
+
+def base_configs(cfg: CompareConfig) -> tuple[PolicyConfig, TrainConfig]:
     """The demo recipe with ``cfg.steps`` and the overrides applied: (PolicyConfig, TrainConfig)."""
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import TrainConfig
-    from mmvla.training.recipes import demo_configs
-
     policy, train = demo_configs(steps=cfg.steps, seed=0)
     policy = PolicyConfig.from_dict(apply_overrides(policy.to_dict(), cfg.policy_overrides))
     train_d = apply_overrides(train.to_dict(), cfg.train_overrides)
@@ -173,11 +176,10 @@ def base_configs(cfg: CompareConfig) -> tuple[Any, Any]:
     return policy, TrainConfig.from_dict(train_d)
 
 
-def variant_configs(variant: Variant, base_policy: Any, base_train: Any, seed: int) -> tuple[Any, Any]:
+def variant_configs(
+    variant: Variant, base_policy: PolicyConfig, base_train: TrainConfig, seed: int
+) -> tuple[PolicyConfig, TrainConfig]:
     """(PolicyConfig, TrainConfig) of ``variant`` at training ``seed``: the base with one axis changed."""
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import TrainConfig
-
     d = base_policy.to_dict()
     if variant.axis == "fusion":
         d["fusion"] = variant.name
@@ -214,8 +216,6 @@ def measure_latency(
     The policy runs in "ensemble" chunk mode, so every call encodes, fuses and decodes (the worst
     case of a control step). Returns p50/p99/mean/max in milliseconds and the settings.
     """
-    import torch
-
     prev = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -245,8 +245,6 @@ def measure_latency(
 def count_parameters(policy: Any) -> dict[str, int]:
     """Parameters of ``policy``: total and trainable registered ones, plus frozen encoders kept outside
     the module tree (the pretrained sentence encoder is held in a plain list so it is never saved)."""
-    from torch import nn
-
     total = sum(p.numel() for p in policy.parameters())
     trainable = sum(p.numel() for p in policy.parameters() if p.requires_grad)
     external = 0
@@ -259,41 +257,8 @@ def count_parameters(policy: Any) -> dict[str, int]:
     return {"total": total, "trainable": trainable, "frozen_external": external}
 
 
-def steady_train_seconds(log_csv: Path, steps: int, batch_size: int, fallback: float) -> float:
-    """Training time of ``steps`` steps at the median steady-state throughput of a run's log.
-
-    The first log window holds one-off costs (kernel selection, allocator warm-up: tens of seconds for
-    the first run of a process on a loaded machine) and a busy machine adds spikes; the median samples/s
-    of the other windows is robust to both, so designs trained first and later compare fairly.
-    ``fallback`` (the wall time) is returned when the log has fewer than two windows.
-    """
-    from mmvla.training.trainer import read_log
-
-    if not log_csv.is_file():
-        return fallback
-    sps = [v for v in read_log(log_csv).get("samples_per_s", [])[1:] if v > 0]
-    return steps * batch_size / statistics.median(sps) if sps else fallback
-
-
-# ------------------------------------------------------------------------ one run
-def _jsonable(x: Any) -> Any:
-    return json.loads(json.dumps(x))
-
-
-def _reusable_metrics(path: Path, eval_cfg: Any) -> dict[str, Any] | None:
-    """metrics.json at ``path`` when it was produced with the same evaluation settings (workers aside)."""
-    if not path.is_file():
-        return None
-    m = read_json(path, "metrics")
-    want = {
-        k: v for k, v in _jsonable(dataclasses.asdict(eval_cfg)).items() if k not in ("workers", "rephrase")
-    }
-    have = {k: v for k, v in m.get("config", {}).items() if k not in ("workers", "rephrase")}
-    return m if have == want else None
-
-
-def _counts(metrics: Mapping[str, Any]) -> dict[str, dict[str, int]]:
-    """split -> {"successes", "episodes"} recovered from a metrics dict."""
+def success_counts(metrics: Mapping[str, Any]) -> dict[str, dict[str, int]]:
+    """split -> {"successes", "episodes"} recovered from a metrics dict (an evaluation's metrics.json)."""
     return {
         s: {
             "successes": round(metrics["success"][s] * metrics["episodes"][s]),
@@ -301,161 +266,6 @@ def _counts(metrics: Mapping[str, Any]) -> dict[str, dict[str, int]]:
         }
         for s in metrics["success"]
     }
-
-
-def run_variant(
-    variant: Variant,
-    seed: int,
-    data_dir: Path,
-    out: Path,
-    cfg: CompareConfig,
-    base_policy: Any,
-    base_train: Any,
-    observation: Mapping[str, Any] | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-) -> dict[str, Any]:
-    """Train, evaluate and measure one variant at one seed in ``out/runs/<run name>``; returns its record.
-
-    Stages already done with the same settings are skipped (see the module docstring).
-    """
-    import mmvla.evaluation.evaluate
-    import mmvla.training.trainer
-    from mmvla.policy import VLAPolicy
-
-    run_dir = out / "runs" / variant.run_name(seed)
-    policy_cfg, train_cfg = variant_configs(variant, base_policy, base_train, seed)
-    spec = {
-        "variant": {"axis": variant.axis, "name": variant.name},
-        "seed": seed,
-        "policy": policy_cfg.to_dict(),
-        "train": train_cfg.to_dict(),
-        "data": str(data_dir.resolve()),
-    }
-    spec_path = run_dir / "spec.json"
-    if spec_path.is_file():
-        old = read_json(spec_path, "run spec")
-        if old != spec:
-            diff = sorted(k for k in spec if old.get(k) != spec[k])
-            raise ValueError(
-                f"{run_dir} was trained with other settings ({', '.join(diff)} differ); "
-                "use another --out or delete that run directory"
-            )
-    evals = {
-        "none": mmvla.evaluation.evaluate.EvalConfig(
-            episodes=cfg.eval_episodes,
-            split="all",
-            workers=cfg.workers,
-            max_steps=cfg.eval_max_steps,
-            video_episodes=cfg.video_episodes,
-        )
-    }
-    if cfg.controls:
-        for control in CONTROL_NAMES:
-            evals[control] = mmvla.evaluation.evaluate.EvalConfig(
-                episodes=cfg.controls,
-                split="all",
-                workers=cfg.workers,
-                max_steps=cfg.eval_max_steps,
-                control=control,
-            )
-    eval_spec = {
-        k: {kk: vv for kk, vv in _jsonable(dataclasses.asdict(v)).items() if kk != "workers"}
-        for k, v in evals.items()
-    }
-    latency_spec = {"steps": cfg.latency_steps, "warmup": cfg.latency_warmup}
-    result_path = run_dir / "result.json"
-    if result_path.is_file():
-        res = read_json(result_path, "run result")
-        if (
-            res.get("spec") == spec
-            and res.get("eval_spec") == eval_spec
-            and res.get("latency_spec") == latency_spec
-        ):
-            log(f"{variant.run_name(seed)}: finished earlier, skipped (no training, no evaluation)")
-            res["skipped"] = True
-            return dict(res)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(spec_path, spec)
-
-    # --- training
-    policy_dir = run_dir / "policy"
-    time_path = run_dir / "train_time.json"
-    worked = False  # whether this call trained or evaluated anything
-    if time_path.is_file() and (policy_dir / "model.safetensors").is_file():
-        log(f"{variant.run_name(seed)}: trained earlier, training skipped")
-        train_time = read_json(time_path, "train time")
-    else:
-        worked = True
-        state_path = run_dir / "checkpoints" / "last" / "trainer_state.json"
-        resume = state_path.is_file()
-        start_step = int(read_json(state_path, "trainer state")["step"]) if resume else 0
-        log(
-            f"{variant.run_name(seed)}: {'resuming' if resume else 'training'} "
-            f"({policy_cfg.fusion} fusion, {policy_cfg.head_config().kind} head, "
-            f"{policy_cfg.language['kind']} language, {train_cfg.steps} steps)"
-        )
-        r = mmvla.training.trainer.train(
-            data_dir, run_dir, policy_cfg, train_cfg, resume=resume, progress=progress
-        )
-        # A resumed run only timed its last part: scale its time per step to the whole run.
-        total_s = r.train_seconds * train_cfg.steps / max(1, r.steps - start_step)
-        train_time = {
-            "train_s": steady_train_seconds(
-                run_dir / "log.csv", train_cfg.steps, train_cfg.batch_size, total_s
-            ),
-            "wall_s": total_s,
-            "measured_s": r.train_seconds,
-            "resumed_from_step": start_step if resume else None,
-            "samples_per_s": r.samples_per_s,
-            "final_loss": r.final_loss,
-        }
-        atomic_write_json(time_path, train_time)
-
-    # --- evaluation and controls
-    metrics: dict[str, Any] = {}
-    for name, ecfg in evals.items():
-        folder = run_dir / ("eval" if name == "none" else f"eval_{name}")
-        m = _reusable_metrics(folder / "metrics.json", ecfg)
-        if m is None:
-            log(f"{variant.run_name(seed)}: evaluating{'' if name == 'none' else ' control ' + name}")
-            worked = True
-            m = mmvla.evaluation.evaluate.evaluate(policy_dir, ecfg, folder, progress=progress)
-        metrics[name] = m
-
-    # --- size and latency
-    policy = VLAPolicy.from_pretrained(policy_dir)
-    params = count_parameters(policy)
-    lat_path = run_dir / "latency.json"
-    latency = read_json(lat_path, "latency") if lat_path.is_file() else None
-    if latency is None or {k: latency.get(k) for k in latency_spec} != latency_spec:
-        obs = observation or reference_observation(policy_cfg.cameras, policy_cfg.image_size)
-        latency = measure_latency(policy, obs, cfg.latency_steps, cfg.latency_warmup)
-        atomic_write_json(lat_path, latency)
-
-    res = {
-        "variant": variant.label,
-        "axis": variant.axis,
-        "name": variant.name,
-        "seed": seed,
-        "run_dir": f"runs/{run_dir.name}",  # relative to OUT, so a moved comparison still reads
-        "spec": spec,
-        "eval_spec": eval_spec,
-        "latency_spec": latency_spec,
-        "params": params,
-        "latency": latency,
-        "train": train_time,
-        "success": metrics["none"]["success"],
-        "ci95": metrics["none"]["ci95"],
-        "counts": _counts(metrics["none"]),
-        "per_family": metrics["none"]["per_family"],
-        "controls": {
-            c: {"success": m["success"], "counts": _counts(m)} for c, m in metrics.items() if c != "none"
-        },
-    }
-    atomic_write_json(result_path, res)
-    res["skipped"] = not worked
-    return res
 
 
 # ------------------------------------------------------------------------ aggregation
@@ -808,102 +618,3 @@ def build_comparison(
             if any(r["axis"] == a for r in rows)
         },
     }
-
-
-# ------------------------------------------------------------------------ driver
-def _dataset_image_size(data_dir: Path, cameras: Sequence[str]) -> int | None:
-    info = read_json(data_dir / "meta" / "info.json", "dataset info")
-    feat = info.get("features", {}).get(f"observation.images.{cameras[0]}")
-    return int(feat["shape"][0]) if feat else None
-
-
-def run_compare(
-    out_dir: str | os.PathLike[str],
-    cfg: CompareConfig,
-    data_dir: str | os.PathLike[str] | None = None,
-    progress: bool = False,
-    log: Callable[[str], None] = print,
-    report: bool = True,
-) -> dict[str, Any]:
-    """Run (or resume) a comparison in ``out_dir`` and write comparison.json/.md/.png and report.html.
-
-    Args:
-        out_dir: output directory (see the module docstring for its layout).
-        cfg: what to compare and the budget.
-        data_dir: a dataset from ``mmvla collect``; None collects ``cfg.episodes`` demonstrations into
-            ``out_dir/data`` (reused when already there).
-        progress: progress bars for training and evaluation.
-        log: receives one line per stage (skips included).
-        report: also write ``out_dir/report.html``.
-    Returns:
-        The comparison dict (also in ``comparison.json``); ``"ran"`` and ``"skipped"`` list the run
-        directory names that did work in this invocation and those finished earlier.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    base_policy, base_train = base_configs(cfg)
-    if data_dir is None:
-        data = out / "data"
-        if (data / "meta" / "info.json").is_file():
-            log(f"reusing the dataset at {data}")
-        else:
-            from mmvla.data.collect import collect_dataset
-
-            log(f"collecting {cfg.episodes} expert demonstrations -> {data}")
-            s = collect_dataset(
-                data,
-                episodes=cfg.episodes,
-                workers=cfg.workers,
-                seed=0,
-                split="train",
-                image_size=base_policy.image_size,
-                cameras=base_policy.cameras,
-                progress=progress,
-            )
-            log(str(s))
-    else:
-        data = Path(data_dir)
-        if not (data / "meta" / "info.json").is_file():
-            raise FileNotFoundError(f"no dataset at {data} (expected meta/info.json from `mmvla collect`)")
-    size = _dataset_image_size(data, base_policy.cameras)
-    if size is not None and size != base_policy.image_size:
-        from mmvla.policy import PolicyConfig
-
-        log(f"dataset images are {size} px: policies use image_size={size}")
-        base_policy = PolicyConfig.from_dict({**base_policy.to_dict(), "image_size": size})
-    obs = reference_observation(base_policy.cameras, base_policy.image_size)
-
-    runs = [(v, s) for v in cfg.variants() for s in cfg.seeds]
-    results: list[dict[str, Any]] = []
-    t0 = time.perf_counter()
-    by_config: dict[str, dict[str, Any]] = {}
-    for i, (v, seed) in enumerate(runs, 1):
-        log(f"[{i}/{len(runs)}] {v.run_name(seed)}")
-        pc, tc = variant_configs(v, base_policy, base_train, seed)
-        key = json.dumps([pc.to_dict(), tc.to_dict()], sort_keys=True)
-        if key in by_config:  # e.g. head-regression is the base recipe, like fusion-film
-            same = by_config[key]
-            log(f"{v.run_name(seed)}: same configuration as {Path(same['run_dir']).name}, results shared")
-            results.append(
-                {**same, "variant": v.label, "axis": v.axis, "name": v.name, "same_as": same["variant"]}
-            )
-            continue
-        res = run_variant(v, seed, data, out, cfg, base_policy, base_train, obs, progress, log)
-        by_config[key] = res
-        results.append(res)
-    for r in results:  # per-episode pass/fail for the paired tests (also for runs reused from disk)
-        r["outcomes"] = episode_outcomes(out / r["run_dir"] / "eval" / "episodes.json")
-    comparison = build_comparison(results, cfg, data)
-    own = [r for r in results if "same_as" not in r]
-    comparison["ran"] = [Path(r["run_dir"]).name for r in own if not r["skipped"]]
-    comparison["skipped"] = [Path(r["run_dir"]).name for r in own if r["skipped"]]
-    comparison["seconds"] = time.perf_counter() - t0
-    atomic_write_json(out / "comparison.json", comparison)
-    table = comparison_table(comparison)
-    atomic_write_text(out / "comparison.md", table)
-    atomic_write_bytes(out / "comparison.png", comparison_chart_png(comparison))
-    if report:
-        from mmvla.reporting.page import write_report
-
-        write_report(out)
-    return comparison

@@ -1,10 +1,19 @@
-"""Training hyper-parameters (the config beside :mod:`mmvla.training.trainer`)."""
+"""Training hyper-parameters (the config beside :mod:`mmvla.training.trainer`), and the training config
+file (``mmvla train --config``) merged with overrides."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
+import os
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from mmvla.core.io import read_json
+from mmvla.policy import PolicyConfig
+
+CONFIG_SECTIONS = ("policy", "train")
 
 
 @dataclass
@@ -87,3 +96,73 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"train config has unknown field(s): {', '.join(unknown)}")
         return cls(**d)
+
+
+def apply_overrides(d: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep copy of ``d`` with ``overrides`` applied; ``"a.b": v`` sets ``d["a"]["b"] = v``.
+
+    Raises ``ValueError`` naming the key when a dotted key's parent is not a dict.
+    """
+    out = copy.deepcopy(dict(d))
+    for key, value in overrides.items():
+        *parents, leaf = key.split(".")
+        node = out
+        for p in parents:
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"override {key!r}: {p!r} is not a dict field")
+            node = child
+        node[leaf] = value
+    return out
+
+
+def read_config_sections(
+    path: str | os.PathLike[str], sections: Sequence[str], kind: str = "training config"
+) -> dict[str, dict[str, Any]]:
+    """A JSON config file of objects named by ``sections`` (each optional) as ``{section: dict}``.
+
+    Raises ``ValueError`` naming the file when it is not an object, holds another key, or a section is
+    not an object.
+    """
+    file = read_json(path, kind)
+    names = [f"'{s}'" for s in sections]
+    if not isinstance(file, dict) or set(file) - set(sections):
+        listed = f"{', '.join(names[:-1])} and {names[-1]}" if len(names) > 1 else names[0]
+        raise ValueError(f"{path}: a {kind} holds only {listed} objects")
+    for section, value in file.items():
+        if not isinstance(value, dict):
+            raise ValueError(f"{path}: '{section}' must be an object, got {type(value).__name__}")
+    return {s: dict(file.get(s, {})) for s in sections}
+
+
+def read_config_file(path: str | os.PathLike[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A training config file ``{"policy": {...}, "train": {...}}`` (either section optional) as
+    (policy dict, train dict); see :func:`read_config_sections`."""
+    file = read_config_sections(path, CONFIG_SECTIONS)
+    return file["policy"], file["train"]
+
+
+def training_configs(
+    config_file: str | os.PathLike[str] | None = None,
+    policy: Mapping[str, Any] | None = None,
+    train: Mapping[str, Any] | None = None,
+) -> tuple[PolicyConfig, TrainConfig]:
+    """(PolicyConfig, TrainConfig) from a config file (None: defaults) with overrides applied on top.
+
+    Args:
+        config_file: JSON file read by :func:`read_config_file`.
+        policy: PolicyConfig fields; a dotted key sets a field inside a dict field (``"vision.kind"``).
+            A ``head.*`` key on a file without a ``head`` starts from PolicyConfig's default head (a
+            head needs its kind and chunk size); other dict fields start empty.
+        train: TrainConfig fields.
+    Raises:
+        ValueError: a malformed file, an unknown field, or an invalid value (each names the field).
+    """
+    policy_d, train_d = read_config_file(config_file) if config_file else ({}, {})
+    policy = dict(policy or {})
+    if "head" not in policy_d and any(k.startswith("head.") for k in policy):
+        policy_d["head"] = dict(PolicyConfig().head)
+    return (
+        PolicyConfig.from_dict(apply_overrides(policy_d, policy)),
+        TrainConfig.from_dict(apply_overrides(train_d, dict(train or {}))),
+    )
