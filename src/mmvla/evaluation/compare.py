@@ -37,6 +37,7 @@ import numpy as np
 
 from mmvla.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
 from mmvla.core.keys import BLIND_CONTROLS, SPLITS
+from mmvla.core.logs import read_log
 from mmvla.core.stats import holm_reject, mcnemar_exact, wilson_interval
 
 AXES = ("fusion", "head", "language")
@@ -267,8 +268,6 @@ def steady_train_seconds(log_csv: Path, steps: int, batch_size: int, fallback: f
     of the other windows is robust to both, so designs trained first and later compare fairly.
     ``fallback`` (the wall time) is returned when the log has fewer than two windows.
     """
-    from mmvla.training.trainer import read_log
-
     if not log_csv.is_file():
         return fallback
     sps = [v for v in read_log(log_csv).get("samples_per_s", [])[1:] if v > 0]

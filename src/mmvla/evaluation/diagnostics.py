@@ -34,6 +34,7 @@ import numpy as np
 
 from mmvla.core.io import atomic_write_bytes, atomic_write_json
 from mmvla.core.keys import SPLITS
+from mmvla.core.logs import read_log
 from mmvla.core.stats import wilson_interval
 from mmvla.evaluation.evaluate import EpisodeResult, summarise
 
@@ -261,7 +262,7 @@ def _mean_routing(summaries: Sequence[Mapping[str, Any]], key: str) -> list[Any]
 
 
 def gradient_balance(log: Mapping[str, Sequence[float]]) -> dict[str, Any] | None:
-    """Modality imbalance from a training log's per-module gradient norms (:func:`mmvla.training.trainer.read_log`).
+    """Modality imbalance from a training log's per-module gradient norms (:func:`mmvla.core.logs.read_log`).
 
     Returns per-module mean gradient norm over the second half of training, each encoder's share of the
     encoders' summed norm (vision + language + proprio) over the same rows, and the largest/smallest
@@ -377,8 +378,6 @@ def run_diagnostics(
     balance = None
     log: dict[str, list[float]] | None = None
     if log_path.is_file():
-        from mmvla.training.trainer import read_log
-
         log = read_log(log_path)
         balance = gradient_balance(log)
     result: dict[str, Any] = {
