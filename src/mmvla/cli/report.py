@@ -31,23 +31,28 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mmvla.reporting.page import write_report
+    from mmvla.core.io import read_json
+    from mmvla.evaluation.inspect import report_attention_maps
+    from mmvla.reporting.figures import plot_attention_overlay, write_diagnostics_figures
+    from mmvla.reporting.page import focus_run, write_report
 
     run_dir = Path(args.run)
+    comparison = None
+    if (run_dir / "comparison.json").is_file():
+        comparison = read_json(run_dir / "comparison.json", "comparison")
+    focus = focus_run(run_dir, comparison)
     if args.diagnostics:
-        from mmvla.core.io import read_json
         from mmvla.evaluation.diagnostics import DiagnosticsConfig, format_diagnostics, run_diagnostics
-        from mmvla.reporting.page import focus_run
 
-        comparison = None
-        if (run_dir / "comparison.json").is_file():
-            comparison = read_json(run_dir / "comparison.json", "comparison")
-        checkpoint = focus_run(run_dir, comparison) / "policy"
+        checkpoint = focus / "policy"
         if not (checkpoint / "config.json").is_file():
             raise FileNotFoundError(f"--diagnostics needs a policy checkpoint; none at {checkpoint}")
         cfg = DiagnosticsConfig(episodes=args.episodes, workers=args.workers, max_steps=args.max_steps)
         print(f"diagnostics of {checkpoint} ({args.episodes} episodes per split and condition)")
         diag = run_diagnostics(checkpoint, run_dir / "diagnostics", cfg, progress=True)
+        write_diagnostics_figures(diag, run_dir / "diagnostics")
         print(format_diagnostics(diag))
+    for path, maps in report_attention_maps(run_dir, focus).items():
+        plot_attention_overlay(maps, path)
     print(f"report: {write_report(run_dir, args.out)}")
     return 0

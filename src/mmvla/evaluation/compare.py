@@ -670,113 +670,6 @@ def comparison_table(comparison: Mapping[str, Any]) -> str:
     return "\n".join(lines + notes) + "\n"
 
 
-def comparison_figure(comparison: Mapping[str, Any]) -> Any:
-    """Bar chart: pooled success per design (train and unseen) with 95% Wilson error bars, and the
-    blind controls as markers; one panel per compared axis. Returns a matplotlib Figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    axes_present = [a for a in AXES if any(r["axis"] == a for r in comparison["variants"])]
-    widths = [max(2, sum(r["axis"] == a for r in comparison["variants"])) for a in axes_present]
-    fig, axs = plt.subplots(
-        1,
-        len(axes_present),
-        figsize=(1.0 + 1.1 * sum(widths), 3.8),
-        squeeze=False,
-        gridspec_kw={"width_ratios": widths},
-    )
-    colours = {"train": "#4C72B0", "unseen": "#DD8452"}
-    markers = {"blank_images": ("v", "blank images"), "wrong_instruction": ("x", "wrong instruction")}
-    for ax, axis in zip(axs[0], axes_present, strict=True):
-        rows = [r for r in comparison["variants"] if r["axis"] == axis]
-        x = np.arange(len(rows))
-        for j, split in enumerate(SPLITS):
-            vals = [r["success"][split]["pooled"]["success"] if split in r["success"] else 0.0 for r in rows]
-            cis = [r["success"][split]["pooled"]["ci95"] if split in r["success"] else (0, 0) for r in rows]
-            err = np.array(
-                [
-                    [v - lo for v, (lo, _) in zip(vals, cis, strict=True)],
-                    [hi - v for v, (_, hi) in zip(vals, cis, strict=True)],
-                ]
-            )
-            ax.bar(
-                x + (j - 0.5) * 0.38,
-                vals,
-                0.38,
-                yerr=np.clip(err, 0, None),
-                capsize=3,
-                color=colours[split],
-                label=split,
-            )
-        for c, (m, lab) in markers.items():
-            vals = [r["controls"][c]["success"] for r in rows if c in r["controls"]]
-            if len(vals) == len(rows):
-                ax.scatter(x, vals, marker=m, color="k", zorder=3, s=22, label=lab)
-        ax.set_xticks(x, [r["name"] for r in rows], rotation=35, ha="right")
-        ax.set_ylim(0, 1.05)
-        ax.set_title(f"{axis}")
-        ax.grid(axis="y", alpha=0.3)
-    axs[0][0].set_ylabel("success (pooled, 95% CI)")
-    axs[0][-1].legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def comparison_chart_png(comparison: Mapping[str, Any]) -> bytes:
-    """PNG bytes of the comparison's success chart: :func:`mmvla.reporting.figures.success_bar_chart` (one bar group
-    per design; train, unseen and the blind controls as bars with 95% Wilson intervals) when
-    :mod:`mmvla.reporting.figures` provides it, else :func:`comparison_figure`."""
-    import importlib
-    import tempfile
-
-    try:
-        chart = getattr(importlib.import_module("mmvla.reporting.figures"), "success_bar_chart", None)
-    except ImportError:
-        chart = None
-    if chart is None:
-        return _figure_png(comparison_figure(comparison))
-    multi = len({r["axis"] for r in comparison["variants"]}) > 1
-    rows = []
-    for r in comparison["variants"]:
-        success = {s: v["pooled"]["success"] for s, v in r["success"].items()}
-        ci = {s: v["pooled"]["ci95"] for s, v in r["success"].items()}
-        for c, v in r.get("controls", {}).items():
-            success[c.replace("_", " ")] = v["success"]
-            ci[c.replace("_", " ")] = v["ci95"]
-        rows.append(
-            {"name": f"{r['axis']}: {r['name']}" if multi else r["name"], "success": success, "ci95": ci}
-        )
-    splits = [
-        *SPLITS,
-        *[
-            c.replace("_", " ")
-            for c in CONTROL_NAMES
-            if all(c in r["controls"] for r in comparison["variants"])
-        ],
-    ]
-    with tempfile.TemporaryDirectory() as tmp:
-        path = chart(
-            rows,
-            Path(tmp) / "comparison.png",
-            splits=splits,
-            title="success per design (pooled, 95% Wilson CI)",
-        )
-        return Path(path).read_bytes()
-
-
-def _figure_png(fig: Any) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def build_comparison(
     results: Sequence[Mapping[str, Any]], cfg: CompareConfig, data_dir: Path
 ) -> dict[str, Any]:
@@ -900,6 +793,9 @@ def run_compare(
     atomic_write_json(out / "comparison.json", comparison)
     table = comparison_table(comparison)
     atomic_write_text(out / "comparison.md", table)
+    # upward imports, as write_report's below: they go when run_compare moves to the pipeline
+    from mmvla.reporting.figures import comparison_chart_png
+
     atomic_write_bytes(out / "comparison.png", comparison_chart_png(comparison))
     if report:
         from mmvla.reporting.page import write_report
