@@ -202,6 +202,7 @@ def test_report_command_with_diagnostics(gated_checkpoint):
         "3",
     ]
     assert main(argv) == 0
-    assert (run / "diagnostics" / "diagnostics.json").is_file()
+    for name in ("diagnostics.json", "ablation.png", "routing.png", "gradient_balance.png"):
+        assert (run / "diagnostics" / name).is_file()  # the figures are drawn by the command
     page = (run / "report.html").read_text()
     assert "Modality diagnostics" in page and "gate weights" in page and "blank_wrist" in page
