@@ -27,6 +27,7 @@ from typing import Any
 import mmvla.evaluation.evaluate as evaluation
 import mmvla.training.trainer as trainer
 from mmvla.core.io import atomic_write_bytes, atomic_write_json, atomic_write_text, read_json
+from mmvla.core.logs import read_log
 from mmvla.core.paths import RunPaths, dataset_info
 from mmvla.data.collect import collect_dataset
 from mmvla.evaluation.compare import (
@@ -35,7 +36,6 @@ from mmvla.evaluation.compare import (
     Variant,
     base_configs,
     build_comparison,
-    comparison_chart_png,
     comparison_table,
     count_parameters,
     episode_outcomes,
@@ -44,8 +44,10 @@ from mmvla.evaluation.compare import (
     success_counts,
     variant_configs,
 )
+from mmvla.evaluation.inspect import report_attention_maps
 from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.reporting.page import write_report
+from mmvla.reporting.figures import comparison_chart_png, plot_attention_overlay
+from mmvla.reporting.page import focus_run, write_report
 from mmvla.training.config import TrainConfig
 from mmvla.training.recipes import demo_configs
 
@@ -161,7 +163,7 @@ def steady_train_seconds(log_csv: Path, steps: int, batch_size: int, fallback: f
     """
     if not log_csv.is_file():
         return fallback
-    sps = [v for v in trainer.read_log(log_csv).get("samples_per_s", [])[1:] if v > 0]
+    sps = [v for v in read_log(log_csv).get("samples_per_s", [])[1:] if v > 0]
     return steps * batch_size / statistics.median(sps) if sps else fallback
 
 
@@ -261,6 +263,23 @@ def write_summary(
 
 
 # ------------------------------------------------------------------------ the demo
+def report_step(
+    run_dir: str | os.PathLike[str],
+    comparison: Mapping[str, Any] | None = None,
+    out: str | os.PathLike[str] | None = None,
+) -> Path:
+    """Draw the attention overlays of the run's attention-fusion checkpoints, then write report.html.
+
+    The page only reads the run directory; the overlays are the one part that needs the model, so they
+    are computed here (evaluation) and drawn (reporting) before the page is written. ``out``: the page's
+    path (default ``run_dir/report.html``). Returns the page's path.
+    """
+    root = Path(run_dir)
+    for path, maps in report_attention_maps(root, focus_run(root, comparison)).items():
+        plot_attention_overlay(maps, path)
+    return write_report(root, out)
+
+
 def run_demo(
     out: str | os.PathLike[str],
     *,
@@ -312,7 +331,7 @@ def run_demo(
     timings["eval_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
     write_summary(paths.root, policy_cfg, trained.result.steps, metrics, blind, timings)
-    report = write_report(paths.root)
+    report = report_step(paths.root)
     log(
         f"[4/4] report: {report}\npolicy: {trained.policy_dir}\nmetrics: {paths.eval / 'metrics.json'}\n"
         f"total {timings['total_s'] / 60:.1f} min"
@@ -532,5 +551,5 @@ def run_compare(
     atomic_write_text(paths.comparison_table, comparison_table(comparison))
     atomic_write_bytes(paths.comparison_chart, comparison_chart_png(comparison))
     if report:
-        write_report(out)
+        report_step(out, comparison)
     return comparison

@@ -175,8 +175,7 @@ def test_run_diagnostics_end_to_end_matches_evaluate(gated_checkpoint, tmp_path)
         "language",
         "proprio",
     }
-    for name in ("diagnostics.json", "ablation.png", "routing.png", "gradient_balance.png"):
-        assert (tmp_path / "diag" / name).is_file()
+    assert (tmp_path / "diag" / "diagnostics.json").is_file()
     # Same seeds, same policy: the baseline and the wrong-instruction control are evaluate()'s numbers.
     for control, key in (("none", "none"), ("wrong_instruction", "wrong_instruction")):
         m = evaluate(
@@ -203,6 +202,7 @@ def test_report_command_with_diagnostics(gated_checkpoint):
         "3",
     ]
     assert main(argv) == 0
-    assert (run / "diagnostics" / "diagnostics.json").is_file()
+    for name in ("diagnostics.json", "ablation.png", "routing.png", "gradient_balance.png"):
+        assert (run / "diagnostics" / name).is_file()  # the figures are drawn by the command
     page = (run / "report.html").read_text()
     assert "Modality diagnostics" in page and "gate weights" in page and "blank_wrist" in page

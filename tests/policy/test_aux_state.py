@@ -7,10 +7,11 @@ import pytest
 import torch
 
 from mmvla.core.keys import ENV_STATE_KEY
+from mmvla.core.logs import read_log
 from mmvla.data.dataset import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
-from mmvla.training.trainer import dataset_normalizer, read_log, train
+from mmvla.training.trainer import dataset_normalizer, train
 
 from .conftest import small_policy_dict
 

@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
+from mmvla.core.logs import read_log
 from mmvla.data import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
-from mmvla.training.trainer import dataset_normalizer, read_log, train
+from mmvla.training.trainer import dataset_normalizer, train
 
 from .conftest import small_policy_dict
 

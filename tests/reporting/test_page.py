@@ -16,10 +16,12 @@ import pytest
 import torch
 
 from mmvla.core.io import atomic_write_json
+from mmvla.core.logs import read_log
 from mmvla.evaluation.compare import CompareConfig, build_comparison
 from mmvla.evaluation.diagnostics import _drops, write_diagnostics
 from mmvla.evaluation.evaluate import EpisodeResult, summarise
 from mmvla.modules.contrastive import alignment_metrics, modality_gap
+from mmvla.reporting.figures import write_diagnostics_figures
 from mmvla.reporting.page import write_report
 from mmvla.reporting.video import write_episode_gif
 from mmvla.training.trainer import LOG_FIELDS
@@ -123,9 +125,8 @@ def make_run(root: Path) -> tuple[Path, dict]:
         },
         "gradient_balance": None,
     }
-    from mmvla.training.trainer import read_log
-
-    write_diagnostics(diag, run / "diagnostics", read_log(run / "log.csv"))
+    write_diagnostics(diag, run / "diagnostics")
+    write_diagnostics_figures(diag, run / "diagnostics", read_log(run / "log.csv"))
     g = torch.Generator().manual_seed(0)
     before, _ = _pretrain_metrics(g)
     after, _ = _pretrain_metrics(g)
@@ -272,14 +273,12 @@ def test_report_of_an_empty_directory(tmp_path):
         write_report(tmp_path / "missing")
 
 
-def test_report_draws_an_attention_overlay_for_an_attention_checkpoint(tmp_path):
-    import mmvla.reporting.figures as viz
+def test_report_command_draws_an_attention_overlay_for_an_attention_checkpoint(tmp_path):
+    from mmvla.cli import main
     from mmvla.core.keys import ACTION_KEY, STATE_KEY
     from mmvla.policy import PolicyConfig, VLAPolicy
     from mmvla.policy.normalize import Normalizer
 
-    # The report draws the overlay with these: a rename must fail here, not skip the test.
-    assert callable(viz.attention_heatmaps) and callable(viz.plot_attention_overlay)
     cfg = PolicyConfig(
         image_size=32,
         dim=32,
@@ -294,7 +293,11 @@ def test_report_draws_an_attention_overlay_for_an_attention_checkpoint(tmp_path)
     }
     norm = Normalizer(stats, {STATE_KEY: "mean_std", ACTION_KEY: "mean_std"})
     VLAPolicy(cfg, norm).save_pretrained(tmp_path / "run" / "policy")
-    path = write_report(tmp_path / "run")
+    assert (
+        write_report(tmp_path / "run") and not (tmp_path / "run" / "viz").exists()
+    )  # the page runs no model
+    assert main(["report", "--run", str(tmp_path / "run")]) == 0
+    path = tmp_path / "run" / "report.html"
     overlay = tmp_path / "run" / "viz" / "attention_overlay_policy.png"
     assert overlay.is_file()
     page = _Page()
@@ -302,5 +305,5 @@ def test_report_draws_an_attention_overlay_for_an_attention_checkpoint(tmp_path)
     assert len(page.imgs) == 1 and page.imgs[0].startswith("data:image/png;base64,")
     assert "attention overlay policy" in path.read_text()
     mtime = overlay.stat().st_mtime_ns
-    write_report(tmp_path / "run")  # drawn once: the next report reuses it
+    assert main(["report", "--run", str(tmp_path / "run")]) == 0  # drawn once: the next report reuses it
     assert overlay.stat().st_mtime_ns == mtime

@@ -20,9 +20,10 @@ from safetensors.torch import load_file
 from torch import nn
 
 import mmvla.training.trainer as train_module
+from mmvla.core.logs import read_log
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
-from mmvla.training.trainer import param_groups, read_log, train
+from mmvla.training.trainer import param_groups, train
 
 from .conftest import small_policy_dict
 

@@ -12,11 +12,11 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from mmvla.core.logs import read_log
 from mmvla.data.dataset import VLADataset
 from mmvla.modules.contrastive import alignment_metrics, modality_gap
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.init import init_from_directory
-from mmvla.reporting.figures import read_csv_columns
 from mmvla.training.pretrain import (
     DualEncoder,
     EvalSet,
@@ -59,7 +59,7 @@ def sim_dataset(tmp_path_factory: pytest.TempPathFactory):
 def run(sim_dataset, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("pretrain") / "out"
     cfg = PretrainConfig(steps=6, batch_size=8, log_every=2, eval_rounds=2, warmup_steps=2, threads=1)
-    result = pretrain(sim_dataset, out, _policy_cfg(), cfg, progress=False, plots=False)
+    result = pretrain(sim_dataset, out, _policy_cfg(), cfg, progress=False)
     return result, out
 
 
@@ -163,7 +163,7 @@ def test_saved_embeddings_are_the_trained_models(run) -> None:
 
 def test_log_and_logit_scale(run) -> None:
     result, out = run
-    log = read_csv_columns(out / "log.csv")
+    log = read_log(out / "log.csv")
     assert log["step"] == [2.0, 4.0, 6.0]
     assert all(np.isfinite(log["loss"]))
     assert max(log["logit_scale"]) <= 100.0 + 1e-4
@@ -195,7 +195,6 @@ def test_logit_scale_clamped_after_every_step(sim_dataset, tmp_path, monkeypatch
         progress=False,
         eval_set=_tiny_eval_set(),
         on_log=lambda row: seen.append(row["logit_scale"]),
-        plots=False,
     )
     assert len(calls) == 5 and min(calls) > 999.0
     assert seen == pytest.approx([100.0] * 5, rel=1e-5)
@@ -279,7 +278,8 @@ def test_cli_pretrain_then_train_init_from(sim_dataset, tmp_path) -> None:
          "--dim", "16", "--eval-rounds", "1", "--quiet"]
     )  # fmt: skip
     assert rc == 0
-    assert (out / "viz" / "embeddings_after.png").is_file()
+    assert (out / "viz" / "embeddings_after.png").is_file()  # drawn by the command, recorded in pretrain.json
+    assert json.loads((out / "pretrain.json").read_text())["embedding_plots"] in ("tsne", "pca")
     policy = json.loads((out / "train_config.json").read_text())["policy"]
     assert policy["image_size"] == IMAGE and policy["dim"] == 16
     rc = main(

@@ -11,9 +11,10 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from mmvla.core.logs import read_log
 from mmvla.policy import PolicyConfig
 from mmvla.training.config import TrainConfig
-from mmvla.training.trainer import lr_at, read_log, train, weights_sha256
+from mmvla.training.trainer import lr_at, train, weights_sha256
 
 from .conftest import INSTRUCTIONS, small_policy_dict
 

@@ -67,8 +67,10 @@ def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, PretrainConfi
 
 
 def run(args: argparse.Namespace) -> int:
+    from mmvla.core.io import atomic_write_json, read_json
     from mmvla.data.lerobot_format import image_features, read_info
     from mmvla.policy import PolicyConfig
+    from mmvla.reporting.figures import write_pretrain_embedding_plots
     from mmvla.training.pretrain import format_metrics, pretrain
 
     policy_cfg, cfg, size_given = build_configs(args)
@@ -78,8 +80,11 @@ def run(args: argparse.Namespace) -> int:
         if key is not None:
             size = int(meta["features"][key]["shape"][0])
             policy_cfg = PolicyConfig.from_dict({**policy_cfg.to_dict(), "image_size": size})
-    result = pretrain(args.data, args.out, policy_cfg, cfg, progress=not args.quiet, plots=not args.no_plots)
-    r = result
+    r = pretrain(args.data, args.out, policy_cfg, cfg, progress=not args.quiet)
+    if not args.no_plots:  # the embedding plots, and which projection they show, in pretrain.json
+        record = read_json(r.out / "pretrain.json", "pretrain record")
+        record["embedding_plots"] = write_pretrain_embedding_plots(r.out)
+        atomic_write_json(r.out / "pretrain.json", record)
     print(
         f"pre-trained {r.steps} steps in {r.seconds:.0f} s; logit scale {r.final_logit_scale:.1f} "
         f"(max seen {r.max_logit_scale_seen:.1f})\n"

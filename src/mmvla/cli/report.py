@@ -31,24 +31,27 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from mmvla.reporting.page import write_report
+    from mmvla.core.io import read_json
+    from mmvla.core.paths import RunPaths
+    from mmvla.pipeline import report_step
+    from mmvla.reporting.figures import write_diagnostics_figures
+    from mmvla.reporting.page import focus_run
 
     run_dir = Path(args.run)
+    comparison = None
+    if RunPaths(run_dir).comparison.is_file():
+        comparison = read_json(RunPaths(run_dir).comparison, "comparison")
+    focus = focus_run(run_dir, comparison)
     if args.diagnostics:
-        from mmvla.core.io import read_json
-        from mmvla.core.paths import RunPaths
         from mmvla.evaluation.diagnostics import DiagnosticsConfig, format_diagnostics, run_diagnostics
-        from mmvla.reporting.page import focus_run
 
-        comparison = None
-        if RunPaths(run_dir).comparison.is_file():
-            comparison = read_json(RunPaths(run_dir).comparison, "comparison")
-        checkpoint = RunPaths(focus_run(run_dir, comparison)).policy
+        checkpoint = RunPaths(focus).policy
         if not (checkpoint / "config.json").is_file():
             raise FileNotFoundError(f"--diagnostics needs a policy checkpoint; none at {checkpoint}")
         cfg = DiagnosticsConfig(episodes=args.episodes, workers=args.workers, max_steps=args.max_steps)
         print(f"diagnostics of {checkpoint} ({args.episodes} episodes per split and condition)")
         diag = run_diagnostics(checkpoint, run_dir / "diagnostics", cfg, progress=True)
+        write_diagnostics_figures(diag, run_dir / "diagnostics")
         print(format_diagnostics(diag))
-    print(f"report: {write_report(run_dir, args.out)}")
+    print(f"report: {report_step(run_dir, comparison, args.out)}")
     return 0

@@ -15,8 +15,9 @@ For a checkpoint this measures, with closed-loop rollouts on the same episode se
 * modality imbalance during training from the run's ``log.csv``: per-module gradient norms and each
   encoder's share of the encoders' total.
 
-:func:`run_diagnostics` writes ``diagnostics.json`` and figures (ablation.png, routing.png,
-gradient_balance.png) to an output directory; ``mmvla report --run DIR --diagnostics`` runs it.
+:func:`run_diagnostics` writes ``diagnostics.json`` to an output directory; its figures (ablation.png,
+routing.png, gradient_balance.png) are drawn by :func:`mmvla.reporting.figures.write_diagnostics_figures`.
+``mmvla report --run DIR --diagnostics`` runs both.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from mmvla.core.io import atomic_write_bytes, atomic_write_json
+from mmvla.core.io import atomic_write_json
 from mmvla.core.keys import SPLITS
-from mmvla.core.stats import wilson_interval
+from mmvla.core.logs import read_log
 from mmvla.evaluation.evaluate import EpisodeResult, summarise
 
 ENCODER_GROUPS = ("vision", "language", "proprio")
@@ -261,7 +262,7 @@ def _mean_routing(summaries: Sequence[Mapping[str, Any]], key: str) -> list[Any]
 
 
 def gradient_balance(log: Mapping[str, Sequence[float]]) -> dict[str, Any] | None:
-    """Modality imbalance from a training log's per-module gradient norms (:func:`mmvla.training.trainer.read_log`).
+    """Modality imbalance from a training log's per-module gradient norms (:func:`mmvla.core.logs.read_log`).
 
     Returns per-module mean gradient norm over the second half of training, each encoder's share of the
     encoders' summed norm (vision + language + proprio) over the same rows, and the largest/smallest
@@ -298,7 +299,7 @@ def run_diagnostics(
 
     Args:
         checkpoint: policy directory (``save_pretrained``).
-        out_dir: where ``diagnostics.json`` and the figures go (None: nothing written).
+        out_dir: where ``diagnostics.json`` goes (None: nothing written).
         cfg: the settings.
         log_csv: the run's training log for the imbalance figure (None: ``checkpoint/../log.csv``
             when it exists).
@@ -377,8 +378,6 @@ def run_diagnostics(
     balance = None
     log: dict[str, list[float]] | None = None
     if log_path.is_file():
-        from mmvla.training.trainer import read_log
-
         log = read_log(log_path)
         balance = gradient_balance(log)
     result: dict[str, Any] = {
@@ -395,149 +394,16 @@ def run_diagnostics(
         "seconds": time.perf_counter() - t0,
     }
     if out_dir is not None:
-        write_diagnostics(result, out_dir, log)
+        write_diagnostics(result, out_dir)
     return result
 
 
-# ------------------------------------------------------------------------ figures and files
-def _png(fig: Any) -> bytes:
-    import io
-
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
-def _plt() -> Any:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def ablation_figure(diag: Mapping[str, Any]) -> Any:
-    """Success per condition, one panel per split, grouped by task family (and "all"), 95% Wilson bars."""
-    plt = _plt()
-    conds = list(diag["conditions"])
-    splits = list(diag["conditions"]["none"]["success"])
-    fig, axs = plt.subplots(1, len(splits), figsize=(5.2 * len(splits), 3.6), squeeze=False, sharey=True)
-    width = 0.8 / len(conds)
-    cmap = plt.get_cmap("tab10")
-    for ax, split in zip(axs[0], splits, strict=True):
-        groups = ["all", *diag["conditions"]["none"]["per_family"][split]]
-        for j, c in enumerate(conds):
-            m = diag["conditions"][c]
-            vals, lo, hi = [], [], []
-            for g in groups:
-                if g == "all":
-                    v, n = m["success"][split], m["episodes"][split]
-                else:
-                    f = m["per_family"][split].get(g, {"success": 0.0, "episodes": 0})
-                    v, n = f["success"], f["episodes"]
-                a, b = wilson_interval(round(v * n), n)
-                vals.append(v)
-                lo.append(max(0.0, v - a))
-                hi.append(max(0.0, b - v))
-            x = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
-            ax.bar(x, vals, width, yerr=[lo, hi], capsize=2, color=cmap(j % 10), label=c.replace("_", " "))
-        ax.set_xticks(np.arange(len(groups)), groups)
-        ax.set_title(f"{split} split")
-        ax.set_ylim(0, 1.05)
-        ax.grid(axis="y", alpha=0.3)
-    axs[0][0].set_ylabel("success (95% CI)")
-    axs[0][-1].legend(fontsize=7, loc="upper right")
-    fig.suptitle("success when a modality is removed")
-    fig.tight_layout()
-    return fig
-
-
-def routing_figure(diag: Mapping[str, Any]) -> Any | None:
-    """Gate weight per modality and condition (gated), and/or the MoE router's mean expert probability
-    per modality for the baseline (one heatmap per layer); None when the fusion exposes no routing."""
-    routing = diag.get("routing")
-    if not routing:
-        return None
-    plt = _plt()
-    mods = routing["modalities"]
-    gate = {c: v for c, v in routing.get("gate_weights", {}).items() if v is not None}
-    router = routing.get("router_probs_by_modality", {}).get("none")
-    layers = len(router) if router else 0
-    panels = (1 if gate else 0) + layers
-    fig, axs = plt.subplots(1, panels, figsize=(4.2 * panels, 3.4), squeeze=False)
-    k = 0
-    if gate:
-        ax = axs[0][0]
-        width = 0.8 / len(gate)
-        for j, (c, w) in enumerate(gate.items()):
-            ax.bar(
-                np.arange(len(mods)) + (j - (len(gate) - 1) / 2) * width, w, width, label=c.replace("_", " ")
-            )
-        ax.set_xticks(np.arange(len(mods)), mods)
-        ax.set_ylim(0, 1)
-        ax.set_title("gate weight per modality")
-        ax.legend(fontsize=6)
-        k = 1
-    for layer in range(layers):
-        ax = axs[0][k + layer]
-        arr = np.asarray(router[layer], dtype=float)  # (M, E)
-        im = ax.imshow(arr, vmin=0, vmax=max(1e-6, float(np.nanmax(arr))), cmap="viridis", aspect="auto")
-        ax.set_yticks(np.arange(len(mods)), mods)
-        ax.set_xticks(np.arange(arr.shape[1]), [f"e{e}" for e in range(arr.shape[1])])
-        ax.set_title(f"MoE layer {layer}: router prob.")
-        for (i, e), v in np.ndenumerate(arr):
-            ax.text(e, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    return fig
-
-
-def gradient_balance_figure(log: Mapping[str, Sequence[float]]) -> Any | None:
-    """Per-module gradient norm against step (log scale) and each encoder's share of the encoders'
-    summed gradient norm (stacked); None when the log has no gradient columns."""
-    groups = [g for g in MODULE_GROUPS if log.get(f"grad_{g}")]
-    if not groups:
-        return None
-    plt = _plt()
-    step = np.asarray(log["step"], dtype=float)
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for g in groups:
-        a.plot(step, np.maximum(np.asarray(log[f"grad_{g}"], dtype=float), 1e-12), label=g)
-    a.set_yscale("log")
-    a.set_xlabel("step")
-    a.set_title("gradient norm per module")
-    a.legend(fontsize=7)
-    enc = [g for g in ENCODER_GROUPS if g in groups]
-    norms = np.stack([np.asarray(log[f"grad_{g}"], dtype=float) for g in enc])  # (G, T)
-    share = norms / np.maximum(norms.sum(0, keepdims=True), 1e-12)
-    b.stackplot(step, share, labels=enc, alpha=0.85)
-    b.set_ylim(0, 1)
-    b.set_xlabel("step")
-    b.set_title("encoder share of gradient norm (modality balance)")
-    b.legend(fontsize=7, loc="upper right")
-    fig.tight_layout()
-    return fig
-
-
-def write_diagnostics(
-    diag: Mapping[str, Any], out_dir: str | os.PathLike[str], log: Mapping[str, Sequence[float]] | None = None
-) -> Path:
-    """Write ``diagnostics.json``, ``ablation.png``, ``routing.png`` and ``gradient_balance.png``
-    (the last two when there is something to draw) to ``out_dir``; returns the JSON path."""
+# ------------------------------------------------------------------------ files
+def write_diagnostics(diag: Mapping[str, Any], out_dir: str | os.PathLike[str]) -> Path:
+    """Write ``diagnostics.json`` to ``out_dir``; returns its path. Its figures (ablation.png, routing.png,
+    gradient_balance.png) are drawn by :func:`mmvla.reporting.figures.write_diagnostics_figures`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(out / "ablation.png", _png(ablation_figure(diag)))
-    fig = routing_figure(diag)
-    if fig is not None:
-        atomic_write_bytes(out / "routing.png", _png(fig))
-    if log is not None:
-        fig = gradient_balance_figure(log)
-        if fig is not None:
-            atomic_write_bytes(out / "gradient_balance.png", _png(fig))
     atomic_write_json(out / "diagnostics.json", diag)
     return out / "diagnostics.json"
 

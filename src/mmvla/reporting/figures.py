@@ -1,50 +1,53 @@
-"""Figures: attention over image patches, joint embedding projections, training curves, success charts.
+"""Figures: drawn from what they are given (arrays, logs, result dicts); nothing here runs a model.
 
-- :func:`attention_heatmaps` / :func:`plot_attention_overlay`: the design source's cross-attention plots,
-  drawn on the camera frame: for each instruction word, where in the image it attends (one panel per word).
+- :func:`attention_overlay_figure` / :func:`plot_attention_overlay`: the design source's cross-attention
+  plots, drawn on the camera frame: for each instruction word, where in the image it attends (one panel
+  per word). The maps come from :mod:`mmvla.evaluation.inspect`.
 - :func:`embedding_projection` / :func:`plot_embeddings`: t-SNE (scikit-learn or openTSNE), UMAP
   (umap-learn) or PCA of vision and language embeddings fitted jointly, coloured by modality and by the
-  object's colour (marker = shape).
-- :func:`plot_training_curves`: the columns of a ``log.csv`` (``mmvla train`` or ``mmvla pretrain``).
-- :func:`success_bar_chart`: success per design and split with error bars.
+  object's colour (marker = shape); :func:`plot_pretrain_embeddings` for ``mmvla pretrain``'s output.
+- :func:`training_curves_figure` / :func:`plot_training_curves`: the columns of a ``log.csv``
+  (``mmvla train`` or ``mmvla pretrain``).
+- :func:`success_bar_figure` / :func:`success_bar_chart`: success per design and split with error bars;
+  :func:`comparison_chart_png` for a comparison.
+- :func:`ablation_figure`, :func:`routing_figure`, :func:`gradient_balance_figure`: the modality
+  diagnostics (:mod:`mmvla.evaluation.diagnostics`), written by :func:`write_diagnostics_figures`.
 
-Every figure is drawn on a private Agg canvas (no pyplot state, no display needed) and written atomically
-(PNG bytes in memory, then :func:`mmvla.core.io.atomic_write_bytes`).
-
-Attention weights come from a dedicated recording path (vit-pytorch's ``recorder.py`` idea): the chosen
-:class:`~mmvla.modules.attention.MultiHeadAttention` gets a ``recorder`` list for one forward pass, which
-makes it take its slow path (explicit softmax, the same output up to float rounding) and keep the weights.
-The model's parameters and code are untouched.
+Every figure is drawn on a private Agg canvas (no pyplot state, no display needed); :func:`figure_png`
+renders one to PNG bytes and :func:`save_figure` writes them atomically
+(:func:`mmvla.core.io.atomic_write_bytes`).
 """
 
 from __future__ import annotations
 
-import contextlib
-import csv
+import importlib.util
 import io
+import json
 import math
 import os
 import warnings
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+from safetensors import safe_open
+from safetensors.torch import load_file
 from torch import Tensor
 
 from mmvla.core.io import atomic_write_bytes
-from mmvla.modules.vision import KEYPOINT_POOLS
+from mmvla.core.keys import BLIND_CONTROLS, SPLITS
+from mmvla.core.logs import read_log
+from mmvla.core.stats import wilson_interval
+from mmvla.evaluation.diagnostics import ENCODER_GROUPS, MODULE_GROUPS
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-    from mmvla.modules.attention import MultiHeadAttention
-    from mmvla.policy import VLAPolicy
+    from mmvla.evaluation.inspect import AttentionMaps
 
-HEATMAP_FUSIONS = ("cross_attention", "hierarchical", "transformer")
 PROJECTIONS = ("tsne", "umap", "pca")
 MODALITY_COLOURS = {"vision": "#1f77b4", "language": "#ff7f0e"}
 SHAPE_MARKERS = {"cube": "s", "cylinder": "o", "slab": "D"}
@@ -57,6 +60,7 @@ SHAPE_MARKERS = {"cube": "s", "cylinder": "o", "slab": "D"}
 
 def _figure(width: float, height: float) -> Figure:
     """A matplotlib Figure on its own Agg canvas (no pyplot, no global backend switch)."""
+    # function-local: matplotlib is imported only when a figure is drawn
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -65,285 +69,24 @@ def _figure(width: float, height: float) -> Figure:
     return fig
 
 
-def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """Render ``fig`` to PNG in memory and write it atomically to ``path`` (parents created)."""
+def figure_png(fig: Figure, dpi: int = 110) -> bytes:
+    """``fig`` rendered to PNG bytes (``dpi`` dots per inch, tight bounding box)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    return buf.getvalue()
+
+
+def save_figure(fig: Figure, path: str | os.PathLike[str], dpi: int = 110) -> Path:
+    """Render ``fig`` to PNG in memory (:func:`figure_png`) and write it atomically to ``path`` (parents created)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, figure_png(fig, dpi))
     return path
 
 
 # ---------------------------------------------------------------------------------------------------
 # Attention heatmaps
 # ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class AttentionMaps:
-    """Where each instruction word attends in one camera's frame.
-
-    Attributes:
-        instruction: the instruction string.
-        words: L labels, one per language token after the sentence summary (``"(unk)"`` marks a word
-            outside the policy's vocabulary).
-        heatmaps: (L, h, w) float64, word ``l``'s attention over the camera's ``h × w`` grid tokens
-            (pooled token excluded), heads averaged, renormalised to sum to 1 over the patches.
-        frame: (H, W, 3) uint8 camera image; ``h / w == H / W`` (token ``i`` covers row ``i // w``,
-            column ``i % w`` of the image).
-        camera: camera name.
-        fusion: the policy's fusion design.
-        layer: which attention module the weights come from, e.g. ``"layers[1].attn['language']"``.
-        camera_share: (L,) fraction of each word's attention that fell on this camera's grid tokens
-            before renormalisation (the rest went to pooled tokens, other cameras or other modalities).
-    """
-
-    instruction: str
-    words: list[str]
-    heatmaps: np.ndarray
-    frame: np.ndarray
-    camera: str
-    fusion: str
-    layer: str
-    camera_share: np.ndarray
-
-    @property
-    def grid(self) -> tuple[int, int]:
-        """(h, w) of the token grid."""
-        return int(self.heatmaps.shape[1]), int(self.heatmaps.shape[2])
-
-    def upsampled(self) -> np.ndarray:
-        """(L, H, W) heatmaps bilinearly resized to the frame (cell centres aligned), for overlays."""
-        H, W = self.frame.shape[:2]
-        t = torch.from_numpy(self.heatmaps)[:, None].float()  # (L, 1, h, w)
-        up = F.interpolate(t, size=(H, W), mode="bilinear", align_corners=False)  # (L, 1, H, W)
-        return up[:, 0].double().numpy()
-
-
-@dataclass
-class _Site:
-    """An attention module where language tokens query vision tokens.
-
-    ``layout``: ``"cross"`` (queries = the language tokens, keys = ``context``: the other attending
-    modalities concatenated in that order) or ``"joint"`` (self-attention over [one prefix token] + every
-    modality in the fusion's sorted order).
-    """
-
-    name: str
-    module: MultiHeadAttention
-    layout: str
-    context: tuple[str, ...] = ()
-
-
-def _attention_sites(policy: VLAPolicy) -> list[_Site]:
-    """The fusion's language → vision attention modules, in forward order (empty when it has none)."""
-    from mmvla.modules.fusion.cross_attention import CrossAttentionFusion, CrossModalLayer
-    from mmvla.modules.fusion.hierarchical import HierarchicalFusion
-    from mmvla.modules.fusion.transformer import TransformerFusion
-
-    fusion = policy.fusion
-
-    def cross(prefix: str, layers: Sequence[Any]) -> list[_Site]:
-        sites = []
-        for i, layer in enumerate(layers):
-            assert isinstance(layer, CrossModalLayer)
-            if "language" in layer.names and "vision" in layer.names:
-                ctx = tuple(m for m in layer.names if m != "language")
-                attn = cast("MultiHeadAttention", layer.attn["language"])
-                sites.append(_Site(f"{prefix}[{i}].attn['language']", attn, "cross", ctx))
-        return sites
-
-    if isinstance(fusion, TransformerFusion):
-        return [
-            _Site(f"blocks[{i}].attn", cast("MultiHeadAttention", b.attn), "joint")
-            for i, b in enumerate(fusion.blocks)
-        ]
-    if isinstance(fusion, HierarchicalFusion):
-        high = [
-            _Site(f"high[{i}].attn", cast("MultiHeadAttention", b.attn), "joint")
-            for i, b in enumerate(fusion.high)
-        ]
-        return cross("mid", list(fusion.mid)) + high
-    if isinstance(fusion, CrossAttentionFusion):
-        return cross("layers", list(fusion.layers))
-    return []
-
-
-def _word_labels(policy: VLAPolicy, instruction: str, n: int) -> list[str]:
-    """Labels of the ``n`` language tokens after the sentence summary."""
-    from mmvla.modules.language import WordTokenizer, split_words
-
-    lang = policy.language
-    tok = getattr(lang, "tokenizer", None)
-    if isinstance(tok, WordTokenizer):
-        words = [w if w in tok.index else f"{w} (unk)" for w in split_words(instruction)]
-        if len(words) >= n:
-            return words[:n]
-    hf = getattr(lang, "hf_tokenizer", None)
-    if hf is not None:
-        pieces = hf.convert_ids_to_tokens(hf(instruction, truncation=True, max_length=256)["input_ids"])
-        if len(pieces) == n:
-            return [str(p) for p in pieces]
-    return [f"token {i}" for i in range(n)]
-
-
-@contextlib.contextmanager
-def _inference(policy: VLAPolicy) -> Iterator[torch.device]:
-    """Eval mode and no gradients for a read-out; the policy's mode is restored. Yields its device."""
-    was_training = policy.training
-    policy.eval()
-    try:
-        with torch.no_grad():
-            yield next(policy.parameters()).device
-    finally:
-        policy.train(was_training)
-
-
-def attention_heatmaps(
-    policy: VLAPolicy, observation: Mapping[str, Any], camera: str = "front", layer: int = -1
-) -> AttentionMaps:
-    """Per-word attention of the instruction over one camera's image patches.
-
-    The policy encodes the observation as usual; the fusion runs once with the chosen attention module
-    recording its weights (see the module docstring). From the (B=1, H, Nq, Nk) weights the text-query →
-    vision-key block is taken: queries = the instruction's word tokens (the sentence-summary token is
-    skipped), keys = the chosen camera's grid tokens of the first (finest) scale (its pooled token
-    excluded); heads are averaged and each word's row is renormalised to sum to 1 over the patches.
-
-    Args:
-        policy: a policy whose fusion has language → vision attention: ``cross_attention`` (the language
-            side of each cross-modal layer), ``transformer`` (joint self-attention blocks) or
-            ``hierarchical`` (mid-level cross-attention layers, then high-level blocks).
-        observation: one observation as for :meth:`VLAPolicy.act` (uint8 (H, W, 3) per camera, "state",
-            "instruction").
-        camera: one of the policy's cameras.
-        layer: index into those attention modules in forward order; -1 (default) = the last layer.
-    Returns:
-        :class:`AttentionMaps` with (L, h, w) heatmaps, each summing to 1.
-    Raises:
-        ValueError: the fusion has no language → vision attention (film, early, late, gated, moe), the
-            camera is not the policy's, the policy has no grid tokens (``vision_tokens="pooled"``), or
-            ``layer`` is out of range.
-    """
-    from mmvla.policy.observation import observation_to_batch, validate_observation
-
-    cfg = policy.cfg
-    candidates = _attention_sites(policy)
-    if not candidates:
-        raise ValueError(
-            f"attention_heatmaps: fusion {cfg.fusion!r} has no language-to-vision attention to show; "
-            f"use a policy with one of: {', '.join(HEATMAP_FUSIONS)}"
-        )
-    if camera not in cfg.cameras:
-        raise ValueError(f"attention_heatmaps: camera {camera!r} is not one of the policy's {cfg.cameras}")
-    if cfg.vision_tokens != "all":
-        raise ValueError(
-            "attention_heatmaps: the policy gives the fusion no image-grid tokens "
-            f"(vision_tokens={cfg.vision_tokens!r}), so there is no attention over patches to draw"
-        )
-    if not -len(candidates) <= layer < len(candidates):
-        raise ValueError(
-            f"attention_heatmaps: layer {layer} out of range for {len(candidates)} attention layers "
-            f"({', '.join(c.name for c in candidates)})"
-        )
-    validate_observation(observation, cfg.cameras, cfg.image_size, cfg.state_dim)
-    site = candidates[layer]
-    name, module = site.name, site.module
-    with _inference(policy) as dev:
-        images, texts, state = observation_to_batch(observation, cfg.cameras)
-        images = {k: v.to(dev) for k, v in images.items()}
-        tokens = policy.encode(images, texts, state.to(dev))
-        grids = policy.vision.output_grids(*images[camera].shape[-2:])
-        module.recorder = []
-        try:
-            policy.fusion(tokens)
-            recorded = list(module.recorder)
-        finally:
-            module.recorder = None
-    if len(recorded) != 1:
-        raise RuntimeError(f"attention_heatmaps: {name} ran {len(recorded)} times, expected once")
-    weights = recorded[0][0].double().mean(dim=0)  # (Nq, Nk), heads averaged
-
-    n = {m: int(t.shape[1]) for m, t in tokens.tokens.items()}
-    n_words = n["language"] - 1  # after the sentence summary
-    h, w = grids[0]
-    per_cam = n["vision"] // len(cfg.cameras)  # 1 + N tokens per camera
-    cam_start = cfg.cameras.index(camera) * per_cam + 1  # skip the camera's pooled token
-    if site.layout == "cross":
-        q0 = 1
-        k0 = sum(n[m] for m in site.context[: site.context.index("vision")]) + cam_start
-    else:
-        order = list(policy.fusion.cfg.modalities)
-        offsets = {m: 1 + sum(n[o] for o in order[: order.index(m)]) for m in order}  # +1: CLS / low token
-        q0 = offsets["language"] + 1
-        k0 = offsets["vision"] + cam_start
-    block = weights[q0 : q0 + n_words, k0 : k0 + h * w]  # (L, h·w)
-    share = block.sum(dim=1)  # (L,)
-    if bool((share <= 0).any()):
-        raise RuntimeError(f"attention_heatmaps: a word put no attention on camera {camera!r}'s patches")
-    heat = (block / share[:, None]).reshape(n_words, h, w)  # (L, h, w), rows sum to 1
-    frame = np.ascontiguousarray(observation[camera])
-    return AttentionMaps(
-        instruction=str(observation["instruction"]),
-        words=_word_labels(policy, str(observation["instruction"]), n_words),
-        heatmaps=heat.cpu().numpy(),
-        frame=frame,
-        camera=camera,
-        fusion=cfg.fusion,
-        layer=name,
-        camera_share=share.cpu().numpy(),
-    )
-
-
-def keypoint_heatmaps(
-    policy: VLAPolicy, observation: Mapping[str, Any], camera: str = "front", top: int = 4
-) -> AttentionMaps:
-    """Where the vision encoder's spatial-softmax keypoints look in one camera's frame.
-
-    With an instruction-conditioned trunk (``VisionConfig.condition``) these maps are the policy's
-    language-dependent attention over the image: the keypoints that track the named object move with
-    the instruction. The ``top`` most concentrated maps (highest peak) of the finest scale are returned.
-
-    Args:
-        policy: a policy whose vision pool is ``"spatial_softmax"`` or ``"keypoints"``.
-        observation: one observation as for :meth:`VLAPolicy.act`.
-        camera: one of the policy's cameras.
-        top: how many keypoint maps to return (1 .. K).
-    Returns:
-        :class:`AttentionMaps` with ``words`` = keypoint labels, ``heatmaps`` (top, h, w) summing to 1 each.
-    Raises:
-        ValueError: the pool has no keypoints, the camera is not the policy's, or ``top`` is out of range.
-    """
-    from mmvla.policy.observation import observation_to_batch, validate_observation
-
-    cfg = policy.cfg
-    if camera not in cfg.cameras:
-        raise ValueError(f"keypoint_heatmaps: camera {camera!r} is not one of the policy's {cfg.cameras}")
-    pool = policy.vision.pool
-    if pool.kind not in KEYPOINT_POOLS:
-        raise ValueError("keypoint_heatmaps: the policy's vision pool has no spatial-softmax keypoints")
-    validate_observation(observation, cfg.cameras, cfg.image_size, cfg.state_dim)
-    with _inference(policy) as dev:
-        images, texts, _ = observation_to_batch(observation, cfg.cameras)
-        x = images[camera].to(dev).float() / 255.0  # (1, 3, H, W)
-        cond = policy.language(texts).pooled if policy.vision.cfg.condition else None  # (1, D)
-        out = policy.vision(x, cond)
-        maps = pool.maps(out.tokens, out.grids)[0][0].double()  # (K, h, w), finest scale
-    K = maps.shape[0]
-    if not 1 <= top <= K:
-        raise ValueError(f"keypoint_heatmaps: top must be in 1..{K}, got {top}")
-    order = torch.argsort(maps.flatten(1).max(dim=1).values, descending=True)[:top]
-    return AttentionMaps(
-        instruction=str(observation["instruction"]),
-        words=[f"keypoint {int(k)}" for k in order],
-        heatmaps=maps[order].cpu().numpy(),
-        frame=np.ascontiguousarray(observation[camera]),
-        camera=camera,
-        fusion=cfg.fusion,
-        layer="vision keypoints" + (" (instruction-conditioned)" if policy.vision.cfg.condition else ""),
-        camera_share=np.ones(top),
-    )
 
 
 def attention_overlay_figure(
@@ -402,66 +145,6 @@ def plot_attention_overlay(
     return save_figure(attention_overlay_figure(maps, alpha=alpha, cmap=cmap, columns=columns), path, dpi)
 
 
-def attention_overlay_for_checkpoint(
-    checkpoint: str | os.PathLike[str],
-    *,
-    camera: str | None = None,
-    instruction: str | None = None,
-    seed: int = 0,
-    layer: int = -1,
-) -> Figure:
-    """Attention overlay of a saved policy on a fresh simulator frame (for reports).
-
-    Loads the policy (``VLAPolicy.from_pretrained``), resets the tabletop with the policy's cameras and
-    image size (split "all", the families of the policy's instructions) at ``seed`` (and
-    ``instruction`` when given), and draws :func:`attention_overlay_figure` of the reset observation.
-    Policies without word → patch attention but with an instruction-conditioned trunk (the demo
-    recipe) get :func:`keypoint_heatmaps` instead.
-
-    Args:
-        checkpoint: a policy directory (``config.json`` + weights).
-        camera: camera to show; default "front" when the policy reads it, else its first camera.
-        instruction: a canonical instruction; default: the one the environment draws at ``seed``.
-        seed: environment seed (the frame is reproducible).
-        layer: see :func:`attention_heatmaps`.
-    Raises:
-        ValueError: neither language → vision attention nor a conditioned trunk.
-    """
-    from mmvla.policy import VLAPolicy
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import FAMILIES, parse_instruction
-
-    policy = VLAPolicy.from_pretrained(checkpoint)
-    cfg = policy.cfg
-    use_keypoints = not _attention_sites(policy) or cfg.vision_tokens != "all"
-    if use_keypoints and not policy.vision.cfg.condition:
-        raise ValueError(
-            f"attention_overlay_for_checkpoint: fusion {cfg.fusion!r} has no language-to-vision attention "
-            f"and the vision trunk is not instruction-conditioned; use a policy with one of: "
-            f"{', '.join(HEATMAP_FUSIONS)}, or VisionConfig.condition"
-        )
-    families = set()
-    for text in [*cfg.instructions, *([instruction] if instruction else [])]:
-        try:
-            families.add(parse_instruction(text).family)
-        except ValueError:
-            continue
-    env = TabletopEnv(
-        cameras=cfg.cameras,
-        image_size=cfg.image_size,
-        split="all",
-        families=tuple(f for f in FAMILIES if f in families) or ("pick", "push"),
-    )
-    try:
-        obs, _ = env.reset(seed=seed, options={"instruction": instruction} if instruction else None)
-    finally:
-        env.close()
-    cam = camera or ("front" if "front" in cfg.cameras else cfg.cameras[0])
-    if use_keypoints:
-        return attention_overlay_figure(keypoint_heatmaps(policy, obs, camera=cam))
-    return attention_overlay_figure(attention_heatmaps(policy, obs, camera=cam, layer=layer))
-
-
 # ---------------------------------------------------------------------------------------------------
 # Embedding projections
 # ---------------------------------------------------------------------------------------------------
@@ -485,8 +168,6 @@ class Projection:
 
 def available_projections() -> list[str]:
     """Projection methods usable here: ``"pca"`` always, ``"tsne"`` with scikit-learn or openTSNE, ``"umap"`` with umap-learn."""
-    import importlib.util
-
     out = []
     if importlib.util.find_spec("sklearn") or importlib.util.find_spec("openTSNE"):
         out.append("tsne")
@@ -510,7 +191,7 @@ def _pca(x: np.ndarray) -> np.ndarray:
 def _tsne(x: np.ndarray, seed: int) -> np.ndarray:
     """(N, E) -> (N, 2) t-SNE: scikit-learn if installed, else openTSNE (ImportError when neither)."""
     perplexity = float(max(2.0, min(30.0, (len(x) - 1) / 3.0)))
-    try:
+    try:  # function-local: scikit-learn and openTSNE are optional
         from sklearn.manifold import TSNE
         from threadpoolctl import threadpool_limits
 
@@ -559,7 +240,7 @@ def embedding_projection(
         if method == "tsne":
             y = _tsne(x, seed)
         elif method == "umap":
-            import umap
+            import umap  # function-local: umap-learn is optional
 
             y = np.asarray(
                 umap.UMAP(n_components=2, n_neighbors=min(15, len(x) - 1), random_state=seed).fit_transform(x)
@@ -576,7 +257,7 @@ def embedding_projection(
 
 def _colour_shape(label: str) -> tuple[str | None, str | None]:
     """The first colour word and the first shape word of a label ("pick up the red cube" -> red, cube)."""
-    from mmvla.sim.tasks import COLOURS, SHAPES
+    from mmvla.sim.tasks import COLOURS, SHAPES  # function-local: importing mmvla.sim imports MuJoCo
 
     words = label.lower().split()
     colour = next((w for w in words if w in COLOURS), None)
@@ -613,6 +294,7 @@ def plot_embeddings(
     Returns:
         the :class:`Projection` drawn.
     """
+    # function-local: matplotlib is imported only when drawing; importing mmvla.sim imports MuJoCo
     from matplotlib.lines import Line2D
 
     from mmvla.sim.tasks import COLOUR_RGBA
@@ -705,11 +387,6 @@ def plot_pretrain_embeddings(
     seed: int = 0,
 ) -> Projection:
     """:func:`plot_embeddings` of ``mmvla pretrain``'s evaluation embeddings (``which`` = "before" / "after")."""
-    import json
-
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-
     if which not in ("before", "after"):
         raise ValueError(f"plot_pretrain_embeddings: which must be 'before' or 'after', got {which!r}")
     file = Path(pretrain_dir) / "eval_embeddings.safetensors"
@@ -733,24 +410,6 @@ def plot_pretrain_embeddings(
 # ---------------------------------------------------------------------------------------------------
 # Training curves and success charts
 # ---------------------------------------------------------------------------------------------------
-
-
-def read_csv_columns(path: str | os.PathLike[str]) -> dict[str, list[float]]:
-    """A CSV log as numeric columns (name -> values); empty or non-numeric cells become NaN."""
-    with Path(path).open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{path}: the log has no rows")
-    out: dict[str, list[float]] = {}
-    for name in rows[0]:
-        vals = []
-        for r in rows:
-            try:
-                vals.append(float(r[name]))
-            except (TypeError, ValueError):
-                vals.append(float("nan"))
-        out[name] = vals
-    return out
 
 
 def _panels(cols: dict[str, list[float]], columns: Sequence[str] | None) -> list[tuple[str, list[str]]]:
@@ -831,7 +490,7 @@ def plot_training_curves(
     dpi: int = 110,
 ) -> Path:
     """:func:`training_curves_figure` of a ``log.csv`` (``mmvla train`` or ``mmvla pretrain``), saved as PNG."""
-    cols = read_csv_columns(log_csv)
+    cols = read_log(log_csv)
     if "step" not in cols:
         raise ValueError(f"{log_csv}: the log has no 'step' column")
     name = f"{Path(log_csv).parent.name}/{Path(log_csv).name}"
@@ -839,14 +498,9 @@ def plot_training_curves(
     return save_figure(fig, path, dpi)
 
 
-def success_bar_chart(
-    rows: Sequence[Mapping[str, Any]],
-    path: str | os.PathLike[str],
-    *,
-    splits: Sequence[str] | None = None,
-    title: str = "success rate",
-    dpi: int = 110,
-) -> Path:
+def success_bar_figure(
+    rows: Sequence[Mapping[str, Any]], *, splits: Sequence[str] | None = None, title: str = "success rate"
+) -> Figure:
     """Grouped bars: success per row (design, head, ...) and split, with error bars and value labels.
 
     Args:
@@ -854,7 +508,6 @@ def success_bar_chart(
             ``"ci95"``: ``{split: [low, high]}`` (e.g. Wilson intervals, as :func:`mmvla.evaluation.evaluate.summarise`
             writes) or ``"spread"``: ``{split: ± half-width}`` (e.g. the spread over seeds). An
             evaluation's metrics dict plus a ``"name"`` is a valid row.
-        path: PNG to write.
         splits: splits to draw, in order (default: every split of the rows, first-seen order).
     """
     if not rows:
@@ -911,4 +564,202 @@ def success_bar_chart(
     if k > 1 or splits:
         ax.legend(fontsize=8, title="split", title_fontsize=8)
     fig.tight_layout()
-    return save_figure(fig, path, dpi)
+    return fig
+
+
+def success_bar_chart(
+    rows: Sequence[Mapping[str, Any]],
+    path: str | os.PathLike[str],
+    *,
+    splits: Sequence[str] | None = None,
+    title: str = "success rate",
+    dpi: int = 110,
+) -> Path:
+    """:func:`success_bar_figure` written atomically as a PNG to ``path``."""
+    return save_figure(success_bar_figure(rows, splits=splits, title=title), path, dpi)
+
+
+def comparison_chart_png(comparison: Mapping[str, Any]) -> bytes:
+    """PNG bytes of a comparison's success chart (``comparison.png``): :func:`success_bar_figure` with one
+    bar group per design; train, unseen and the blind controls as bars with 95% Wilson intervals.
+
+    Args:
+        comparison: ``comparison.json`` (:func:`mmvla.evaluation.compare.build_comparison`).
+    """
+    multi = len({r["axis"] for r in comparison["variants"]}) > 1
+    rows = []
+    for r in comparison["variants"]:
+        success = {s: v["pooled"]["success"] for s, v in r["success"].items()}
+        ci = {s: v["pooled"]["ci95"] for s, v in r["success"].items()}
+        for c, v in r.get("controls", {}).items():
+            success[c.replace("_", " ")] = v["success"]
+            ci[c.replace("_", " ")] = v["ci95"]
+        rows.append(
+            {"name": f"{r['axis']}: {r['name']}" if multi else r["name"], "success": success, "ci95": ci}
+        )
+    controls = [
+        c.replace("_", " ") for c in BLIND_CONTROLS if all(c in r["controls"] for r in comparison["variants"])
+    ]
+    fig = success_bar_figure(
+        rows, splits=[*SPLITS, *controls], title="success per design (pooled, 95% Wilson CI)"
+    )
+    return figure_png(fig)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Modality diagnostics
+# ---------------------------------------------------------------------------------------------------
+
+
+def ablation_figure(diag: Mapping[str, Any]) -> Figure:
+    """Success per condition, one panel per split, grouped by task family (and "all"), 95% Wilson bars.
+
+    Args:
+        diag: the diagnostics (:func:`mmvla.evaluation.diagnostics.run_diagnostics`).
+    """
+    from matplotlib import colormaps  # function-local: matplotlib is imported only when drawing
+
+    conds = list(diag["conditions"])
+    splits = list(diag["conditions"]["none"]["success"])
+    fig = _figure(5.2 * len(splits), 3.6)
+    axs = fig.subplots(1, len(splits), squeeze=False, sharey=True)
+    width = 0.8 / len(conds)
+    cmap = colormaps["tab10"]
+    for ax, split in zip(axs[0], splits, strict=True):
+        groups = ["all", *diag["conditions"]["none"]["per_family"][split]]
+        for j, c in enumerate(conds):
+            m = diag["conditions"][c]
+            vals, lo, hi = [], [], []
+            for g in groups:
+                if g == "all":
+                    v, n = m["success"][split], m["episodes"][split]
+                else:
+                    f = m["per_family"][split].get(g, {"success": 0.0, "episodes": 0})
+                    v, n = f["success"], f["episodes"]
+                a, b = wilson_interval(round(v * n), n)
+                vals.append(v)
+                lo.append(max(0.0, v - a))
+                hi.append(max(0.0, b - v))
+            x = np.arange(len(groups)) + (j - (len(conds) - 1) / 2) * width
+            ax.bar(x, vals, width, yerr=[lo, hi], capsize=2, color=cmap(j % 10), label=c.replace("_", " "))
+        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.set_title(f"{split} split")
+        ax.set_ylim(0, 1.05)
+        ax.grid(axis="y", alpha=0.3)
+    axs[0][0].set_ylabel("success (95% CI)")
+    axs[0][-1].legend(fontsize=7, loc="upper right")
+    fig.suptitle("success when a modality is removed")
+    fig.tight_layout()
+    return fig
+
+
+def routing_figure(diag: Mapping[str, Any]) -> Figure | None:
+    """Gate weight per modality and condition (gated), and/or the MoE router's mean expert probability
+    per modality for the baseline (one heatmap per layer); None when the fusion exposes no routing."""
+    routing = diag.get("routing")
+    if not routing:
+        return None
+    mods = routing["modalities"]
+    gate = {c: v for c, v in routing.get("gate_weights", {}).items() if v is not None}
+    router = routing.get("router_probs_by_modality", {}).get("none")
+    layers = len(router) if router else 0
+    panels = (1 if gate else 0) + layers
+    fig = _figure(4.2 * panels, 3.4)
+    axs = fig.subplots(1, panels, squeeze=False)
+    k = 0
+    if gate:
+        ax = axs[0][0]
+        width = 0.8 / len(gate)
+        for j, (c, w) in enumerate(gate.items()):
+            ax.bar(
+                np.arange(len(mods)) + (j - (len(gate) - 1) / 2) * width, w, width, label=c.replace("_", " ")
+            )
+        ax.set_xticks(np.arange(len(mods)), mods)
+        ax.set_ylim(0, 1)
+        ax.set_title("gate weight per modality")
+        ax.legend(fontsize=6)
+        k = 1
+    for layer in range(layers):
+        ax = axs[0][k + layer]
+        arr = np.asarray(router[layer], dtype=float)  # (M, E)
+        im = ax.imshow(arr, vmin=0, vmax=max(1e-6, float(np.nanmax(arr))), cmap="viridis", aspect="auto")
+        ax.set_yticks(np.arange(len(mods)), mods)
+        ax.set_xticks(np.arange(arr.shape[1]), [f"e{e}" for e in range(arr.shape[1])])
+        ax.set_title(f"MoE layer {layer}: router prob.")
+        for (i, e), v in np.ndenumerate(arr):
+            ax.text(e, i, f"{v:.2f}", ha="center", va="center", fontsize=7, color="w")
+        fig.colorbar(im, ax=ax, fraction=0.046)
+    fig.tight_layout()
+    return fig
+
+
+def gradient_balance_figure(log: Mapping[str, Sequence[float]]) -> Figure | None:
+    """Per-module gradient norm against step (log scale) and each encoder's share of the encoders'
+    summed gradient norm (stacked); None when the log (:func:`mmvla.core.logs.read_log`) has no
+    gradient columns."""
+    groups = [g for g in MODULE_GROUPS if log.get(f"grad_{g}")]
+    if not groups:
+        return None
+    step = np.asarray(log["step"], dtype=float)
+    fig = _figure(10, 3.4)
+    a, b = fig.subplots(1, 2)
+    for g in groups:
+        a.plot(step, np.maximum(np.asarray(log[f"grad_{g}"], dtype=float), 1e-12), label=g)
+    a.set_yscale("log")
+    a.set_xlabel("step")
+    a.set_title("gradient norm per module")
+    a.legend(fontsize=7)
+    enc = [g for g in ENCODER_GROUPS if g in groups]
+    norms = np.stack([np.asarray(log[f"grad_{g}"], dtype=float) for g in enc])  # (G, T)
+    share = norms / np.maximum(norms.sum(0, keepdims=True), 1e-12)
+    b.stackplot(step, share, labels=enc, alpha=0.85)
+    b.set_ylim(0, 1)
+    b.set_xlabel("step")
+    b.set_title("encoder share of gradient norm (modality balance)")
+    b.legend(fontsize=7, loc="upper right")
+    fig.tight_layout()
+    return fig
+
+
+def write_diagnostics_figures(
+    diag: Mapping[str, Any], out_dir: str | os.PathLike[str], log: Mapping[str, Sequence[float]] | None = None
+) -> list[Path]:
+    """Write ``ablation.png``, ``routing.png`` and ``gradient_balance.png`` of the diagnostics to ``out_dir``
+    (the last two when there is something to draw); returns the paths written.
+
+    Args:
+        diag: the diagnostics (:func:`mmvla.evaluation.diagnostics.run_diagnostics`, or its
+            ``diagnostics.json``).
+        out_dir: the diagnostics directory (next to ``diagnostics.json``).
+        log: the training log's columns for the imbalance figure; default: the log the diagnostics read
+            (``diag["log"]``), when there is one.
+    """
+    out = Path(out_dir)
+    if log is None and diag.get("log") and Path(diag["log"]).is_file():
+        log = read_log(diag["log"])
+    figures = {
+        "ablation.png": ablation_figure(diag),
+        "routing.png": routing_figure(diag),
+        "gradient_balance.png": gradient_balance_figure(log) if log is not None else None,
+    }
+    return [save_figure(fig, out / name) for name, fig in figures.items() if fig is not None]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Contrastive pre-training
+# ---------------------------------------------------------------------------------------------------
+
+
+def write_pretrain_embedding_plots(pretrain_dir: str | os.PathLike[str], method: str | None = None) -> str:
+    """Draw ``viz/embeddings_before.png`` and ``viz/embeddings_after.png`` of an ``mmvla pretrain`` output
+    (:func:`plot_pretrain_embeddings`); returns the method used.
+
+    Args:
+        pretrain_dir: the directory holding ``eval_embeddings.safetensors``.
+        method: projection method; default t-SNE when a t-SNE library is installed, else PCA.
+    """
+    out = Path(pretrain_dir)
+    method = method or ("tsne" if "tsne" in available_projections() else "pca")
+    for which in ("before", "after"):
+        plot_pretrain_embeddings(out, out / "viz" / f"embeddings_{which}.png", which=which, method=method)
+    return method

@@ -15,10 +15,12 @@
   the modality gap before/after contrastive pre-training (each number also in a ``data-value``
   attribute at full precision);
 * ``viz/*.png`` (here or in a sub-directory; from :mod:`mmvla.reporting.figures`): attention overlays, embedding plots
-  and other figures. Missing ones are drawn with :mod:`mmvla.reporting.figures` when it offers them (feature-detected):
-  a per-word attention overlay on a simulator frame for an attention-fusion checkpoint (the run's, or
-  for a comparison the best attention design's), t-SNE plots of pre-training evaluation embeddings;
+  and other figures. A pre-training directory without plots gets its t-SNE plot of the evaluation
+  embeddings drawn here; the attention overlay of an attention-fusion checkpoint needs the model and is
+  drawn before the page (:func:`mmvla.evaluation.inspect.report_attention_maps`, by ``mmvla report``);
 * ``eval*/videos/*.gif``: rollout clips (up to 6).
+
+The page only reads the run directory: it runs neither a model nor the simulator.
 """
 
 from __future__ import annotations
@@ -26,27 +28,28 @@ from __future__ import annotations
 import base64
 import contextlib
 import html
-import io
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 from mmvla.core.io import atomic_write_text, read_json
+from mmvla.core.keys import BLIND_CONTROLS
+from mmvla.core.logs import read_log
+from mmvla.reporting.figures import (
+    comparison_chart_png,
+    figure_png,
+    plot_pretrain_embeddings,
+    training_curves_figure,
+)
 
 MAX_CLIPS = 6
 MAX_VIZ = 12
-ATTENTION_FUSIONS = ("cross_attention", "transformer", "hierarchical")
 
 
 # ------------------------------------------------------------------------ small helpers
-def _png_data_uri(fig: Any) -> str:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def _png_data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode()
 
 
 _MIME = {".png": "image/png", ".gif": "image/gif", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
@@ -73,52 +76,6 @@ def _num(value: float, fmt: str) -> str:
 
 def _section(sid: str, title: str, body: str) -> tuple[str, str, str]:
     return sid, title, f'<section id="{sid}"><h2>{_e(title)}</h2>{body}</section>'
-
-
-# ------------------------------------------------------------------------ figures
-def training_curve_figure(log: Mapping[str, list[float]]) -> Any:
-    """Loss (log scale) and per-module gradient norms against step, from :func:`mmvla.training.trainer.read_log`."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (a, b) = plt.subplots(1, 2, figsize=(9, 3))
-    mk = "o" if len(log["step"]) < 3 else None  # a short run's single row stays visible
-    a.plot(log["step"], log["loss"], label="loss", marker=mk)
-    if log.get("loss_action"):
-        a.plot(log["step"], log["loss_action"], label="action loss", alpha=0.7, marker=mk)
-    a.set_yscale("log")
-    a.set_xlabel("step")
-    a.legend()
-    a.set_title("training loss")
-    groups = [
-        k for k in ("grad_vision", "grad_language", "grad_proprio", "grad_fusion", "grad_head") if log.get(k)
-    ]
-    for k in groups:
-        b.plot(log["step"], log[k], label=k.removeprefix("grad_"), marker=mk)
-    b.set_yscale("log")
-    b.set_xlabel("step")
-    b.set_title("gradient norm per module (modality balance)")
-    if groups:
-        b.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
-
-
-def _viz_function(*names: str) -> Any:
-    """The first of ``names`` that :mod:`mmvla.reporting.figures` defines (None when the module or names are absent)."""
-    import importlib
-
-    try:
-        viz = importlib.import_module("mmvla.reporting.figures")
-    except ImportError:
-        return None
-    for n in names:
-        fn = getattr(viz, n, None)
-        if callable(fn):
-            return fn
-    return None
 
 
 # ------------------------------------------------------------------------ sections
@@ -176,8 +133,6 @@ def wordings_html(section: Mapping[str, Any]) -> str:
 
 def comparison_html(comparison: Mapping[str, Any], chart_uri: str | None) -> str:
     """The comparison table (★ = winner of its axis), the winner statements and the chart."""
-    from mmvla.evaluation.compare import CONTROL_NAMES
-
     winners = {a: w for a, w in comparison.get("winners", {}).items() if w}
     head = (
         "<tr><th>axis</th><th>design</th><th>train success</th><th>unseen success</th>"
@@ -199,7 +154,7 @@ def comparison_html(comparison: Mapping[str, Any], chart_uri: str | None) -> str
         win = winners.get(r["axis"], {}).get("name") == r["name"]
         ctrl = "".join(
             _num(r["controls"][c]["success"], ".1%") if c in r["controls"] else "<td>-</td>"
-            for c in CONTROL_NAMES
+            for c in BLIND_CONTROLS
         )
         rows.append(
             f"<tr{' class=win' if win else ''}><td>{_e(r['axis'])}</td><td>{_e(r['name'])}{' ★' if win else ''}</td>"
@@ -340,92 +295,23 @@ def _viz_pngs(dirs: Iterable[Path]) -> list[Path]:
     return found[:MAX_VIZ]
 
 
-def _attention_checkpoints(run: Path, focus: Path, comparison: Mapping[str, Any] | None) -> list[Path]:
-    """Policy checkpoints with language -> vision attention: the focus run's, else the comparison's
-    attention designs, best unseen success first."""
-    dirs = [focus, run]
-    if comparison is not None:
-        rows = [r for r in comparison.get("variants", []) if r.get("name") in ATTENTION_FUSIONS]
-        rows.sort(key=lambda r: -r["success"].get("unseen", {}).get("mean", 0.0))
-        dirs += [Path(d) if Path(d).is_absolute() else run / d for r in rows for d in r.get("runs", [])[:1]]
-    out: list[Path] = []
-    for d in dict.fromkeys(dirs):
-        ckpt = d / "policy"
-        if (ckpt / "config.json").is_file():
-            from mmvla.policy.checkpoint import load_config
-
-            if load_config(ckpt)[0].fusion in ATTENTION_FUSIONS:
-                out.append(ckpt)
-    return out
-
-
-def draw_attention_overlay(checkpoint: Path, path: Path, camera: str | None = None) -> Path | None:
-    """Per-word cross-attention of ``checkpoint`` over a real simulator frame, overlaid on the frame and
-    written to ``path``: :func:`mmvla.reporting.figures.attention_overlay_for_checkpoint` (else
-    :func:`mmvla.reporting.figures.attention_heatmaps` + :func:`mmvla.reporting.figures.plot_attention_overlay`); None when
-    :mod:`mmvla.reporting.figures` lacks them or the policy has no language -> vision attention."""
-    for_checkpoint = _viz_function("attention_overlay_for_checkpoint")
-    save = _viz_function("save_figure")
-    if for_checkpoint is not None and save is not None:
-        try:
-            return Path(save(for_checkpoint(checkpoint, camera=camera), path))
-        except (ValueError, RuntimeError):
-            return None
-    heatmaps = _viz_function("attention_heatmaps")
-    overlay = _viz_function("plot_attention_overlay")
-    if heatmaps is None or overlay is None:
-        return None
-    from mmvla.evaluation.compare import reference_observation
-    from mmvla.policy import VLAPolicy
-
-    policy = VLAPolicy.from_pretrained(checkpoint)
-    cam = camera or policy.cfg.cameras[0]
-    obs = reference_observation(policy.cfg.cameras, policy.cfg.image_size)
-    try:
-        maps = heatmaps(policy, obs, camera=cam)
-    except (ValueError, RuntimeError):
-        return None
-    return Path(overlay(maps, path))
-
-
-def _ensure_viz(run: Path, focus: Path, comparison: Mapping[str, Any] | None) -> None:
-    """Draw what :mod:`mmvla.reporting.figures` can when the run holds no such figure yet (written under ``viz/``):
-    an attention overlay for an attention-fusion checkpoint, t-SNE plots of pre-training embeddings."""
-    have = _viz_pngs(dict.fromkeys([run, focus]))
-    if not any("attention" in p.stem for p in have):
-        for ckpt in _attention_checkpoints(run, focus, comparison)[:1]:
-            name = ckpt.parent.name if ckpt.parent != run else "policy"
-            draw_attention_overlay(ckpt, run / "viz" / f"attention_overlay_{name}.png")
-    plot = _viz_function("plot_pretrain_embeddings")
+def _ensure_embedding_plots(run: Path) -> None:
+    """Draw ``viz/embeddings_after.png`` (:func:`mmvla.reporting.figures.plot_pretrain_embeddings`) in the run
+    and each sub-directory that holds pre-training embeddings but no figure under ``viz/`` yet."""
     for pre in [run, *sorted(p for p in run.iterdir() if p.is_dir())]:
-        if (
-            plot is not None
-            and (pre / "eval_embeddings.safetensors").is_file()
-            and not list(pre.glob("viz/*.png"))
-        ):
+        if (pre / "eval_embeddings.safetensors").is_file() and not list(pre.glob("viz/*.png")):
             with contextlib.suppress(ValueError, RuntimeError, ImportError):
-                plot(pre, pre / "viz" / "embeddings_after.png", which="after")
+                plot_pretrain_embeddings(pre, pre / "viz" / "embeddings_after.png", which="after")
 
 
-def training_curves_uri(log_csv: Path) -> str:
-    """Training curves of ``log_csv`` as a PNG data URI: :func:`mmvla.reporting.figures.training_curves_figure` (or
-    ``plot_training_curves``) when available, else :func:`training_curve_figure`."""
-    import tempfile
-
-    from mmvla.training.trainer import read_log
-
-    figure = _viz_function("training_curves_figure")
-    if figure is not None:
-        with contextlib.suppress(ValueError):
-            return _png_data_uri(figure(read_log(log_csv)))
-    plot = _viz_function("plot_training_curves")
-    if plot is not None:
-        with tempfile.TemporaryDirectory() as tmp:
-            try:
-                return _file_data_uri(Path(plot(log_csv, Path(tmp) / "curves.png")))
-            except ValueError:
-                pass
-    return _png_data_uri(training_curve_figure(read_log(log_csv)))
+def training_curves_uri(log_csv: Path) -> str | None:
+    """Training curves of ``log_csv`` (:func:`mmvla.reporting.figures.training_curves_figure`) as a PNG data
+    URI; None when the log has nothing to plot."""
+    try:
+        fig = training_curves_figure(read_log(log_csv))
+    except ValueError:
+        return None
+    return _png_data_uri(figure_png(fig))
 
 
 # ------------------------------------------------------------------------ the page
@@ -445,11 +331,8 @@ def write_report(
     """Write ``run_dir/report.html`` (or ``out``) from what the run directory holds; returns its path.
 
     See the module docstring for the files read; every one is optional and every image is inlined.
-    With ``draw`` (default), figures :mod:`mmvla.reporting.figures` can make that the run lacks (an attention overlay,
-    pre-training embedding plots) are first written under ``viz/``.
+    With ``draw`` (default), pre-training embedding plots the run lacks are first written under ``viz/``.
     """
-    from mmvla.training.trainer import read_log
-
     run = Path(run_dir)
     if not run.is_dir():
         raise FileNotFoundError(f"run directory not found: {run}")
@@ -468,9 +351,7 @@ def write_report(
         if (run / "comparison.png").is_file():
             chart = _file_data_uri(run / "comparison.png")
         else:
-            from mmvla.evaluation.compare import comparison_chart_png
-
-            chart = "data:image/png;base64," + base64.b64encode(comparison_chart_png(comparison)).decode()
+            chart = _png_data_uri(comparison_chart_png(comparison))
         sections.append(_section("comparison", "Comparison of designs", comparison_html(comparison, chart)))
     focus = focus_run(run, comparison)
     where = "" if focus == run else f" — winner run {focus.name}"
@@ -489,8 +370,8 @@ def write_report(
             )
         )
 
-    if (focus / "log.csv").is_file() and read_log(focus / "log.csv").get("step"):
-        uri = training_curves_uri(focus / "log.csv")
+    uri = training_curves_uri(focus / "log.csv") if (focus / "log.csv").is_file() else None
+    if uri is not None:
         sections.append(_section("training", f"Training{where}", _img(uri, "training curves")))
 
     diag_dirs = [
@@ -509,7 +390,7 @@ def write_report(
         sections.append(_section("pretrain", "Contrastive pre-training: alignment", body))
 
     if draw:
-        _ensure_viz(run, focus, comparison)
+        _ensure_embedding_plots(run)
     figs = [(_file_data_uri(p), p.stem.replace("_", " ")) for p in _viz_pngs(dict.fromkeys([run, focus]))]
     if figs:
         body = "<div class=figs>" + "".join(_img(uri, cap, cap) for uri, cap in figs) + "</div>"

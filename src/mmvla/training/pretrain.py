@@ -43,7 +43,8 @@ Outputs (``OUT/``): ``encoders.safetensors`` (policy parameter names; metadata: 
 instruction vocabulary: pass it to ``mmvla train --config`` together with ``--init-from OUT``),
 ``pretrain.json`` (configs, metrics before/after per split), ``log.csv`` and
 ``eval_embeddings.safetensors`` (the evaluation embeddings before/after with their indices and frames, so
-the metrics can be recomputed) and ``viz/embeddings_{before,after}.png`` (joint t-SNE of both modalities).
+the metrics can be recomputed); ``mmvla pretrain`` then draws ``viz/embeddings_{before,after}.png`` (joint
+t-SNE of both modalities) from them.
 """
 
 from __future__ import annotations
@@ -527,7 +528,6 @@ def pretrain(
     progress: bool = True,
     eval_set: EvalSet | None = None,
     on_log: Callable[[dict[str, float]], None] | None = None,
-    plots: bool = True,
 ) -> PretrainResult:
     """Contrastively align the policy's encoders on a dataset's (frame, instruction) pairs; write ``out_dir``.
 
@@ -541,8 +541,10 @@ def pretrain(
         progress: show progress bars.
         eval_set: a pre-built :class:`EvalSet` (tests); default: :func:`build_eval_set` from ``cfg``.
         on_log: called with every log row.
-        plots: also draw ``viz/embeddings_before.png`` and ``viz/embeddings_after.png`` (joint t-SNE of the
-            evaluation frames and instructions; PCA when no t-SNE library is installed).
+
+    The embedding plots (``viz/embeddings_{before,after}.png``) are drawn from
+    ``eval_embeddings.safetensors`` by :func:`mmvla.reporting.figures.write_pretrain_embedding_plots`
+    (``mmvla pretrain`` does).
     """
     from tqdm.auto import tqdm
 
@@ -649,15 +651,6 @@ def pretrain(
     atomic_write_bytes(out / "eval_embeddings.safetensors", safetensors_save(emb, metadata=emb_meta))
     atomic_write_json(out / "train_config.json", {"policy": policy_cfg.to_dict()})
     final_scale = float(model.head.scale.detach())
-    plot_method = None
-    if plots:
-        from mmvla.reporting import figures as viz
-
-        plot_method = "tsne" if "tsne" in viz.available_projections() else "pca"
-        for which in ("before", "after"):
-            viz.plot_pretrain_embeddings(
-                out, out / "viz" / f"embeddings_{which}.png", which=which, method=plot_method
-            )
     atomic_write_json(
         out / "pretrain.json",
         {
@@ -685,7 +678,7 @@ def pretrain(
             "train_seconds": seconds,
             "final_logit_scale": final_scale,
             "max_logit_scale_seen": max_scale,
-            "embedding_plots": plot_method,
+            "embedding_plots": None,  # the projection method once the plots are drawn (mmvla pretrain)
         },
     )
     return PretrainResult(out, before, after, cfg.steps, seconds, final_scale, max_scale, policy_cfg)

@@ -16,7 +16,6 @@ with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import copy
-import csv
 import hashlib
 import math
 import os
@@ -34,6 +33,7 @@ from tqdm.auto import tqdm
 
 from mmvla.core.io import atomic_write_csv, atomic_write_json, durable_directory, read_json, recover_directory
 from mmvla.core.keys import ACTION_KEY, ENV_STATE_KEY, STATE_KEY
+from mmvla.core.logs import read_log_rows
 from mmvla.core.seeding import seed_everything
 from mmvla.data.dataset import VLADataset
 from mmvla.modules.augment import color_jitter, random_shift
@@ -350,7 +350,7 @@ def train(
             },
         )
     log_path = out / "log.csv"
-    log_rows = _read_log(log_path, upto=step) if (resume and rank == 0) else []
+    log_rows = read_log_rows(log_path, upto=step) if (resume and rank == 0) else []
 
     groups = {
         name: [p for p in getattr(policy, name).parameters()] if getattr(policy, name) is not None else []
@@ -457,21 +457,3 @@ def _checkpoint(
             _save_trainer_state(tmp, step, optimizer, ema, gen)
     if dist.is_initialized():
         dist.barrier()
-
-
-def _read_log(path: Path, upto: int) -> list[dict[str, float]]:
-    """Rows of an existing log up to step ``upto`` (rows a killed run wrote later are dropped)."""
-    if not path.is_file():
-        return []
-    with path.open() as f:
-        return [
-            {k: float(v) for k, v in row.items() if v != ""}
-            for row in csv.DictReader(f)
-            if float(row["step"]) <= upto
-        ]
-
-
-def read_log(path: str | os.PathLike[str]) -> dict[str, list[float]]:
-    """A run's ``log.csv`` as columns: name -> values."""
-    rows = _read_log(Path(path), upto=2**62)
-    return {k: [r[k] for r in rows if k in r] for k in LOG_FIELDS}
