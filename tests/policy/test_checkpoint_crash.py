@@ -35,7 +35,7 @@ import mmvla.policy.checkpoint
 import mmvla.training.trainer
 from mmvla.core.io import durable_directory, exchange_paths, recover_directory
 from mmvla.policy import PolicyConfig
-from mmvla.policy.checkpoint import checkpoint_id, from_pretrained, load_config
+from mmvla.policy.checkpoint import checkpoint_id, load_config
 from mmvla.policy.model import VLAPolicy
 from mmvla.policy.normalize import Normalizer
 
@@ -92,7 +92,7 @@ _SCRATCH: list[_Run] = []
 
 def _loaded_step(last: Path) -> int:
     """Load ``last`` as resume does; the single step all its files agree on (assertion otherwise)."""
-    policy = from_pretrained(last)
+    policy = VLAPolicy.from_pretrained(last)
     weights = {float(v) for p in policy.parameters() for v in p.detach().reshape(-1).unique()}
     assert len(weights) == 1, f"weights of several saves mixed: {sorted(weights)}"
     (w,) = weights

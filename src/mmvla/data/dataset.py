@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from torch.utils.data import Dataset
+from tqdm.auto import tqdm
 
 from mmvla.data.lerobot_format import (
     ACTION_KEY,
@@ -204,8 +205,6 @@ class VLADataset(Dataset[dict[str, Any]]):
     # -- loading --------------------------------------------------------------------------------------
 
     def _load_frames(self, progress: bool) -> None:
-        from tqdm.auto import tqdm
-
         eps = self.episodes
         n_ep = len(eps["episode_index"])
         lengths = np.asarray(eps["length"], dtype=np.int64)

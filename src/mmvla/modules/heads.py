@@ -19,9 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvla.core.registry import Registry
 from mmvla.modules.fusion.base import FusionOutput
 
-HEADS = ("regression", "bins", "flow")
+# kind -> head class, filled by the @ACTION_HEADS.register decorators below.
+ACTION_HEADS: Registry[type[ActionHead]] = Registry("action head")
 
 
 @dataclass
@@ -53,9 +55,9 @@ class HeadConfig:
     flow_layers: int = 2
 
     def __post_init__(self) -> None:
-        if self.kind not in HEADS:
+        if self.kind not in ACTION_HEADS:
             raise ValueError(
-                f"HeadConfig.kind: unknown action head {self.kind!r}; available: {', '.join(HEADS)}"
+                f"HeadConfig.kind: unknown action head {self.kind!r}; available: {', '.join(ACTION_HEADS)}"
             )
         if self.loss not in ("mse", "l1"):
             raise ValueError(f"HeadConfig.loss must be 'mse' or 'l1', got {self.loss!r}")
@@ -98,6 +100,7 @@ class ActionHead(nn.Module):
         raise NotImplementedError
 
 
+@ACTION_HEADS.register("regression")
 class RegressionHead(ActionHead):
     """MLP on the pooled fused vector: (B, D) -> (B, k, A), trained with MSE or L1."""
 
@@ -115,6 +118,7 @@ class RegressionHead(ActionHead):
         return _masked_mean(err, mask)
 
 
+@ACTION_HEADS.register("bins")
 class BinsHead(ActionHead):
     """Each action dimension discretised into ``num_bins`` uniform bins over [-r, r]; cross-entropy.
 
@@ -184,6 +188,7 @@ class _FlowBlock(nn.Module):
         return x + self.mlp(self.norm3(x))
 
 
+@ACTION_HEADS.register("flow")
 class FlowHead(ActionHead):
     """Flow-matching action expert over the chunk (π₀ style).
 
@@ -234,6 +239,9 @@ class FlowHead(ActionHead):
         return x
 
 
+HEADS = ACTION_HEADS.names()  # ("regression", "bins", "flow")
+
+
 def build_head(cfg: HeadConfig) -> ActionHead:
     """Instantiate the action head named by ``cfg.kind``."""
-    return {"regression": RegressionHead, "bins": BinsHead, "flow": FlowHead}[cfg.kind](cfg)
+    return ACTION_HEADS.get(cfg.kind)(cfg)

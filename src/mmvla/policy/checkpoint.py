@@ -1,5 +1,9 @@
 """Policy checkpoints: ``model.safetensors`` + ``config.json`` + ``stats.json``; nothing is unpickled.
 
+This module reads and writes the files of any module with a ``cfg`` (:class:`PolicyConfig`) and a
+``normalizer`` (:class:`Normalizer`); it does not know the policy class, which builds itself from what
+:func:`read_checkpoint` returns (:meth:`mmvla.policy.model.VLAPolicy.from_pretrained`).
+
 A checkpoint directory is replaced durably (:func:`mmvla.core.io.durable_directory`): every file and the
 directory are fsynced and the new directory is swapped in with one atomic rename, so a SIGKILL or a
 power cut at any point leaves a complete, loadable checkpoint (the previous or the new one).
@@ -10,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
@@ -21,15 +25,21 @@ from mmvla.core.io import atomic_write_json, durable_directory, read_json
 from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import Normalizer
 
-if TYPE_CHECKING:
-    from mmvla.policy.model import VLAPolicy
-
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 STATS = "stats.json"
 
 
-def write_policy_files(policy: VLAPolicy, directory: Path, extra: dict[str, Any] | None = None) -> None:
+class Checkpointable(Protocol):
+    """What a checkpoint holds of a policy: its weights, config and normalisation statistics."""
+
+    cfg: PolicyConfig
+    normalizer: Normalizer
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+
+def write_policy_files(policy: Checkpointable, directory: Path, extra: dict[str, Any] | None = None) -> None:
     """Write the three checkpoint files into an existing ``directory`` (not atomic by itself)."""
     state = {k: v.detach().cpu().contiguous() for k, v in policy.state_dict().items()}
     save_file(state, str(directory / WEIGHTS), metadata={"format": "pt", "mmvla_version": __version__})
@@ -38,7 +48,7 @@ def write_policy_files(policy: VLAPolicy, directory: Path, extra: dict[str, Any]
 
 
 def save_pretrained(
-    policy: VLAPolicy, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None
+    policy: Checkpointable, directory: str | os.PathLike[str], extra: dict[str, Any] | None = None
 ) -> Path:
     """Durably (re)write a checkpoint directory for ``policy`` (see the module docstring); returns its path."""
     directory = Path(directory)
@@ -91,20 +101,20 @@ def load_config(directory: str | os.PathLike[str]) -> tuple[PolicyConfig, dict[s
         raise ValueError(f"policy config {Path(directory) / CONFIG} is malformed: {e}") from e
 
 
-def from_pretrained(directory: str | os.PathLike[str], map_location: str = "cpu") -> VLAPolicy:
-    """Load a policy saved by :func:`save_pretrained`, in eval mode.
+def read_checkpoint(
+    directory: str | os.PathLike[str], map_location: str = "cpu"
+) -> tuple[PolicyConfig, Normalizer, dict[str, torch.Tensor]]:
+    """Read a checkpoint written by :func:`save_pretrained`: (config, statistics, weights on ``map_location``).
 
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and tensor for a
-    malformed config, missing statistics, or weights of the wrong names or shapes.
+    Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` naming the file for
+    a malformed config, missing statistics or unreadable weights. The weights are checked against the
+    policy by :func:`load_state_strict`.
     """
-    from mmvla.policy.model import VLAPolicy
-
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
     cfg, _ = load_config(directory)
     normalizer = Normalizer.from_dict(read_json(directory / STATS, "normalisation statistics"))
-    policy = VLAPolicy(cfg, normalizer)
     path = directory / WEIGHTS
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint weights not found: {path}")
@@ -112,8 +122,7 @@ def from_pretrained(directory: str | os.PathLike[str], map_location: str = "cpu"
         state = load_file(str(path), device=map_location)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"checkpoint weights {path} are unreadable: {e}") from e
-    load_state_strict(policy, state, str(path))
-    return policy.eval()
+    return cfg, normalizer, state
 
 
 def load_state_strict(module: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:

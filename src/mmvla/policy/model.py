@@ -47,6 +47,7 @@ from mmvla.policy import checkpoint
 from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import Normalizer
 from mmvla.policy.observation import observation_to_batch, validate_observation
+from mmvla.policy.protocol import Policy
 from mmvla.policy.runtime import ActionChunker
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 
@@ -353,5 +354,15 @@ class VLAPolicy(nn.Module):
 
     @classmethod
     def from_pretrained(cls, directory: str | os.PathLike[str], map_location: str = "cpu") -> VLAPolicy:
-        """Load a policy written by :meth:`save_pretrained` (eval mode); never unpickles anything."""
-        return checkpoint.from_pretrained(directory, map_location)
+        """Load a policy written by :meth:`save_pretrained` (eval mode); never unpickles anything.
+
+        Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming the file and tensor for a
+        malformed config, missing statistics, or weights of the wrong names or shapes.
+        """
+        cfg, normalizer, state = checkpoint.read_checkpoint(directory, map_location)
+        policy = cls(cfg, normalizer)
+        checkpoint.load_state_strict(policy, state, str(Path(directory) / checkpoint.WEIGHTS))
+        return policy.eval()
+
+
+_LOCAL_IS_A_POLICY: type[Policy] = VLAPolicy  # mypy checks the local policy against the protocol

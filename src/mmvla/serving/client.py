@@ -24,13 +24,16 @@ import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
 from mmvla.serving.protocol import ProtocolError, pack, unpack
+
+if TYPE_CHECKING:  # for mypy only: importing mmvla.policy at run time would import torch
+    from mmvla.policy.protocol import Policy
 
 logger = logging.getLogger("mmvla.serving.client")
 
@@ -392,7 +395,8 @@ class RemotePolicyConfig:
 
 
 class RemotePolicy:
-    """``cfg`` / ``reset`` / ``act`` like :class:`mmvla.policy.VLAPolicy`, through a policy server.
+    """``cfg`` / ``reset`` / ``act`` like :class:`mmvla.policy.VLAPolicy`, through a policy server: a
+    :class:`mmvla.policy.protocol.Policy`.
 
     Args:
         url: ``ws://host:port``.
@@ -425,3 +429,7 @@ class RemotePolicy:
 
     def close(self) -> None:
         self.client.close()
+
+
+if TYPE_CHECKING:  # mypy checks the served policy against the protocol
+    _REMOTE_IS_A_POLICY: type[Policy] = RemotePolicy

@@ -51,9 +51,11 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from http import HTTPStatus
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import torch
+from PIL import Image
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
@@ -61,6 +63,11 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from mmvla import __version__
+from mmvla.policy.checkpoint import checkpoint_id
+from mmvla.policy.model import VLAPolicy
+from mmvla.policy.observation import ObservationError, observation_to_batch
+from mmvla.policy.runtime import CHUNK_MODES
+from mmvla.policy.safety import FALLBACK_NONFINITE, SafetyConfig, SafetyMonitor
 from mmvla.serving.protocol import (
     KINDS,
     PROTOCOL_VERSION,
@@ -73,10 +80,6 @@ from mmvla.serving.protocol import (
     request_id,
     unpack,
 )
-
-if TYPE_CHECKING:
-    from mmvla.policy.model import VLAPolicy
-    from mmvla.policy.safety import SafetyConfig
 
 logger = logging.getLogger("mmvla.serving.server")
 
@@ -93,14 +96,6 @@ _REQUEST_KEYS = {
 }
 _MAX_KEY_CHARS = 64
 _DROP = "-"  # an openpi key mapped to this is ignored
-
-
-def checkpoint_id(directory: str | os.PathLike[str]) -> str:
-    """sha256 (hex) over every file of a checkpoint (weights, config, statistics): identifies what a
-    server answers with (:func:`mmvla.policy.checkpoint.checkpoint_id`)."""
-    from mmvla.policy.checkpoint import checkpoint_id as _checkpoint_id
-
-    return _checkpoint_id(directory)
 
 
 def default_openpi_keys(cameras: tuple[str, ...] | list[str]) -> dict[str, str]:
@@ -127,8 +122,6 @@ def parse_key_map(spec: str) -> dict[str, str]:
 def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     """uint8 (H, W, 3) -> (size, size, 3): openpi's ``resize_with_pad`` convention (keep the aspect ratio,
     PIL bilinear, pad the short side with black); returned unchanged if it already has that size."""
-    from PIL import Image
-
     h, w = image.shape[:2]
     if h == w == size:
         return image
@@ -305,9 +298,6 @@ class PolicyServer:
         protocol: str = "auto",
         openpi_keys: Mapping[str, str] | None = None,
     ) -> None:
-        from mmvla.policy.runtime import CHUNK_MODES
-        from mmvla.policy.safety import SafetyConfig
-
         if chunk_mode not in CHUNK_MODES:
             raise ValueError(f"chunk_mode must be one of {CHUNK_MODES}, got {chunk_mode!r}")
         if max_message_bytes < 1024:
@@ -387,8 +377,6 @@ class PolicyServer:
     @classmethod
     def from_checkpoint(cls, directory: str | os.PathLike[str], **kwargs: Any) -> PolicyServer:
         """Load ``directory`` (``save_pretrained``) and build a server whose metadata carries its sha256."""
-        from mmvla.policy import VLAPolicy
-
         policy = VLAPolicy.from_pretrained(directory)
         return cls(policy, checkpoint=checkpoint_id(directory), **kwargs)
 
@@ -436,8 +424,6 @@ class PolicyServer:
 
     # ------------------------------------------------------------------ inference thread
     def _fresh_state(self, session: _Session, chunk_mode: str) -> dict[str, Any]:
-        from mmvla.policy.safety import SafetyMonitor
-
         p = self.policy
         p.safety = (
             None if self.safety_config is None else SafetyMonitor(self.safety_config, log=session.log.safety)
@@ -466,10 +452,6 @@ class PolicyServer:
 
     def _run_batch(self, jobs: list[_Job]) -> list[dict[str, Any]]:
         """Every job's reply (a dict; error replies included); runs on the inference thread."""
-        import torch
-
-        from mmvla.policy.observation import ObservationError
-
         t0 = time.perf_counter()
         for job in jobs:
             job.started_at = t0
@@ -513,10 +495,6 @@ class PolicyServer:
 
     def _forward(self, jobs: list[_Job], forward: list[int], replies: list[dict[str, Any] | None]) -> None:
         """One batched pass for ``jobs[forward]``; fills their replies."""
-        import torch
-
-        from mmvla.policy.observation import observation_to_batch
-
         p = self.policy
         cams = p.cfg.cameras
         rows = [observation_to_batch(jobs[i].observation, cams) for i in forward]
@@ -560,8 +538,6 @@ class PolicyServer:
     def _action_reply(
         self, s: _Session, job: _Job, out: np.ndarray, nonfinite: bool = False
     ) -> dict[str, Any]:
-        from mmvla.policy.safety import FALLBACK_NONFINITE
-
         s.steps += 1
         out = np.asarray(out, dtype=np.float32)
         A = out.shape[-1]
@@ -896,8 +872,6 @@ class PolicyServer:
             await self._send(s, reply, job.openpi)
 
     async def _reset(self, s: _Session, msg: Mapping[str, Any]) -> dict[str, Any]:
-        from mmvla.policy.runtime import CHUNK_MODES
-
         assert s.state is not None
         mode = msg.get("chunk_mode", s.state["chunk_mode"])
         if not isinstance(mode, str) or mode not in CHUNK_MODES:

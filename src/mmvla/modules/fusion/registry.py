@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TypeVar
 
+from mmvla.core.registry import Registry
 from mmvla.modules.fusion.base import Fusion, FusionConfig
 
-_FUSIONS: dict[str, type[Fusion]] = {}
+FUSIONS: Registry[type[Fusion]] = Registry("fusion")
 F = TypeVar("F", bound=type[Fusion])
 
 
@@ -15,9 +16,7 @@ def register_fusion(name: str) -> Callable[[F], F]:
     """Class decorator adding a fusion design under ``name``."""
 
     def deco(cls: F) -> F:
-        if name in _FUSIONS:
-            raise ValueError(f"fusion {name!r} is already registered")
-        _FUSIONS[name] = cls
+        FUSIONS.register(name)(cls)
         return cls
 
     return deco
@@ -25,11 +24,11 @@ def register_fusion(name: str) -> Callable[[F], F]:
 
 def available_fusions() -> list[str]:
     """Registered fusion names, sorted."""
-    return sorted(_FUSIONS)
+    return sorted(FUSIONS)
 
 
 def build_fusion(name: str, cfg: FusionConfig) -> Fusion:
-    """Instantiate the fusion registered as ``name``; unknown names list the valid ones."""
-    if name not in _FUSIONS:
+    """Instantiate the fusion registered as ``name``; unknown names list the valid ones (sorted)."""
+    if name not in FUSIONS:
         raise ValueError(f"unknown fusion {name!r}; available: {', '.join(available_fusions())}")
-    return _FUSIONS[name](cfg)
+    return FUSIONS.get(name)(cfg)
