@@ -67,7 +67,7 @@ def _pick_outcome(env: Any, trace: dict[str, Any], success: bool) -> tuple[str, 
 def _push_outcome(env: Any, direction: str, success: bool) -> tuple[str, dict[str, float]]:
     if success:
         return "success", {}
-    from mmvla.sim.env import PUSH_DISTANCE
+    from mmvla.sim.tabletop.env import PUSH_DISTANCE
 
     moved = [
         float(np.linalg.norm(env.object_position(o)[:2] - env.initial_positions[i][:2]))
@@ -86,7 +86,7 @@ def _push_outcome(env: Any, direction: str, success: bool) -> tuple[str, dict[st
 
 def run_episode(env: Any, policy: Any, seed: int, family: str) -> tuple[str, dict[str, float]]:
     """One closed-loop episode; returns (outcome, numbers that qualify it)."""
-    from mmvla.sim.expert import grasp_yaw, wrap_angle
+    from mmvla.sim.tabletop.expert import grasp_yaw, wrap_angle
 
     obs, info = env.reset(seed=seed, options={"family": family})
     policy.reset()
@@ -118,7 +118,7 @@ def main() -> None:
     p.add_argument("--out", help="JSON path (default: CHECKPOINT/../failure_modes.json)")
     args = p.parse_args()
     from mmvla.policy import VLAPolicy
-    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tabletop.env import TabletopEnv
 
     torch.set_num_threads(1)
     policy = VLAPolicy.from_pretrained(args.checkpoint).eval()

@@ -133,7 +133,7 @@ def test_argument_validation(tmp_path: Path) -> None:
 def test_real_collect_round_trip_and_worker_independence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("mmvla.sim.expert")
+    pytest.importorskip("mmvla.sim.tabletop.expert")
     from mmvla.cli import main
 
     seen: list[Episode] = []  # what the recorder saw, before PNG encoding

@@ -209,7 +209,7 @@ Job = tuple[str, str, int, str | None, dict[str, Any]]
 def _run_episode(job: Job) -> tuple[str, EpisodeResult, dict[str, Any]]:
     condition, split, seed, family, env_kwargs = job
     import mmvla.sim  # noqa: F401  (registers the environment)
-    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tabletop.env import TabletopEnv
     from mmvla.sim.registry import wrong_instruction_pool
 
     policy, recorder = _WORKER["policy"], _WORKER["recorder"]

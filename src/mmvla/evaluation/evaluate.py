@@ -44,7 +44,7 @@ class EvalConfig:
         rephrase: canonical instruction -> the user's wording given to the policy instead.
         wordings: built-in wording set given to the policy (tabletop): "canonical", "train" (training
             wordings) or "heldout" (words no training wording uses); one wording per episode, drawn from
-            the episode seed (:func:`mmvla.sim.wordings.wording_for_episode`). ``rephrase`` wins.
+            the episode seed (:func:`mmvla.sim.tabletop.wordings.wording_for_episode`). ``rephrase`` wins.
         max_steps: episode step limit (None: the environment's own).
         env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
         env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
@@ -177,7 +177,7 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
         if given is None:
             given = told
             if opts["wordings"] != "canonical":
-                from mmvla.sim.wordings import wording_for_episode
+                from mmvla.sim.tabletop.wordings import wording_for_episode
 
                 given = wording_for_episode(told, opts["wordings"], seed)
         if opts["control"] == "blank_images" and getattr(policy, "safety", None) is not None:

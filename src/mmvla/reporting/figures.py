@@ -428,8 +428,8 @@ def attention_overlay_for_checkpoint(
         ValueError: neither language → vision attention nor a conditioned trunk.
     """
     from mmvla.policy import VLAPolicy
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import FAMILIES, parse_instruction
+    from mmvla.sim.tabletop.env import TabletopEnv
+    from mmvla.sim.tabletop.tasks import FAMILIES, parse_instruction
 
     policy = VLAPolicy.from_pretrained(checkpoint)
     cfg = policy.cfg
@@ -576,7 +576,7 @@ def embedding_projection(
 
 def _colour_shape(label: str) -> tuple[str | None, str | None]:
     """The first colour word and the first shape word of a label ("pick up the red cube" -> red, cube)."""
-    from mmvla.sim.tasks import COLOURS, SHAPES
+    from mmvla.sim.tabletop.tasks import COLOURS, SHAPES
 
     words = label.lower().split()
     colour = next((w for w in words if w in COLOURS), None)
@@ -615,7 +615,7 @@ def plot_embeddings(
     """
     from matplotlib.lines import Line2D
 
-    from mmvla.sim.tasks import COLOUR_RGBA
+    from mmvla.sim.tabletop.tasks import COLOUR_RGBA
 
     proj = embedding_projection(vision_emb, text_emb, method=method, seed=seed)
     labelled = vision_labels is not None and text_labels is not None

@@ -7,8 +7,8 @@ comes from here, so adding a simulator does not touch them::
     env = make_env("metaworld-mt10", cameras=("corner4",), image_size=64)
     expert = make_expert("metaworld-mt10", env, noise_std=0.1, seed=0)  # reset(), act(obs), last_clean_action
 
-``"tabletop"`` is :class:`mmvla.sim.env.TabletopEnv` (the default everywhere); ``"metaworld-mt10"`` is
-:class:`mmvla.sim.metaworld_env.MetaWorldMT10Env` (needs ``pip install 'mmvla[metaworld]'``; Meta-World is
+``"tabletop"`` is :class:`mmvla.sim.tabletop.env.TabletopEnv` (the default everywhere); ``"metaworld-mt10"`` is
+:class:`mmvla.sim.metaworld.env.MetaWorldMT10Env` (needs ``pip install 'mmvla[metaworld]'``; Meta-World is
 imported only when that environment is built).
 """
 
@@ -62,7 +62,7 @@ def default_cameras(name: str) -> tuple[str, ...]:
     """Cameras recorded when none are named: tabletop front + wrist, Meta-World corner4."""
     if check_env_name(name) == "tabletop":
         return ("front", "wrist")
-    from mmvla.sim.metaworld_env import DEFAULT_CAMERAS
+    from mmvla.sim.metaworld.env import DEFAULT_CAMERAS
 
     return DEFAULT_CAMERAS
 
@@ -71,7 +71,7 @@ def default_families(name: str) -> tuple[str, ...]:
     """Task families (Meta-World: tasks) drawn when none are named: tabletop pick + push, all of MT10."""
     if check_env_name(name) == "tabletop":
         return ("pick", "push")
-    from mmvla.sim.metaworld_env import MT10_TASKS
+    from mmvla.sim.metaworld.env import MT10_TASKS
 
     return MT10_TASKS
 
@@ -95,12 +95,12 @@ def env_config(
     cams = tuple(default_cameras(name) if cameras is None else cameras)
     fams = tuple(default_families(name) if families is None else families)
     if name == "tabletop":
-        from mmvla.sim.config import TabletopConfig
+        from mmvla.sim.tabletop.config import TabletopConfig
 
         return TabletopConfig(
             cameras=cams, image_size=image_size, split=split, families=fams, max_steps=max_steps, **options
         )
-    from mmvla.sim.metaworld_env import MetaWorldConfig
+    from mmvla.sim.metaworld.env import MetaWorldConfig
 
     if max_steps is not None:
         options["max_steps"] = max_steps
@@ -114,10 +114,10 @@ def make_env(name: str, config: Any = None, **kwargs: Any) -> Any:
     elif kwargs:
         raise ValueError("make_env: pass either a config or keyword arguments, not both")
     if check_env_name(name) == "tabletop":
-        from mmvla.sim.env import TabletopEnv
+        from mmvla.sim.tabletop.env import TabletopEnv
 
         return TabletopEnv(config)
-    from mmvla.sim.metaworld_env import MetaWorldMT10Env
+    from mmvla.sim.metaworld.env import MetaWorldMT10Env
 
     return MetaWorldMT10Env(config)
 
@@ -125,10 +125,10 @@ def make_env(name: str, config: Any = None, **kwargs: Any) -> Any:
 def make_expert(name: str, env: Any, noise_std: float = 0.0, seed: int | None = None) -> Expert:
     """The scripted expert of environment ``name`` acting in ``env`` (its label: ``last_clean_action``)."""
     if check_env_name(name) == "tabletop":
-        from mmvla.sim.expert import ScriptedExpert
+        from mmvla.sim.tabletop.expert import ScriptedExpert
 
         return ScriptedExpert(env, noise_std=noise_std, seed=seed)
-    from mmvla.sim.metaworld_env import MetaWorldExpert
+    from mmvla.sim.metaworld.env import MetaWorldExpert
 
     return MetaWorldExpert(env, noise_std=noise_std, seed=seed)
 
@@ -136,12 +136,12 @@ def make_expert(name: str, env: Any, noise_std: float = 0.0, seed: int | None = 
 def dataset_schema(name: str, config: Any) -> DatasetSchema:
     """Feature names, robot type and fps of a dataset recorded in ``name`` with ``config``."""
     if check_env_name(name) == "tabletop":
-        from mmvla.sim.scene import CONTROL_DT
+        from mmvla.sim.tabletop.scene import CONTROL_DT
 
         return DatasetSchema(
             STATE_NAMES, ACTION_NAMES, ROBOT_TYPE, round(1.0 / CONTROL_DT), TABLETOP_ENV_STATE
         )
-    from mmvla.sim import metaworld_env as mw
+    from mmvla.sim.metaworld import env as mw
 
     return DatasetSchema(
         tuple(config.state_names),
@@ -173,7 +173,7 @@ def environment_state(name: str, env: Any) -> np.ndarray | None:
         mw_obs = env.unwrapped.mw_obs  # (39,) Meta-World's full observation, goal included
         hand = mw_obs[:3]
         return np.asarray([*(mw_obs[4:7] - hand), *(mw_obs[36:39] - hand)], dtype=np.float32)
-    from mmvla.sim import scene
+    from mmvla.sim.tabletop import scene
 
     sim = env.unwrapped
     target = sim.target
@@ -202,10 +202,10 @@ def check_rendered(obs: Mapping[str, Any], cameras: Sequence[str]) -> None:
 def canonical_instructions(name: str, split: str = "train") -> tuple[str, ...]:
     """Every canonical instruction environment ``name`` can give in ``split``."""
     if check_env_name(name) == "tabletop":
-        from mmvla.sim.tasks import all_instructions
+        from mmvla.sim.tabletop.tasks import all_instructions
 
         return tuple(all_instructions(split))
-    from mmvla.sim.metaworld_env import all_instructions as mw_instructions
+    from mmvla.sim.metaworld.env import all_instructions as mw_instructions
 
     return mw_instructions()
 

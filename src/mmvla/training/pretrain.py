@@ -270,14 +270,14 @@ class DualEncoder(nn.Module):
 
 def instruction_split(instruction: str) -> str:
     """``"unseen"`` when a canonical instruction names a held-out composition (target or base), else ``"train"``."""
-    from mmvla.sim.tasks import parse_instruction
+    from mmvla.sim.tabletop.tasks import parse_instruction
 
     return "train" if parse_instruction(instruction).in_split("train") else "unseen"
 
 
 def dataset_families(instructions: Sequence[str]) -> tuple[str, ...]:
     """Task families of a dataset's canonical instructions (non-canonical ones are ignored), in FAMILIES order."""
-    from mmvla.sim.tasks import FAMILIES, parse_instruction
+    from mmvla.sim.tabletop.tasks import FAMILIES, parse_instruction
 
     seen = set()
     for text in instructions:
@@ -329,7 +329,7 @@ def _run_expert(env: Any, seed: int, instruction: str, stop: int | None) -> int:
 
     Returns the number of steps taken.
     """
-    from mmvla.sim.expert import ScriptedExpert
+    from mmvla.sim.tabletop.expert import ScriptedExpert
 
     obs, _ = env.reset(seed=seed, options={"instruction": instruction})
     expert = ScriptedExpert(env, noise_std=0.0, seed=seed)
@@ -359,8 +359,8 @@ def build_eval_set(
     """
     from tqdm.auto import tqdm
 
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import all_instructions
+    from mmvla.sim.tabletop.env import TabletopEnv
+    from mmvla.sim.tabletop.tasks import all_instructions
 
     if rounds < 1:
         raise ValueError(f"build_eval_set: rounds must be >= 1, got {rounds}")

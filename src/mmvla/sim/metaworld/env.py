@@ -1,7 +1,7 @@
 """Meta-World MT10 behind the tabletop's observation/action interface (optional extra ``mmvla[metaworld]``).
 
 The ten MT10 tasks (Meta-World 3.1.1, v3 environments) become one Gymnasium environment,
-``MetaWorldMT10Env``, whose observations and actions look like :class:`mmvla.sim.env.TabletopEnv`'s, so
+``MetaWorldMT10Env``, whose observations and actions look like :class:`mmvla.sim.tabletop.env.TabletopEnv`'s, so
 ``mmvla collect / train / eval --env metaworld-mt10`` run the same code as the tabletop.
 
 Observation (``gymnasium.spaces.Dict``):
@@ -66,11 +66,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any
 
+# Headless rendering by default; it must be set before the first `import mujoco` (Meta-World's, when an
+# environment is built, or ours in `_renderer`).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
+
+from mmvla.sim.exit import close_at_exit
 
 INSTALL_HINT = "pip install 'mmvla[metaworld]'"
 
@@ -474,9 +478,10 @@ class MetaWorldMT10Env(gym.Env[dict[str, Any], np.ndarray]):
     def _renderer(self, task: str, size: int) -> Any:
         key = (task, size)
         if key not in self._renderers:
-            import mujoco
+            import mujoco  # MuJoCo: imported (after Meta-World) only once a camera is rendered
 
             self._renderers[key] = mujoco.Renderer(self._envs[task].model, size, size)
+            close_at_exit(self)
         return self._renderers[key]
 
     def _observation(self) -> dict[str, Any]:
@@ -539,7 +544,7 @@ class MetaWorldExpert:
             ignored rotation entries of a 7-D action stay 0).
         seed: seed of the noise generator.
 
-    Usage (the same as the tabletop's :class:`~mmvla.sim.expert.ScriptedExpert`)::
+    Usage (the same as the tabletop's :class:`~mmvla.sim.tabletop.expert.ScriptedExpert`)::
 
         expert = MetaWorldExpert(env, noise_std=0.1, seed=0)
         obs, info = env.reset(seed=0)

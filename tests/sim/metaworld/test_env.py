@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from mmvla.policy.observation import validate_observation
-from mmvla.sim import metaworld_env as mwe
+from mmvla.sim.metaworld import env as mwe
 
 HAVE_METAWORLD = importlib.util.find_spec("metaworld") is not None
 needs_metaworld = pytest.mark.skipif(

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mmvla.modules.language import normalize_instruction
-from mmvla.sim.tasks import all_instructions, all_tasks
-from mmvla.sim.wordings import (
+from mmvla.sim.tabletop.tasks import all_instructions, all_tasks
+from mmvla.sim.tabletop.wordings import (
     FUNCTION_WORDS,
     HELDOUT,
     HELDOUT_FILE,
@@ -91,7 +91,7 @@ def test_wordings_vary_in_every_way_the_model_promises(train_set):
 
 
 def test_generated_wordings_fit_the_environment_charset():
-    from mmvla.sim.tasks import INSTRUCTION_CHARSET, INSTRUCTION_MAX_LENGTH
+    from mmvla.sim.tabletop.tasks import INSTRUCTION_CHARSET, INSTRUCTION_MAX_LENGTH
 
     rng = np.random.default_rng(0)
     for task in all_tasks("all")[::5]:
