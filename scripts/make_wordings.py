@@ -16,7 +16,7 @@ from pathlib import Path
 from mmvla.core.io import atomic_write_bytes
 from mmvla.sim.tabletop.wordings import HELDOUT_FILE, heldout_file_text
 
-TARGET = Path(__file__).resolve().parents[1] / "src" / "mmvla" / "sim" / "data" / HELDOUT_FILE
+TARGET = Path(__file__).resolve().parents[1] / "src" / "mmvla" / "sim" / "tabletop" / "data" / HELDOUT_FILE
 
 
 def main() -> int:

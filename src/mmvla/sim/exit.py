@@ -34,6 +34,6 @@ def _close_live() -> None:
     for env in list(_LIVE):
         try:
             env.close()
-        except Exception:  # noqa: S112  (exiting: nothing useful left to do with it)
+        except Exception:
             continue
     _LIVE.clear()

@@ -25,7 +25,7 @@ from mmvla.sim.tabletop.wordings import (
     wordings_for,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _words(texts):
@@ -65,7 +65,7 @@ def test_every_wording_parses_back_to_its_task_and_no_two_tasks_share_one(vocabu
 
 
 def test_heldout_file_covers_every_task_and_matches_the_generator():
-    text = (ROOT / "src" / "mmvla" / "sim" / "data" / HELDOUT_FILE).read_text(encoding="utf-8")
+    text = (ROOT / "src" / "mmvla" / "sim" / "tabletop" / "data" / HELDOUT_FILE).read_text(encoding="utf-8")
     assert text == heldout_file_text(), "run scripts/make_wordings.py"
     assert set(heldout_wordings()) == set(all_instructions("all"))
 

@@ -43,7 +43,11 @@ def _expert(env: Any, noise_std: float, seed: int | None) -> Expert:
 
 def _schema(config: mw.MetaWorldConfig) -> DatasetSchema:
     return DatasetSchema(
-        tuple(config.state_names), tuple(config.action_names), mw.ROBOT_TYPE, mw.CONTROL_HZ, METAWORLD_ENV_STATE
+        tuple(config.state_names),
+        tuple(config.action_names),
+        mw.ROBOT_TYPE,
+        mw.CONTROL_HZ,
+        METAWORLD_ENV_STATE,
     )
 
 

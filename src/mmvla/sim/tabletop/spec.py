@@ -47,7 +47,9 @@ def _expert(env: Any, noise_std: float, seed: int | None) -> Expert:
 
 
 def _schema(config: TabletopConfig) -> DatasetSchema:
-    return DatasetSchema(STATE_NAMES, ACTION_NAMES, ROBOT_TYPE, round(1.0 / scene.CONTROL_DT), TABLETOP_ENV_STATE)
+    return DatasetSchema(
+        STATE_NAMES, ACTION_NAMES, ROBOT_TYPE, round(1.0 / scene.CONTROL_DT), TABLETOP_ENV_STATE
+    )
 
 
 def environment_state(env: Any) -> np.ndarray:

@@ -11,7 +11,7 @@ punctuation and light typos. Each slot's lexicon is split in two:
   (:data:`FUNCTION_WORDS` — articles, pronouns, prepositions, auxiliaries — are shared by both).
 
 So a policy evaluated on held-out wordings meets words it never saw, and generalisation to new words
-is measured, not assumed. The held-out set shipped with the package (``sim/data/heldout_wordings.tsv``)
+is measured, not assumed. The held-out set shipped with the package (``sim/tabletop/data/heldout_wordings.tsv``)
 is :func:`wording_set` ``("heldout", ...)`` written by ``scripts/make_wordings.py``; a test checks that
 the file and the generator agree.
 
