@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,13 @@ import numpy as np
 import torch
 
 from mmvla.core.io import atomic_write_json
+from mmvla.policy import VLAPolicy
+from mmvla.sim.registry import make_env
+from mmvla.sim.rollout import rollout
+from mmvla.sim.tabletop.env import PUSH_DISTANCE
+from mmvla.sim.tabletop.expert import grasp_yaw, wrap_angle
 
-os.environ.setdefault("MUJOCO_GL", "egl")
+ENV = "tabletop"  # the outcomes read the tabletop's objects, grasp and push geometry
 
 EVAL_SEED = 5_000_000  # disjoint from collection (0..) and `mmvla eval` (1,000,000..)
 LIFTED = 0.03  # metres above the start: an object counts as raised
@@ -67,8 +71,6 @@ def _pick_outcome(env: Any, trace: dict[str, Any], success: bool) -> tuple[str, 
 def _push_outcome(env: Any, direction: str, success: bool) -> tuple[str, dict[str, float]]:
     if success:
         return "success", {}
-    from mmvla.sim.env import PUSH_DISTANCE
-
     moved = [
         float(np.linalg.norm(env.object_position(o)[:2] - env.initial_positions[i][:2]))
         for i, o in enumerate(env.objects)
@@ -86,16 +88,12 @@ def _push_outcome(env: Any, direction: str, success: bool) -> tuple[str, dict[st
 
 def run_episode(env: Any, policy: Any, seed: int, family: str) -> tuple[str, dict[str, float]]:
     """One closed-loop episode; returns (outcome, numbers that qualify it)."""
-    from mmvla.sim.expert import grasp_yaw, wrap_angle
-
-    obs, info = env.reset(seed=seed, options={"family": family})
+    start = env.reset(seed=seed, options={"family": family})
     policy.reset()
     target = env.target
     trace: dict[str, Any] = {"first_low_close": None, "closest": math.inf}
-    done = False
-    while not done:
-        obs, _, terminated, truncated, info = env.step(policy.act(obs))
-        done = terminated or truncated
+
+    def on_step(_obs: dict[str, Any], _info: dict[str, Any]) -> None:
         ee = env.ee_state()  # (x, y, z, yaw, opening)
         trace["closest"] = min(
             trace["closest"], float(np.linalg.norm(ee[:2] - env.object_position(target)[:2]))
@@ -104,6 +102,8 @@ def run_episode(env: Any, policy: Any, seed: int, family: str) -> tuple[str, dic
             dist = [np.linalg.norm(ee[:2] - env.object_position(o)[:2]) for o in env.objects]
             yaw_err = wrap_angle(grasp_yaw(target.shape, env.object_yaw(target)) - ee[3])
             trace["first_low_close"] = (int(np.argmin(dist)), yaw_err)
+
+    info = rollout(env, policy.act, start=start, on_step=on_step, stop_on_success=False).info
     if family == "pick":
         return _pick_outcome(env, trace, bool(info["success"]))
     return _push_outcome(env, str(info["direction"]), bool(info["success"]))
@@ -117,15 +117,12 @@ def main() -> None:
     p.add_argument("--families", default="pick,push")
     p.add_argument("--out", help="JSON path (default: CHECKPOINT/../failure_modes.json)")
     args = p.parse_args()
-    from mmvla.policy import VLAPolicy
-    from mmvla.sim.env import TabletopEnv
-
     torch.set_num_threads(1)
     policy = VLAPolicy.from_pretrained(args.checkpoint).eval()
     result: dict[str, Any] = {"checkpoint": str(Path(args.checkpoint).resolve()), "episodes": args.episodes}
     table: dict[str, dict[str, Any]] = {}
     for split in args.splits.split(","):
-        env = TabletopEnv(cameras=policy.cfg.cameras, image_size=policy.cfg.image_size, split=split)
+        env = make_env(ENV, cameras=policy.cfg.cameras, image_size=policy.cfg.image_size, split=split)
         try:
             for family in args.families.split(","):
                 outcomes: Counter[str] = Counter()

@@ -2,7 +2,7 @@
 
 Trains the demo recipe three ways on the same data and budget (8,000 steps), then evaluates each
 checkpoint on the **same episodes** with three wording sets (canonical instructions; training
-wordings; held-out wordings whose content words no training wording contains, mmvla.sim.wordings),
+wordings; held-out wordings whose content words no training wording contains, mmvla.sim.tabletop.wordings),
 with the wrong-instruction control and the instruction swap (another object on the table becomes
 the target: does the gripper go to the newly named object?), and one diagnostic set: the held-out
 verbs, fillers, directions and phrasings around *training* colour and shape words, which separates
@@ -102,8 +102,8 @@ def language_probe(steps: int = 300, seed: int = 0) -> dict[str, Any]:
     these features can read from unseen words.
     """
     from mmvla.modules.language import LanguageConfig, MiniLMTextEncoder, normalize_instruction
-    from mmvla.sim.tasks import COLOURS, SHAPES
-    from mmvla.sim.wordings import parse_wording, wording_set
+    from mmvla.sim.tabletop.tasks import COLOURS, SHAPES
+    from mmvla.sim.tabletop.wordings import parse_wording, wording_set
 
     torch.manual_seed(seed)
     enc = MiniLMTextEncoder(LanguageConfig(kind="minilm"))

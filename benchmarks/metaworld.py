@@ -87,7 +87,7 @@ def policy_and_train_configs(args: argparse.Namespace, steps: int) -> tuple[Any,
 
 def expert_reference(episodes_per_task: int, env_options: dict[str, Any]) -> dict[str, Any]:
     """Meta-World's experts through our adapter on the evaluation's (task, seed) pairs, no noise."""
-    from mmvla.sim.metaworld_env import MT10_TASKS, MetaWorldMT10Env, run_expert_episode
+    from mmvla.sim.metaworld.env import MT10_TASKS, MetaWorldMT10Env, run_expert_episode
 
     env = MetaWorldMT10Env(cameras=(), **env_options)  # the expert reads the simulator: no images needed
     per_task: dict[str, list[bool]] = {t: [] for t in MT10_TASKS}
@@ -168,7 +168,7 @@ def main() -> None:
         "max_steps": args.max_steps,
     }
 
-    from mmvla.sim.metaworld_env import MT10_TASKS
+    from mmvla.sim.metaworld.env import MT10_TASKS
 
     t_start = time.perf_counter()
     result: dict[str, Any] = {

@@ -34,7 +34,7 @@ from mmvla.core.io import atomic_write_json
 from mmvla.data.collect import collect_dataset
 from mmvla.data.dataset import VLADataset
 from mmvla.policy import VLAPolicy
-from mmvla.sim.env import TabletopEnv
+from mmvla.sim.tabletop.env import TabletopEnv
 from mmvla.training.recipes import demo_configs
 from mmvla.training.trainer import dataset_normalizer
 

@@ -77,8 +77,8 @@ def train_tiny(root: Path, steps: int, episodes: int) -> tuple[Path, dict[str, A
 
 def sim_observations(cameras: tuple[str, ...], image_size: int, n: int) -> list[dict[str, Any]]:
     """Real frames from expert rollouts (no timestamps: the stale check stays off)."""
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.expert import ScriptedExpert
+    from mmvla.sim.tabletop.env import TabletopEnv
+    from mmvla.sim.tabletop.expert import ScriptedExpert
 
     env = TabletopEnv(cameras=cameras, image_size=image_size)
     out: list[dict[str, Any]] = []

@@ -39,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.io import atomic_write_json
-from mmvla.sim import ScriptedExpert, TabletopEnv
-from mmvla.sim.scene import CONTROL_DT, SUBSTEPS
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.expert import ScriptedExpert
+from mmvla.sim.tabletop.scene import CONTROL_DT, SUBSTEPS
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim.json"
 

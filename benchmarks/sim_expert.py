@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.io import atomic_write_json
-from mmvla.sim import ScriptedExpert, TabletopEnv
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.expert import ScriptedExpert
 
 RESULTS = Path(__file__).resolve().parent / "results" / "sim_expert.json"
 

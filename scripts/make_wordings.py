@@ -1,9 +1,9 @@
-"""Write the held-out wording set shipped with the package (src/mmvla/sim/data/heldout_wordings.tsv).
+"""Write the held-out wording set shipped with the package (src/mmvla/sim/tabletop/data/heldout_wordings.tsv).
 
     .venv/bin/python scripts/make_wordings.py          # rewrite the file
     .venv/bin/python scripts/make_wordings.py --check  # exit 1 if the file differs from the generator
 
-The set is :func:`mmvla.sim.wordings.wording_set` over the HELDOUT lexicon (seed 0, 8 wordings per task,
+The set is :func:`mmvla.sim.tabletop.wordings.wording_set` over the HELDOUT lexicon (seed 0, 8 wordings per task,
 every task of every family and split); tests/sim/test_wordings.py checks the file against it.
 """
 
@@ -14,9 +14,9 @@ import sys
 from pathlib import Path
 
 from mmvla.core.io import atomic_write_bytes
-from mmvla.sim.wordings import HELDOUT_FILE, heldout_file_text
+from mmvla.sim.tabletop.wordings import HELDOUT_FILE, heldout_file_text
 
-TARGET = Path(__file__).resolve().parents[1] / "src" / "mmvla" / "sim" / "data" / HELDOUT_FILE
+TARGET = Path(__file__).resolve().parents[1] / "src" / "mmvla" / "sim" / "tabletop" / "data" / HELDOUT_FILE
 
 
 def main() -> int:

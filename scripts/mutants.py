@@ -86,7 +86,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "lift_threshold_5mm",
-        "src/mmvla/sim/env.py",
+        "src/mmvla/sim/tabletop/env.py",
         "LIFT_HEIGHT = 0.05",
         "LIFT_HEIGHT = 0.005",
         (SUCCESS,),
@@ -95,7 +95,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "push_threshold_5mm",
-        "src/mmvla/sim/env.py",
+        "src/mmvla/sim/tabletop/env.py",
         "PUSH_DISTANCE = 0.06",
         "PUSH_DISTANCE = 0.005",
         (SUCCESS,),
@@ -104,7 +104,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "pick_any_object",
-        "src/mmvla/sim/env.py",
+        "src/mmvla/sim/tabletop/env.py",
         "return bool(pos[2] - start[2] >= LIFT_HEIGHT and self.is_pinched(target))",
         "return any(self.data.xpos[o.body_id][2] - s[2] >= LIFT_HEIGHT and self.is_pinched(o)"
         " for o, s in zip(self.objects, self.initial_positions))",
@@ -114,7 +114,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "push_either_way",
-        "src/mmvla/sim/env.py",
+        "src/mmvla/sim/tabletop/env.py",
         "moved = (pos[0] - start[0]) * sign",
         "moved = abs(pos[0] - start[0])",
         (SUCCESS,),
@@ -123,7 +123,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "place_without_release",
-        "src/mmvla/sim/env.py",
+        "src/mmvla/sim/tabletop/env.py",
         "            and not self.is_pinched(target)\n            and not any(self.finger_contacts(target))\n",
         "",
         (SUCCESS,),

@@ -163,7 +163,7 @@ def all_imports() -> list[Import]:
 
 
 def part(name: str) -> str:
-    """Top-level part of an mmvla module name ("mmvla.sim.env" -> "sim"; "mmvla" -> "mmvla")."""
+    """Top-level part of an mmvla module name ("mmvla.sim.tabletop.env" -> "sim"; "mmvla" -> "mmvla")."""
     parts = name.split(".")
     return parts[1] if len(parts) > 1 else ROOT
 

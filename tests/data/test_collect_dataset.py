@@ -18,11 +18,11 @@ from mmvla.data.lerobot_format import Episode, LeRobotWriter, encode_episode
 
 
 def _fake_results(fail_seeds: set[int], store: dict[int, Episode]):  # type: ignore[no-untyped-def]
-    """A stand-in for the worker pool: deterministic episodes per seed, yielded out of order."""
+    """A stand-in for the worker pool: deterministic episodes per seed, in seed order (the pool's ordered
+    mode; tests/core/test_pool.py checks that it orders)."""
 
-    def results(cfg: Any, jobs: list[tuple[int, int]], workers: int) -> Iterator[EpisodeResult]:
-        order = [j for k in range(3) for j in jobs[k::3]][::-1]  # scrambled completion order
-        for index, seed in order:
+    def results(cfg: Any, jobs: list[tuple[int, int]], workers: int, **bar: Any) -> Iterator[EpisodeResult]:
+        for index, seed in jobs:
             rng = np.random.default_rng(seed)
             ep = make_episode(rng, 3 + seed % 4, seed, env_state=True)
             ep.extra.update(seed=seed)
@@ -133,7 +133,7 @@ def test_argument_validation(tmp_path: Path) -> None:
 def test_real_collect_round_trip_and_worker_independence(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    pytest.importorskip("mmvla.sim.expert")
+    pytest.importorskip("mmvla.sim.tabletop.expert")
     from mmvla.cli import main
 
     seen: list[Episode] = []  # what the recorder saw, before PNG encoding

@@ -24,8 +24,8 @@ from mmvla.core.keys import ACTION_KEY, STATE_KEY
 from mmvla.evaluation.evaluate import EvalConfig, evaluate
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.normalize import Normalizer
-from mmvla.sim import TabletopEnv
-from mmvla.sim.tasks import all_instructions
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.tasks import all_instructions
 
 EPISODES, STEPS, SEED, IMAGE = 2, 3, 4242, 32
 ACTION = np.array([0.3, -0.2, -0.4, 0.0, 0.0, 0.1, 0.5], np.float32)  # a fixed, non-trivial move

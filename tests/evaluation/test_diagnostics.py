@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mmvla.core.keys import ACTION_KEY, STATE_KEY
+from mmvla.evaluation.controls import ablate
 from mmvla.evaluation.diagnostics import (
     DiagnosticsConfig,
     FusionRecorder,
-    ablate,
     conditions_for,
     gradient_balance,
     run_diagnostics,

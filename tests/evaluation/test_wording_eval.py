@@ -18,9 +18,10 @@ import pytest
 import mmvla.evaluation.evaluate as ev
 from mmvla.evaluation.evaluate import EpisodeResult, EvalConfig, evaluate, paired_comparison
 from mmvla.policy import VLAPolicy
-from mmvla.sim import ScriptedExpert, TabletopEnv
-from mmvla.sim.tasks import parse_instruction
-from mmvla.sim.wordings import wording_for_episode
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.expert import ScriptedExpert
+from mmvla.sim.tabletop.tasks import parse_instruction
+from mmvla.sim.tabletop.wordings import wording_for_episode
 
 from .test_blind_controls import Spy, save_tiny_checkpoint
 

@@ -12,7 +12,7 @@ from vla_testdata import IMAGE, INSTRUCTIONS, small_policy_dict, write_synthetic
 
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.serving.server import PolicyServer
-from mmvla.sim.tasks import all_instructions
+from mmvla.sim.tabletop.tasks import all_instructions
 
 MAX_MESSAGE_BYTES = 64 * 1024  # two 32 px cameras take ~6 KB; fuzzed "huge" frames exceed this
 

@@ -114,7 +114,7 @@ def _openpi_obs(obs: dict) -> dict:
 @pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_openpi_client_drives_a_full_simulated_episode(checkpoint, local_policy):
-    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tabletop.env import TabletopEnv
 
     python = _openpi_python()
     k = local_policy.cfg.chunk_size

@@ -260,8 +260,8 @@ def test_clamps_hold_through_policy_act(local_policy, raw):
 # --------------------------------------------------------------------------- real simulator rollouts
 @pytest.mark.parametrize("image_size", [32, 64])
 def test_default_safety_never_falls_back_on_simulator_rollouts(image_size):
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.expert import ScriptedExpert
+    from mmvla.sim.tabletop.env import TabletopEnv
+    from mmvla.sim.tabletop.expert import ScriptedExpert
 
     env = TabletopEnv(image_size=image_size, families=("pick", "push", "place"))
     monitor = SafetyMonitor()
@@ -288,7 +288,7 @@ def test_default_safety_never_falls_back_on_simulator_rollouts(image_size):
 
 
 def test_policy_rollout_in_simulator_never_falls_back(local_policy):
-    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tabletop.env import TabletopEnv
 
     env = TabletopEnv(image_size=32, max_steps=40)
     try:

@@ -12,7 +12,6 @@ and ``overwrite=True`` keeps the old dataset intact until the new one is complet
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Generator, Mapping, Sequence
@@ -23,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.io import atomic_directory, atomic_write_json
+from mmvla.core.pool import imap
 from mmvla.data.lerobot_format import (
     DEFAULT_DATA_FILES_SIZE_IN_MB,
     DEFAULT_PNG_COMPRESS_LEVEL,
@@ -31,6 +31,18 @@ from mmvla.data.lerobot_format import (
     LeRobotWriter,
     encode_episode,
 )
+from mmvla.sim.registry import (
+    check_rendered,
+    dataset_schema,
+    default_cameras,
+    default_families,
+    env_config,
+    environment_state,
+    episode_extra,
+    make_env,
+    make_expert,
+)
+from mmvla.sim.rollout import rollout
 
 DEFAULT_NOISE_STD = 0.1
 MMVLA_META_PATH = "meta/mmvla.json"  # collection provenance; LeRobot ignores unknown meta files
@@ -138,8 +150,6 @@ _WORKER: dict[str, Any] = {}
 
 def _sim_config(cfg: CollectConfig) -> Any:
     """The environment's validated config (builds no simulator)."""
-    from mmvla.sim.registry import env_config
-
     return env_config(
         cfg.env,
         cameras=cfg.cameras,
@@ -151,20 +161,21 @@ def _sim_config(cfg: CollectConfig) -> Any:
 
 
 def _init_worker(cfg: CollectConfig) -> None:
-    """Build one environment per worker process (MUJOCO_GL=egl before mujoco is imported)."""
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from mmvla.sim.registry import make_env
-
+    """Build one environment per worker process."""
     env = make_env(cfg.env, _sim_config(cfg))
     _WORKER.clear()
     # one recorded frame per control step
     _WORKER.update(env=env, cfg=cfg, fps=round(float(env.metadata["render_fps"])))
 
 
+def _close_worker() -> None:
+    env = _WORKER.pop("env", None)
+    if env is not None:
+        env.close()
+
+
 def record_episode(index: int, seed: int) -> EpisodeResult:
     """Simulate episode ``index`` with ``seed`` in this worker's environment; encode it if successful."""
-    from mmvla.sim.registry import check_rendered, environment_state, episode_extra, make_expert
-
     env, cfg = _WORKER["env"], _WORKER["cfg"]
     obs, info = env.reset(seed=seed)
     check_rendered(obs, cfg.cameras)
@@ -177,19 +188,21 @@ def record_episode(index: int, seed: int) -> EpisodeResult:
     states: list[np.ndarray] = []
     actions: list[np.ndarray] = []
     env_states: list[np.ndarray] = []
-    while True:
-        executed = np.asarray(expert.act(obs), dtype=np.float32)
+
+    def act(o: dict[str, Any]) -> np.ndarray:
+        """The expert's noisy action (executed); records the frame and its clean action (the label)."""
+        executed = np.asarray(expert.act(o), dtype=np.float32)
         for cam in cfg.cameras:
-            frames[cam].append(np.array(obs[cam], dtype=np.uint8, copy=True))
-        states.append(np.array(obs["state"], dtype=np.float32, copy=True))
-        actions.append(np.array(expert.last_clean_action, dtype=np.float32, copy=True))  # the label
+            frames[cam].append(np.array(o[cam], dtype=np.uint8, copy=True))
+        states.append(np.array(o["state"], dtype=np.float32, copy=True))
+        actions.append(np.array(expert.last_clean_action, dtype=np.float32, copy=True))
         privileged = environment_state(cfg.env, env)
         if privileged is not None:
             env_states.append(privileged)
-        obs, _reward, terminated, truncated, info = env.step(executed)
-        if terminated or truncated:
-            break
-    success = bool(info["success"])
+        return executed
+
+    ep = rollout(env, act, start=(obs, info), stop_on_success=False)
+    success = bool(ep.info["success"])
     encoded = None
     if success:
         episode = Episode(
@@ -222,22 +235,21 @@ def _record_star(args: tuple[int, int]) -> EpisodeResult:
 
 
 def _results(
-    cfg: CollectConfig, jobs: list[tuple[int, int]], workers: int
+    cfg: CollectConfig, jobs: list[tuple[int, int]], workers: int, **bar: Any
 ) -> Generator[EpisodeResult, None, None]:
-    """Yield results as they finish (any order)."""
-    if workers == 1:
-        _init_worker(cfg)
-        try:
-            for job in jobs:
-                yield record_episode(*job)
-        finally:
-            env = _WORKER.pop("env", None)
-            if env is not None:
-                env.close()
-        return
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(processes=workers, initializer=_init_worker, initargs=(cfg,)) as pool:
-        yield from pool.imap_unordered(_record_star, jobs, chunksize=1)
+    """Yield the episodes' results in job (seed) order, whatever order workers finish in; ``bar``:
+    :func:`mmvla.core.pool.imap`'s progress arguments."""
+    return imap(
+        _record_star,
+        jobs,
+        workers=workers,
+        initializer=_init_worker,
+        initargs=(cfg,),
+        teardown=_close_worker,
+        ordered=True,
+        desc="collect",
+        **bar,
+    )
 
 
 def _normalise_permissions(root: Path) -> None:
@@ -291,16 +303,12 @@ def collect_dataset(
     Returns:
         A :class:`CollectSummary`. Raises ``ValueError`` if every episode failed (nothing is written).
     """
-    from tqdm.auto import tqdm
-
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"collect: episodes must be a positive int, got {episodes!r}")
     if not isinstance(workers, int) or workers < 1:
         raise ValueError(f"collect: workers must be a positive int, got {workers!r}")
     if seed < 0:
         raise ValueError(f"collect: seed must be >= 0, got {seed}")
-    from mmvla.sim.registry import dataset_schema, default_cameras, default_families
-
     cfg = CollectConfig(
         split=split,
         image_size=image_size,
@@ -311,7 +319,6 @@ def collect_dataset(
         env=env,
         env_options=tuple(sorted((env_options or {}).items())),
     )
-    os.environ.setdefault("MUJOCO_GL", "egl")
     sim_cfg = _sim_config(cfg)  # validates the environment settings before any process starts
     schema = dataset_schema(cfg.env, sim_cfg)
     workers = min(workers, episodes)
@@ -323,37 +330,34 @@ def collect_dataset(
     dropped_seeds: list[int] = []
     with atomic_directory(out, overwrite=overwrite) as tmp:
         writer: LeRobotWriter | None = None
-        pending: dict[int, EpisodeResult] = {}
-        next_index = 0
-        bar = tqdm(total=episodes, desc="collect", unit="ep", disable=not progress)
-        results = _results(cfg, jobs, workers)
+        results = _results(
+            cfg,
+            jobs,
+            workers,
+            progress=progress,
+            postfix=lambda: {"kept": sum(kept.values()), "dropped": len(dropped_seeds)},
+        )
         try:
-            for res in results:
-                pending[res.index] = res
-                bar.update(1)
-                while next_index in pending:  # write in seed order, whatever order workers finish in
-                    r = pending.pop(next_index)
-                    next_index += 1
-                    if r.episode is None:
-                        dropped[r.family] = dropped.get(r.family, 0) + 1
-                        dropped_seeds.append(r.seed)
-                        continue
-                    if writer is None:
-                        writer = LeRobotWriter(
-                            tmp,
-                            cameras=cfg.cameras,
-                            image_size=cfg.image_size,
-                            fps=r.fps,
-                            state_names=schema.state_names,
-                            action_names=schema.action_names,
-                            env_state_names=schema.env_state_names,
-                            robot_type=schema.robot_type,
-                            data_files_size_in_mb=data_files_size_in_mb,
-                            compress_level=cfg.compress_level,
-                        )
-                    writer.add_episode(r.episode)
-                    kept[r.family] = kept.get(r.family, 0) + 1
-                bar.set_postfix(kept=sum(kept.values()), dropped=len(dropped_seeds))
+            for r in results:
+                if r.episode is None:
+                    dropped[r.family] = dropped.get(r.family, 0) + 1
+                    dropped_seeds.append(r.seed)
+                    continue
+                if writer is None:
+                    writer = LeRobotWriter(
+                        tmp,
+                        cameras=cfg.cameras,
+                        image_size=cfg.image_size,
+                        fps=r.fps,
+                        state_names=schema.state_names,
+                        action_names=schema.action_names,
+                        env_state_names=schema.env_state_names,
+                        robot_type=schema.robot_type,
+                        data_files_size_in_mb=data_files_size_in_mb,
+                        compress_level=cfg.compress_level,
+                    )
+                writer.add_episode(r.episode)
+                kept[r.family] = kept.get(r.family, 0) + 1
             if writer is None:
                 raise ValueError(f"collect: all {episodes} episodes failed; nothing was written to {out}")
             writer.finish(split=cfg.split)
@@ -363,7 +367,6 @@ def collect_dataset(
             raise
         finally:
             results.close()  # stops the worker pool at once on error or Ctrl-C
-            bar.close()
         seconds = time.perf_counter() - t0
         summary = CollectSummary(
             out=out,

@@ -198,7 +198,7 @@ def reference_observation(
 ) -> dict[str, Any]:
     """A real environment observation (after ``reset(seed)``) for latency measurements."""
     import mmvla.sim  # noqa: F401  (sets MUJOCO_GL, registers the environment)
-    from mmvla.sim.env import TabletopEnv
+    from mmvla.sim.tabletop.env import TabletopEnv
 
     env = TabletopEnv(cameras=tuple(cameras), image_size=image_size, split="train")
     try:

@@ -23,7 +23,6 @@ routing.png, gradient_balance.png) are drawn by :func:`mmvla.reporting.figures.w
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -36,7 +35,11 @@ import numpy as np
 from mmvla.core.io import atomic_write_json
 from mmvla.core.keys import SPLITS
 from mmvla.core.logs import read_log
+from mmvla.core.pool import imap
+from mmvla.evaluation.controls import ablate, without_camera_fallback, wrong_instruction
 from mmvla.evaluation.evaluate import EpisodeResult, summarise
+from mmvla.sim.registry import get_spec, make_env
+from mmvla.sim.rollout import rollout
 
 ENCODER_GROUPS = ("vision", "language", "proprio")
 MODULE_GROUPS = ("vision", "language", "proprio", "fusion", "head")
@@ -55,6 +58,7 @@ class DiagnosticsConfig:
         families: task families to cycle through (None: the environment's defaults).
         conditions: conditions to run (None: every one that applies to the policy; ``none`` is
             always added since drops are measured against it).
+        env: simulator name in :data:`mmvla.core.keys.ENV_NAMES`.
     """
 
     episodes: int = 20
@@ -64,6 +68,7 @@ class DiagnosticsConfig:
     max_steps: int | None = None
     families: tuple[str, ...] | None = None
     conditions: tuple[str, ...] | None = None
+    env: str = "tabletop"
 
     def __post_init__(self) -> None:
         if self.episodes < 1 or self.workers < 1:
@@ -72,13 +77,14 @@ class DiagnosticsConfig:
             )
         if self.split not in (*SPLITS, "all"):
             raise ValueError(f"DiagnosticsConfig.split must be train, unseen or all, got {self.split!r}")
+        get_spec(self.env)  # a known environment
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError(f"DiagnosticsConfig.max_steps must be >= 1 or None, got {self.max_steps}")
 
     @property
     def splits(self) -> tuple[str, ...]:
-        """The splits rolled out: ("train", "unseen") for "all", else the one split."""
-        return SPLITS if self.split == "all" else (self.split,)
+        """The splits rolled out: the environment's for "all", else the one split."""
+        return get_spec(self.env).splits if self.split == "all" else (self.split,)
 
 
 def conditions_for(cameras: Sequence[str], use_proprio: bool) -> list[str]:
@@ -90,29 +96,6 @@ def conditions_for(cameras: Sequence[str], use_proprio: bool) -> list[str]:
     if use_proprio:
         conds.append("zero_proprio")
     return conds
-
-
-def ablate(
-    obs: Mapping[str, Any], condition: str, cameras: Sequence[str], state_mean: np.ndarray
-) -> dict[str, Any]:
-    """The observation the policy sees under ``condition`` (the instruction is handled by the caller).
-
-    ``blank_images``: every camera (H, W, 3) set to 0; ``blank_<cam>``: that camera only;
-    ``zero_proprio``: "state" set to ``state_mean`` (zero after normalisation); others: unchanged.
-    """
-    out = dict(obs)
-    if condition == "blank_images":
-        out.update({c: np.zeros_like(obs[c]) for c in cameras})
-    elif condition.startswith("blank_"):
-        cam = condition.removeprefix("blank_")
-        if cam not in cameras:
-            raise ValueError(f"condition {condition!r}: the policy has no camera {cam!r}")
-        out[cam] = np.zeros_like(obs[cam])
-    elif condition == "zero_proprio":
-        out["state"] = np.asarray(state_mean, dtype=np.float32).copy()
-    elif condition not in ("none", "wrong_instruction"):
-        raise ValueError(f"unknown diagnostics condition {condition!r}")
-    return out
 
 
 class FusionRecorder:
@@ -167,30 +150,11 @@ class FusionRecorder:
         self._handle.remove()
 
 
-def without_camera_fallback(policy: Any) -> None:
-    """Switch off the run-time safety layer's blank-camera fallback (if the policy has one).
-
-    The ablations blank cameras on purpose; with the fallback on, a blank camera would make ``act()``
-    return the hold action and the diagnostics would measure the safety layer, not the policy. The
-    other safety checks (validation, clamps) stay as configured, so ``none`` matches ``mmvla eval``.
-    """
-    safety = getattr(policy, "safety", None)
-    if safety is None:
-        return
-    config: Any = getattr(safety, "config", None)
-    is_config = dataclasses.is_dataclass(config) and not isinstance(config, type)
-    if is_config and any(f.name == "blank_std" for f in dataclasses.fields(config)):
-        policy.safety = type(safety)(dataclasses.replace(config, blank_std=None))
-    else:  # an unknown safety layer: switch it off rather than measure it
-        policy.safety = None
-
-
 # ------------------------------------------------------------------------ worker side
 _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(checkpoint: str) -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     import torch
 
     from mmvla.core.keys import STATE_KEY
@@ -204,39 +168,38 @@ def _worker_init(checkpoint: str) -> None:
     _WORKER["state_mean"] = np.asarray(policy.normalizer.stats[STATE_KEY]["mean"], dtype=np.float32)
 
 
-Job = tuple[str, str, int, str | None, dict[str, Any]]
+Job = tuple[str, str, int, str | None, str, dict[str, Any]]  # condition, split, seed, family, env, env kwargs
 
 
 def _run_episode(job: Job) -> tuple[str, EpisodeResult, dict[str, Any]]:
-    condition, split, seed, family, env_kwargs = job
-    import mmvla.sim  # noqa: F401  (registers the environment)
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.registry import wrong_instruction_pool
-
+    condition, split, seed, family, env_name, env_kwargs = job
     policy, recorder = _WORKER["policy"], _WORKER["recorder"]
     cams = tuple(policy.cfg.cameras)
-    env = TabletopEnv(cameras=cams, image_size=policy.cfg.image_size, split=split, **env_kwargs)
+    env = make_env(env_name, cameras=cams, image_size=policy.cfg.image_size, split=split, **env_kwargs)
     try:
         obs, info = env.reset(seed=seed, options={"family": family} if family else None)
         canonical = str(obs["instruction"])
         given = canonical
         if condition == "wrong_instruction":  # the same choice as evaluate's control
-            rng = np.random.default_rng(seed)
-            others = wrong_instruction_pool("tabletop", split, canonical)
-            given = str(rng.choice(others)) if others else canonical
+            given = wrong_instruction(env_name, split, canonical, seed)
         policy.reset(chunk_mode="ensemble")
         recorder.clear()
-        success, steps, done = bool(info.get("success", False)), 0, False
-        while not done:
-            model_obs = ablate(dict(obs, instruction=given), condition, cams, _WORKER["state_mean"])
-            obs, _, terminated, truncated, info = env.step(policy.act(model_obs))
-            steps += 1
-            success = success or bool(info.get("success", False))
-            done = terminated or truncated or success
-        result = EpisodeResult(split, seed, str(info.get("family", family)), canonical, given, success, steps)
+
+        def act(o: dict[str, Any]) -> np.ndarray:
+            return policy.act(ablate(dict(o, instruction=given), condition, cams, _WORKER["state_mean"]))
+
+        ep = rollout(env, act, start=(obs, info))
+        result = EpisodeResult(
+            split, seed, str(ep.info.get("family", family)), canonical, given, ep.success, ep.steps
+        )
         return condition, result, recorder.summary()
     finally:
         env.close()
+
+
+def _worker_teardown() -> None:
+    _WORKER["recorder"].close()
+    _WORKER.clear()
 
 
 # ------------------------------------------------------------------------ driver
@@ -308,8 +271,6 @@ def run_diagnostics(
         ``{"conditions": {cond: metrics}, "drop": {cond: {split: {"all"|family: drop}}},
         "routing": {...} | None, "gradient_balance": {...} | None, ...}``; success rates are fractions.
     """
-    from tqdm.auto import tqdm
-
     from mmvla.policy.checkpoint import load_config
 
     pcfg, _ = load_config(checkpoint)
@@ -330,30 +291,24 @@ def run_diagnostics(
         env_kwargs["families"] = tuple(cfg.families)
     fams = cfg.families
     jobs: list[Job] = [
-        (c, split, cfg.seed + i, fams[i % len(fams)] if fams else None, env_kwargs)
+        (c, split, cfg.seed + i, fams[i % len(fams)] if fams else None, cfg.env, env_kwargs)
         for c in conds
         for split in cfg.splits
         for i in range(cfg.episodes)
     ]
     t0 = time.perf_counter()
-    out: list[tuple[str, EpisodeResult, dict[str, Any]]] = []
-    bar = tqdm(total=len(jobs), disable=not progress, desc="diagnostics", unit="ep")
-    if cfg.workers == 1:
-        _worker_init(str(checkpoint))
-        try:
-            for job in jobs:
-                out.append(_run_episode(job))
-                bar.update(1)
-        finally:
-            _WORKER["recorder"].close()
-            _WORKER.clear()
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(str(checkpoint),)) as pool:
-            for r in pool.imap_unordered(_run_episode, jobs, chunksize=1):
-                out.append(r)
-                bar.update(1)
-    bar.close()
+    out = list(
+        imap(
+            _run_episode,
+            jobs,
+            workers=cfg.workers,
+            initializer=_worker_init,
+            initargs=(str(checkpoint),),
+            teardown=_worker_teardown,
+            progress=progress,
+            desc="diagnostics",
+        )
+    )
     out.sort(key=lambda r: (conds.index(r[0]), r[1].split, r[1].seed))
 
     metrics = {c: summarise([r for cc, r, _ in out if cc == c]) for c in conds}

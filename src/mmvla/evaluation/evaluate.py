@@ -8,7 +8,6 @@ Meta-World MT10 (one split, "train"; families are its tasks, cycled so each gets
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import time
 from collections.abc import Iterator, Sequence
@@ -17,11 +16,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from mmvla.core.io import atomic_write_json, read_json
 from mmvla.core.keys import BLIND_CONTROLS, CONTROLS, ENV_NAMES, SPLITS, WORDING_SETS
+from mmvla.core.pool import imap
 from mmvla.core.stats import mcnemar_exact, wilson_interval
+from mmvla.evaluation.controls import blank_cameras, swap_target, without_camera_fallback, wrong_instruction
+from mmvla.sim.registry import check_rendered, get_spec, make_env
+from mmvla.sim.rollout import rollout
+from mmvla.sim.tabletop.wordings import wording_for_episode
 
 SWAP_MOVED_M = 0.02  # an object counts as moved once it is this far (metres) from where it started
 
@@ -44,7 +47,7 @@ class EvalConfig:
         rephrase: canonical instruction -> the user's wording given to the policy instead.
         wordings: built-in wording set given to the policy (tabletop): "canonical", "train" (training
             wordings) or "heldout" (words no training wording uses); one wording per episode, drawn from
-            the episode seed (:func:`mmvla.sim.wordings.wording_for_episode`). ``rephrase`` wins.
+            the episode seed (:func:`mmvla.sim.tabletop.wordings.wording_for_episode`). ``rephrase`` wins.
         max_steps: episode step limit (None: the environment's own).
         env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
         env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
@@ -80,12 +83,18 @@ class EvalConfig:
             raise ValueError(f"EvalConfig.env must be one of {ENV_NAMES}, got {self.env!r}")
         if self.wordings not in WORDING_SETS:
             raise ValueError(f"EvalConfig.wordings must be one of {WORDING_SETS}, got {self.wordings!r}")
-        if self.env != "tabletop" and (self.wordings != "canonical" or self.control == "instruction_swap"):
+        spec = get_spec(self.env)
+        if self.wordings != "canonical" and not spec.wordings:
             raise ValueError(
-                f"EvalConfig: wording sets and the instruction swap exist for the tabletop only, not {self.env}"
+                f"EvalConfig: wording sets exist for the tabletop only (its instructions), not {self.env}"
             )
-        if self.env != "tabletop" and self.split == "unseen":
-            raise ValueError(f"EvalConfig: {self.env} has only the 'train' split")
+        if self.control == "instruction_swap" and not spec.retarget:
+            raise ValueError(
+                f"EvalConfig: the instruction swap needs an environment that can retarget an episode; "
+                f"{self.env} cannot"
+            )
+        if self.split != "all" and self.split not in spec.splits:
+            raise ValueError(f"EvalConfig: {self.env} has only the {spec.splits} split(s)")
         if self.server is not None:
             if not self.server.startswith(("ws://", "wss://")):
                 raise ValueError(f"EvalConfig.server must be a ws:// or wss:// URL, got {self.server!r}")
@@ -97,9 +106,8 @@ class EvalConfig:
 
     @property
     def splits(self) -> tuple[str, ...]:
-        if self.env != "tabletop":
-            return ("train",)
-        return SPLITS if self.split == "all" else (self.split,)
+        """The splits evaluated: the environment's for "all", else the one split."""
+        return get_spec(self.env).splits if self.split == "all" else (self.split,)
 
 
 @dataclass
@@ -138,7 +146,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(checkpoint: str | None, server: str | None = None) -> None:
-    os.environ.setdefault("MUJOCO_GL", "egl")
     if server is not None:  # act through the policy server: one connection (episode state) per worker
         from mmvla.serving.client import RemotePolicy
 
@@ -154,65 +161,56 @@ def _worker_init(checkpoint: str | None, server: str | None = None) -> None:
 
 def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> EpisodeResult:
     split, seed, family, opts, record = job
-    import mmvla.sim  # noqa: F401  (registers the environment)
-    from mmvla.sim.registry import check_rendered, make_env, wrong_instruction_pool
-
     policy = _WORKER["policy"]
     pcfg = policy.cfg
+    spec = get_spec(opts["env_name"])
     env = make_env(
-        opts["env_name"], cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"]
+        spec.name, cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"]
     )
     try:
         obs, info = env.reset(seed=seed, options={"family": family} if family else None)
         check_rendered(obs, pcfg.cameras)
         if opts["control"] == "instruction_swap":
-            obs = _swap_target(env.unwrapped, seed)
+            obs = swap_target(env.unwrapped, seed)
             info = dict(info, instruction=str(obs["instruction"]))
         canonical = str(obs["instruction"])
         told = canonical  # the canonical instruction the policy is told (another object's under the control)
         if opts["control"] == "wrong_instruction":
-            rng = np.random.default_rng(seed)
-            told = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))
+            told = wrong_instruction(spec.name, split, canonical, seed)
         given = opts["rephrase"].get(told)
         if given is None:
-            given = told
-            if opts["wordings"] != "canonical":
-                from mmvla.sim.wordings import wording_for_episode
-
-                given = wording_for_episode(told, opts["wordings"], seed)
-        if opts["control"] == "blank_images" and getattr(policy, "safety", None) is not None:
-            from mmvla.evaluation.diagnostics import without_camera_fallback
-
+            given = (
+                told if opts["wordings"] == "canonical" else wording_for_episode(told, opts["wordings"], seed)
+            )
+        blank = opts["control"] == "blank_images"
+        if blank:
             without_camera_fallback(policy)  # measure the vision-blind policy, not the blank-camera hold
         policy.reset(chunk_mode=opts["chunk_mode"])
         frames: list[np.ndarray] | None = [] if record else None
-        success, steps = bool(info.get("success", False)), 0
         sim = env.unwrapped
-        first_moved: int | None = None
-        done = False
-        while not done:
-            model_obs = dict(obs, instruction=given)
-            if opts["control"] == "blank_images":
-                model_obs.update({c: np.zeros_like(obs[c]) for c in pcfg.cameras})
-            action = policy.act(model_obs)
-            obs, _, terminated, truncated, info = env.step(action)
-            steps += 1
-            success = success or bool(info.get("success", False))
-            if first_moved is None and opts["env_name"] == "tabletop":
-                first_moved = _first_moved(sim)
+        first_moved: list[int | None] = [None]
+
+        def act(o: dict[str, Any]) -> np.ndarray:
+            model_obs = dict(o, instruction=given)
+            return policy.act(blank_cameras(model_obs, pcfg.cameras) if blank else model_obs)
+
+        def on_step(o: dict[str, Any], _info: dict[str, Any]) -> None:
+            if first_moved[0] is None and spec.tracks_objects:
+                first_moved[0] = _first_moved(sim)
             if frames is not None:
-                frames.append(np.concatenate([obs[c] for c in pcfg.cameras], axis=1))
-            done = terminated or truncated or success
+                frames.append(np.concatenate([o[c] for c in pcfg.cameras], axis=1))
+
+        ep = rollout(env, act, start=(obs, info), on_step=on_step)
         return EpisodeResult(
             split,
             seed,
-            str(info.get("family", family)),
+            str(ep.info.get("family", family)),
             canonical,
             given,
-            success,
-            steps,
+            ep.success,
+            ep.steps,
             frames,
-            None if first_moved is None else first_moved == 0,
+            None if first_moved[0] is None else first_moved[0] == 0,
         )
     finally:
         env.close()
@@ -223,15 +221,6 @@ def _first_moved(sim: Any) -> int | None:
     pos = np.array([sim.data.xpos[o.body_id] for o in sim.objects])  # (N, 3)
     moved = np.linalg.norm(pos - sim.initial_positions, axis=1)  # (N,)
     return int(moved.argmax()) if moved.max() > SWAP_MOVED_M else None
-
-
-def _swap_target(sim: Any, seed: int) -> dict[str, Any]:
-    """Retarget a tabletop episode to another object on the table, preferring the distractors that
-    share the target's colour or shape (the ones only the words tell apart). Returns the observation."""
-    colour, shape = sim.task.target
-    others = [(o.colour, o.shape) for o in sim.objects[1:] if o is not sim.base]
-    close = [c for c in others if c[0] == colour or c[1] == shape] or others
-    return sim.retarget(close[int(np.random.default_rng(seed).integers(len(close)))])
 
 
 # ------------------------------------------------------------------------ driver
@@ -270,10 +259,9 @@ def evaluate(
 
     families = cfg.families
     env_kwargs: dict[str, Any] = dict(cfg.env_options)
-    if not families and cfg.env != "tabletop":
-        from mmvla.sim.registry import default_families
-
-        families = default_families(cfg.env)  # cycle through every task: balanced per-task counts
+    spec = get_spec(cfg.env)
+    if not families and spec.eval_cycles_families:
+        families = spec.families  # cycle through every task: balanced per-task counts
     if cfg.max_steps is not None:
         env_kwargs["max_steps"] = cfg.max_steps
     if families:
@@ -286,23 +274,24 @@ def evaluate(
     jobs = list(_jobs(cfg, families, env_kwargs))
     t0 = time.perf_counter()
     results: list[EpisodeResult] = []
-    bar = tqdm(total=len(jobs), disable=not progress, desc="eval", unit="ep")
     ckpt = None if checkpoint is None else str(checkpoint)
-    if cfg.workers == 1:
-        _worker_init(ckpt, cfg.server)
-        for job in jobs:
-            results.append(_run_episode(job))
-            bar.update(1)
+
+    def close_connection() -> None:  # inline: the server connection; the pool's workers close theirs on exit
         if cfg.server is not None:
-            _WORKER.pop("policy").close()  # the connection; the pool's workers close theirs on exit
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Pool(cfg.workers, initializer=_worker_init, initargs=(ckpt, cfg.server)) as pool:
-            for r in pool.imap_unordered(_run_episode, jobs, chunksize=1):
-                results.append(r)
-                bar.update(1)
-                bar.set_postfix(success=f"{np.mean([x.success for x in results]):.2f}")
-    bar.close()
+            _WORKER.pop("policy").close()
+
+    for r in imap(
+        _run_episode,
+        jobs,
+        workers=cfg.workers,
+        initializer=_worker_init,
+        initargs=(ckpt, cfg.server),
+        teardown=close_connection,
+        progress=progress,
+        desc="eval",
+        postfix=lambda: {"success": f"{np.mean([x.success for x in results]):.2f}"},
+    ):
+        results.append(r)
     results.sort(key=lambda r: (r.split, r.seed))
     metrics = summarise(results)
     metrics.update(

@@ -329,8 +329,8 @@ def attention_maps_for_checkpoint(
         ValueError: neither language → vision attention nor a conditioned trunk.
     """
     # function-local: importing mmvla.sim imports MuJoCo
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import FAMILIES, parse_instruction
+    from mmvla.sim.tabletop.env import TabletopEnv
+    from mmvla.sim.tabletop.tasks import FAMILIES, parse_instruction
 
     policy = VLAPolicy.from_pretrained(checkpoint)
     cfg = policy.cfg

@@ -257,7 +257,7 @@ def embedding_projection(
 
 def _colour_shape(label: str) -> tuple[str | None, str | None]:
     """The first colour word and the first shape word of a label ("pick up the red cube" -> red, cube)."""
-    from mmvla.sim.tasks import COLOURS, SHAPES  # function-local: importing mmvla.sim imports MuJoCo
+    from mmvla.sim.tabletop.tasks import COLOURS, SHAPES  # function-local: importing mmvla.sim imports MuJoCo
 
     words = label.lower().split()
     colour = next((w for w in words if w in COLOURS), None)
@@ -297,7 +297,7 @@ def plot_embeddings(
     # function-local: matplotlib is imported only when drawing; importing mmvla.sim imports MuJoCo
     from matplotlib.lines import Line2D
 
-    from mmvla.sim.tasks import COLOUR_RGBA
+    from mmvla.sim.tabletop.tasks import COLOUR_RGBA
 
     proj = embedding_projection(vision_emb, text_emb, method=method, seed=seed)
     labelled = vision_labels is not None and text_labels is not None

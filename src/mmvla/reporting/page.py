@@ -126,7 +126,7 @@ def wordings_html(section: Mapping[str, Any]) -> str:
     note = (
         f"<p>Same episodes (seeds) for every set; <i>kept</i> = success / success with {_e(names[0])} "
         "wordings; <i>paired p</i> = exact McNemar test against it. Held-out wordings use words no "
-        "training wording contains (mmvla.sim.wordings).</p>"
+        "training wording contains (mmvla.sim.tabletop.wordings).</p>"
     )
     return f"<table>{head}</tr>{''.join(rows)}</table>{note}"
 

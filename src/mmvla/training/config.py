@@ -39,7 +39,7 @@ class TrainConfig:
         device: ``"auto"`` (CUDA when available, else CPU), ``"cpu"`` or ``"cuda"``; under torchrun each
             process takes GPU ``LOCAL_RANK`` and the backend is nccl on CUDA, gloo on CPU.
         wording_augment: probability that a sample's instruction is replaced by one of its task's
-            training wordings (:mod:`mmvla.sim.wordings`; tabletop instructions only, others unchanged).
+            training wordings (:mod:`mmvla.sim.tabletop.wordings`; tabletop instructions only, others unchanged).
         wordings_per_task: size of each task's pool of training wordings (the canonical one included).
     """
 

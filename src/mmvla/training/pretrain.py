@@ -81,11 +81,15 @@ from mmvla.modules.vision import VisionConfig, build_vision_encoder
 from mmvla.policy.config import PolicyConfig
 from mmvla.policy.init import ENCODERS
 from mmvla.policy.model import _build_dataclass
+from mmvla.sim.registry import make_env, make_expert
+from mmvla.sim.rollout import rollout
+from mmvla.sim.tabletop.tasks import FAMILIES, all_instructions, parse_instruction
 
 LOG_FIELDS = ("step", "loss", "logit_scale", "batch_acc", "lr", "grad_norm", "samples_per_s", "elapsed_s")
 SPLIT_NAMES = ("all", "train", "unseen")
 RECALL_KS = (1, 5)
 EVAL_SEED = 7_000_000  # far from `mmvla collect`'s default seeds 0..N-1
+EVAL_ENV = "tabletop"  # the evaluation set is the tabletop's: its instructions, splits and render_camera
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -271,15 +275,11 @@ class DualEncoder(nn.Module):
 
 def instruction_split(instruction: str) -> str:
     """``"unseen"`` when a canonical instruction names a held-out composition (target or base), else ``"train"``."""
-    from mmvla.sim.tasks import parse_instruction
-
     return "train" if parse_instruction(instruction).in_split("train") else "unseen"
 
 
 def dataset_families(instructions: Sequence[str]) -> tuple[str, ...]:
     """Task families of a dataset's canonical instructions (non-canonical ones are ignored), in FAMILIES order."""
-    from mmvla.sim.tasks import FAMILIES, parse_instruction
-
     seen = set()
     for text in instructions:
         try:
@@ -330,18 +330,10 @@ def _run_expert(env: Any, seed: int, instruction: str, stop: int | None) -> int:
 
     Returns the number of steps taken.
     """
-    from mmvla.sim.expert import ScriptedExpert
-
-    obs, _ = env.reset(seed=seed, options={"instruction": instruction})
-    expert = ScriptedExpert(env, noise_std=0.0, seed=seed)
+    start = env.reset(seed=seed, options={"instruction": instruction})
+    expert = make_expert(EVAL_ENV, env, noise_std=0.0, seed=seed)
     expert.reset()
-    steps = 0
-    while stop is None or steps < stop:
-        obs, _r, terminated, truncated, _info = env.step(expert.act(obs))
-        steps += 1
-        if terminated or truncated:
-            break
-    return steps
+    return rollout(env, expert.act, start=start, stop_on_success=False, max_steps=stop).steps
 
 
 def build_eval_set(
@@ -360,16 +352,13 @@ def build_eval_set(
     """
     from tqdm.auto import tqdm
 
-    from mmvla.sim.env import TabletopEnv
-    from mmvla.sim.tasks import all_instructions
-
     if rounds < 1:
         raise ValueError(f"build_eval_set: rounds must be >= 1, got {rounds}")
     instructions = all_instructions("all", tuple(families))
     n = len(instructions)
     fracs = [(r + 1) / (rounds + 1) for r in range(rounds)]
     frames = np.empty((rounds * n, image_size, image_size, 3), dtype=np.uint8)
-    env = TabletopEnv(cameras=(), image_size=image_size, split="all", families=tuple(families))
+    env = make_env(EVAL_ENV, cameras=(), image_size=image_size, split="all", families=tuple(families))
     bar = tqdm(total=rounds * n, desc="eval set", unit="ep", disable=not progress)
     try:
         for r, frac in enumerate(fracs):

@@ -132,7 +132,7 @@ class _Augment:
 def wording_pools(instructions: list[str], per_task: int) -> dict[str, list[str]]:
     """Instruction -> its pool of training wordings (the instruction first); an instruction the
     tabletop's wording model does not know (e.g. Meta-World's) keeps a pool of itself alone."""
-    from mmvla.sim.wordings import wordings_for  # mmvla.sim loads MuJoCo
+    from mmvla.sim.tabletop.wordings import wordings_for  # mmvla.sim loads MuJoCo
 
     pools: dict[str, list[str]] = {}
     for text in instructions:

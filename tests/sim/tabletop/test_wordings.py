@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from mmvla.modules.language import normalize_instruction
-from mmvla.sim.tasks import all_instructions, all_tasks
-from mmvla.sim.wordings import (
+from mmvla.sim.tabletop.tasks import all_instructions, all_tasks
+from mmvla.sim.tabletop.wordings import (
     FUNCTION_WORDS,
     HELDOUT,
     HELDOUT_FILE,
@@ -25,7 +25,7 @@ from mmvla.sim.wordings import (
     wordings_for,
 )
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def _words(texts):
@@ -65,7 +65,7 @@ def test_every_wording_parses_back_to_its_task_and_no_two_tasks_share_one(vocabu
 
 
 def test_heldout_file_covers_every_task_and_matches_the_generator():
-    text = (ROOT / "src" / "mmvla" / "sim" / "data" / HELDOUT_FILE).read_text(encoding="utf-8")
+    text = (ROOT / "src" / "mmvla" / "sim" / "tabletop" / "data" / HELDOUT_FILE).read_text(encoding="utf-8")
     assert text == heldout_file_text(), "run scripts/make_wordings.py"
     assert set(heldout_wordings()) == set(all_instructions("all"))
 
@@ -91,7 +91,7 @@ def test_wordings_vary_in_every_way_the_model_promises(train_set):
 
 
 def test_generated_wordings_fit_the_environment_charset():
-    from mmvla.sim.tasks import INSTRUCTION_CHARSET, INSTRUCTION_MAX_LENGTH
+    from mmvla.sim.tabletop.tasks import INSTRUCTION_CHARSET, INSTRUCTION_MAX_LENGTH
 
     rng = np.random.default_rng(0)
     for task in all_tasks("all")[::5]:

@@ -8,9 +8,9 @@ import mujoco
 import numpy as np
 import pytest
 
-from mmvla.sim import TabletopEnv
-from mmvla.sim.expert import ScriptedExpert, grasp_yaw, push_contact_offset
-from mmvla.sim.tasks import FAMILIES
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.expert import ScriptedExpert, grasp_yaw, push_contact_offset
+from mmvla.sim.tabletop.tasks import FAMILIES
 
 
 def _episode(env: TabletopEnv, expert: ScriptedExpert, seed: int) -> tuple[bool, list[np.ndarray], int]:
@@ -125,7 +125,7 @@ def test_push_contact_offset_matches_a_dense_sample():
     """Closed form vs brute force: the footprint's farthest point behind the centre inside the strip."""
     rng = np.random.default_rng(0)
     for shape in ("cube", "slab"):
-        from mmvla.sim.scene import SHAPE_HALF_EXTENTS
+        from mmvla.sim.tabletop.scene import SHAPE_HALF_EXTENTS
 
         hx, hy, _ = SHAPE_HALF_EXTENTS[shape]
         u, v = np.meshgrid(np.linspace(-hx, hx, 801), np.linspace(-hy, hy, 801))

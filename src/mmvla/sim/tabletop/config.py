@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from mmvla.sim.tasks import FAMILIES, SPLITS
+from mmvla.sim.tabletop.tasks import FAMILIES, SPLITS
 
 CAMERAS: tuple[str, ...] = ("front", "wrist")
 
@@ -15,13 +15,13 @@ DEFAULT_MAX_STEPS: dict[str, int] = {"pick": 80, "push": 80, "place": 150}
 
 @dataclass
 class TabletopConfig:
-    """Everything that defines a :class:`mmvla.sim.env.TabletopEnv`.
+    """Everything that defines a :class:`mmvla.sim.tabletop.env.TabletopEnv`.
 
     Attributes:
         cameras: camera names to render into the observation, any subset of ``("front", "wrist")``;
             an empty tuple renders nothing (fast resets for task statistics).
         image_size: side of the square uint8 images, pixels.
-        split: "train", "unseen" or "all" (see :mod:`mmvla.sim.tasks`).
+        split: "train", "unseen" or "all" (see :mod:`mmvla.sim.tabletop.tasks`).
         families: task families drawn uniformly at reset unless ``options["family"]`` names one.
         num_objects: objects on the table, an int or an inclusive (min, max) range; 3..5.
         max_steps: time limit in control steps (truncation); None = per-family default

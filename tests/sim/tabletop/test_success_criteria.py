@@ -19,8 +19,9 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from mmvla.sim import TabletopEnv, scene
-from mmvla.sim.expert import ScriptedExpert
+from mmvla.sim.tabletop import scene
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.expert import ScriptedExpert
 
 LIFT = 0.05  # the documented thresholds (env docstring and module constants), restated here
 PUSH = 0.06

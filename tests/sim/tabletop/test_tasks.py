@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mmvla.sim.tasks import (
+from mmvla.sim.tabletop.tasks import (
     COLOURS,
     DIRECTIONS,
     HELD_OUT,

@@ -1,6 +1,6 @@
 """How people word the tabletop's tasks: a generative model of instructions, split by vocabulary.
 
-Every canonical instruction (:mod:`mmvla.sim.tasks`) has many natural wordings: verb synonyms and
+Every canonical instruction (:mod:`mmvla.sim.tabletop.tasks`) has many natural wordings: verb synonyms and
 phrasal variants ("pick up", "grab", "pick ... up"), other object nouns and colour words, adjective
 after the noun ("the cube that is red"), articles, politeness and filler ("please", "can you"), other
 phrasings of left and right, the object named first ("the red cube, lift it"), capitalisation,
@@ -11,7 +11,7 @@ punctuation and light typos. Each slot's lexicon is split in two:
   (:data:`FUNCTION_WORDS` — articles, pronouns, prepositions, auxiliaries — are shared by both).
 
 So a policy evaluated on held-out wordings meets words it never saw, and generalisation to new words
-is measured, not assumed. The held-out set shipped with the package (``sim/data/heldout_wordings.tsv``)
+is measured, not assumed. The held-out set shipped with the package (``sim/tabletop/data/heldout_wordings.tsv``)
 is :func:`wording_set` ``("heldout", ...)`` written by ``scripts/make_wordings.py``; a test checks that
 the file and the generator agree.
 
@@ -30,7 +30,7 @@ from importlib import resources
 
 import numpy as np
 
-from mmvla.sim.tasks import COLOURS, DIRECTIONS, SHAPES, TaskSpec, all_tasks, parse_instruction
+from mmvla.sim.tabletop.tasks import COLOURS, DIRECTIONS, SHAPES, TaskSpec, all_tasks, parse_instruction
 
 WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout", "heldout_phrasing")
 
@@ -300,7 +300,7 @@ HELDOUT_PER_TASK = 8
 @cache
 def heldout_wordings() -> dict[str, tuple[str, ...]]:
     """The shipped held-out set: canonical instruction -> its held-out wordings (package data)."""
-    text = resources.files("mmvla.sim").joinpath("data", HELDOUT_FILE).read_text(encoding="utf-8")
+    text = resources.files("mmvla.sim.tabletop").joinpath("data", HELDOUT_FILE).read_text(encoding="utf-8")
     out: dict[str, list[str]] = {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line or line.startswith("#"):
@@ -315,7 +315,7 @@ def heldout_wordings() -> dict[str, tuple[str, ...]]:
 def heldout_file_text(seed: int = 0) -> str:
     """The content of the shipped held-out file, as :func:`wording_set` generates it."""
     header = (
-        "# Held-out wordings of every tabletop task (mmvla.sim.wordings.HELDOUT lexicon, seed "
+        "# Held-out wordings of every tabletop task (mmvla.sim.tabletop.wordings.HELDOUT lexicon, seed "
         f"{seed}, {HELDOUT_PER_TASK} per task).\n"
         "# Built by scripts/make_wordings.py: no content word here occurs in any training wording.\n"
         "# canonical instruction<TAB>held-out wording\n"

@@ -7,7 +7,7 @@ Observation (``gymnasium.spaces.Dict``):
         frame (table top at z = 0, +x = image right of the front camera, +y = away from it);
         ee_yaw: radians, the hand's rotation about world z, in [-pi, pi];
         gripper_opening: gap between the finger pads, metres, 0 (closed) .. 0.086 (open).
-    ``"instruction"``: the canonical instruction string (see :mod:`mmvla.sim.tasks`).
+    ``"instruction"``: the canonical instruction string (see :mod:`mmvla.sim.tabletop.tasks`).
 
 Action: float32 (7,) in [-1, 1] = [dx, dy, dz, droll, dpitch, dyaw, gripper], at 20 Hz (``CONTROL_DT``):
     dx, dy, dz: the end-effector target moves by ``action * config.max_delta_pos`` metres (0.02 by
@@ -31,6 +31,7 @@ import os
 from dataclasses import dataclass, replace
 from typing import Any
 
+# Headless rendering by default; it must be set before the first `import mujoco` (the next lines).
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 import gymnasium as gym
@@ -38,9 +39,10 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
-from mmvla.sim import scene
-from mmvla.sim.config import CAMERAS, TabletopConfig
-from mmvla.sim.tasks import (
+from mmvla.sim.exit import close_at_exit
+from mmvla.sim.tabletop import scene
+from mmvla.sim.tabletop.config import CAMERAS, TabletopConfig
+from mmvla.sim.tabletop.tasks import (
     COLOUR_RGBA,
     INSTRUCTION_CHARSET,
     INSTRUCTION_MAX_LENGTH,
@@ -314,6 +316,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         if self._big_renderer is None:
             s = self.config.render_size
             self._big_renderer = mujoco.Renderer(self.model, s, s)
+            close_at_exit(self)
         self._big_renderer.update_scene(
             self.data, camera=self._camera_ids["front"], scene_option=self._scene_options["front"]
         )
@@ -409,6 +412,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         if self._renderer is None:
             s = self.config.image_size
             self._renderer = mujoco.Renderer(self.model, s, s)
+            close_at_exit(self)
         return self._renderer
 
     def _observation(self) -> dict[str, Any]:

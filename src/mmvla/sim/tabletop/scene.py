@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from mmvla.sim.tasks import SHAPES
+from mmvla.sim.tabletop.tasks import SHAPES
 
 # ---- geometry (metres) ------------------------------------------------------------------------------
 CUBE_HALF = 0.0225  # 4.5 cm cube

@@ -8,8 +8,10 @@ import pytest
 from gymnasium.utils.env_checker import check_env
 
 import mmvla.sim
-from mmvla.sim import TabletopConfig, TabletopEnv, scene
-from mmvla.sim.tasks import HELD_OUT, parse_instruction
+from mmvla.sim.tabletop import scene
+from mmvla.sim.tabletop.config import TabletopConfig
+from mmvla.sim.tabletop.env import TabletopEnv
+from mmvla.sim.tabletop.tasks import HELD_OUT, parse_instruction
 
 
 @pytest.fixture

@@ -25,8 +25,8 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mmvla.sim import scene
-from mmvla.sim.env import SceneObject, TabletopEnv
+from mmvla.sim.tabletop import scene
+from mmvla.sim.tabletop.env import SceneObject, TabletopEnv
 
 GAIN = 0.2  # fraction of the position error corrected per step
 YAW_GAIN = 0.6
@@ -96,7 +96,7 @@ def push_contact_offset(shape: str, object_yaw: float, sign: float, half_width: 
 
 
 class ScriptedExpert:
-    """Scripted expert for :class:`~mmvla.sim.env.TabletopEnv` (reads the true state via ``env.unwrapped``).
+    """Scripted expert for :class:`~mmvla.sim.tabletop.env.TabletopEnv` (reads the true state via ``env.unwrapped``).
 
     Args:
         env: the environment (wrapped or not).

@@ -16,7 +16,8 @@ import numpy as np
 import pytest
 
 from mmvla.policy.observation import validate_observation
-from mmvla.sim import metaworld_env as mwe
+from mmvla.sim.metaworld import config as mwc
+from mmvla.sim.metaworld import env as mwe
 
 HAVE_METAWORLD = importlib.util.find_spec("metaworld") is not None
 needs_metaworld = pytest.mark.skipif(
@@ -32,21 +33,21 @@ def test_missing_metaworld_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_instructions_map_to_tasks_one_to_one() -> None:
-    assert set(mwe.TASK_INSTRUCTIONS) == set(mwe.MT10_TASKS) and len(mwe.MT10_TASKS) == 10
-    every = [s for t in mwe.MT10_TASKS for s in mwe.TASK_INSTRUCTIONS[t]]
+    assert set(mwc.TASK_INSTRUCTIONS) == set(mwc.MT10_TASKS) and len(mwc.MT10_TASKS) == 10
+    every = [s for t in mwc.MT10_TASKS for s in mwc.TASK_INSTRUCTIONS[t]]
     assert len(every) == len(set(every))  # no phrasing names two tasks
-    for task, texts in mwe.TASK_INSTRUCTIONS.items():
+    for task, texts in mwc.TASK_INSTRUCTIONS.items():
         assert texts, task
         for text in texts:
-            assert mwe.instruction_to_task(text) == task
-            assert mwe.instruction_to_task("  " + text.upper() + " ") == task
-            assert set(text) <= set(mwe.INSTRUCTION_CHARSET) and len(text) <= mwe.INSTRUCTION_MAX_LENGTH
-    assert len(set(mwe.all_instructions())) == 10
+            assert mwc.instruction_to_task(text) == task
+            assert mwc.instruction_to_task("  " + text.upper() + " ") == task
+            assert set(text) <= set(mwc.INSTRUCTION_CHARSET) and len(text) <= mwc.INSTRUCTION_MAX_LENGTH
+    assert len(set(mwc.all_instructions())) == 10
     with pytest.raises(ValueError, match="names no"):
-        mwe.instruction_to_task("make coffee")
-    assert mwe.canonical_task("reach") == "reach-v3"
+        mwc.instruction_to_task("make coffee")
+    assert mwc.canonical_task("reach") == "reach-v3"
     with pytest.raises(ValueError, match="unknown Meta-World MT10 task"):
-        mwe.canonical_task("assembly-v3")
+        mwc.canonical_task("assembly-v3")
 
 
 def test_action_mapping_round_trip() -> None:
@@ -69,8 +70,8 @@ def test_config_validation() -> None:
         {"split": "unseen"},
     ):
         with pytest.raises(ValueError):
-            mwe.MetaWorldConfig(**bad)  # type: ignore[arg-type]
-    cfg = mwe.MetaWorldConfig(tasks=("reach", "push"))
+            mwc.MetaWorldConfig(**bad)  # type: ignore[arg-type]
+    cfg = mwc.MetaWorldConfig(tasks=("reach", "push"))
     assert cfg.tasks == ("reach-v3", "push-v3")
     assert [cfg.task_for_seed(s) for s in range(4)] == ["reach-v3", "push-v3"] * 2
     assert [cfg.variation_for_seed(s) for s in (0, 1, 2, 101)] == [0, 0, 1, 0]  # 50 variations x 2 tasks
@@ -92,14 +93,14 @@ def env():  # type: ignore[no-untyped-def]
 def test_task_list_is_metaworlds_mt10() -> None:
     from metaworld.env_dict import MT10_V3
 
-    assert tuple(MT10_V3) == mwe.MT10_TASKS
+    assert tuple(MT10_V3) == mwc.MT10_TASKS
 
 
 @needs_metaworld
 def test_observation_passes_the_policy_validation(env: mwe.MetaWorldMT10Env) -> None:
-    for i, task in enumerate(mwe.MT10_TASKS):
+    for i, task in enumerate(mwc.MT10_TASKS):
         obs, info = env.reset(seed=i)
-        assert info["family"] == task and obs["instruction"] == mwe.TASK_INSTRUCTIONS[task][0]
+        assert info["family"] == task and obs["instruction"] == mwc.TASK_INSTRUCTIONS[task][0]
         validate_observation(obs, ("corner4",), 32, 4)
         assert env.observation_space.contains(obs)
         obs, reward, _, _, info = env.step(env.action_space.sample())
@@ -239,7 +240,7 @@ def test_images_are_upright(camera: str) -> None:
         hand = d.body("hand").xpos.copy()
         r0, c0 = _project(m, d, camera, hand, size)
         r1, c1 = _project(m, d, camera, hand + np.array([0.0, 0.0, 0.2]), size)
-        if camera in mwe.UPSIDE_DOWN_CAMERAS:  # the orientation the adapter applies: a 180-degree turn
+        if camera in mwc.UPSIDE_DOWN_CAMERAS:  # the orientation the adapter applies: a 180-degree turn
             r0, c0, r1, c1 = size - 1 - r0, size - 1 - c0, size - 1 - r1, size - 1 - c1
         assert r1 < r0 - 5, "a point 20 cm above the hand must be drawn higher in the image"
         with mujoco.Renderer(m, size, size) as seg_renderer:
@@ -265,7 +266,7 @@ def _expert_success(seeds_per_task: int) -> dict[str, list[bool]]:
     e = mwe.MetaWorldMT10Env(cameras=(), max_steps=500)
     try:
         out: dict[str, list[bool]] = {}
-        for i, task in enumerate(mwe.MT10_TASKS):
+        for i, task in enumerate(mwc.MT10_TASKS):
             seeds = [i + 10 * k for k in range(seeds_per_task)]  # seed % 10 is the task's index
             out[task] = [mwe.run_expert_episode(e, s)[0] for s in seeds]
             assert e.task == task
@@ -353,10 +354,10 @@ def test_tiny_collect_train_eval(tmp_path: Path) -> None:
     argv = ["collect", "--env", "metaworld-mt10", "--out", str(data), "--episodes", "10"]
     assert main([*argv, "--image-size", "32", "--quiet"]) == 0
     ds = VLADataset(data, progress=False)
-    assert ds.meta["robot_type"] == mwe.ROBOT_TYPE and ds.meta["fps"] == 80
+    assert ds.meta["robot_type"] == mwc.ROBOT_TYPE and ds.meta["fps"] == 80
     assert ds.meta["features"]["action"]["names"] == ["dx", "dy", "dz", "gripper"]
     assert ds.meta["features"]["observation.state"]["names"] == ["x", "y", "z", "gripper"]
-    assert set(ds.episodes["family"]) <= set(mwe.MT10_TASKS) and len(ds.episodes["family"]) >= 8
+    assert set(ds.episodes["family"]) <= set(mwc.MT10_TASKS) and len(ds.episodes["family"]) >= 8
     assert set(ds.episodes["variation"]) == {0}
     assert ds.cameras == ("corner4",)
     assert ds.meta["features"]["observation.environment_state"]["names"] == list(METAWORLD_ENV_STATE)
@@ -382,5 +383,5 @@ def test_tiny_collect_train_eval(tmp_path: Path) -> None:
     assert main([*argv, "--workers", "1", "--max-steps", "5", "--out", str(ev), "--quiet"]) == 0
     metrics = json.loads((ev / "metrics.json").read_text())
     per_task = metrics["per_family"]["train"]
-    assert set(per_task) == set(mwe.MT10_TASKS) and all(v["episodes"] == 1 for v in per_task.values())
+    assert set(per_task) == set(mwc.MT10_TASKS) and all(v["episodes"] == 1 for v in per_task.values())
     assert list(metrics["success"]) == ["train"] and metrics["config"]["env"] == "metaworld-mt10"
