@@ -4,8 +4,8 @@ Importing it registers the Gymnasium ids ``mmvla/Tabletop-v0`` and ``mmvla/MetaW
 (:mod:`mmvla.sim.gym_ids`) without importing MuJoCo or touching environment variables.
 """
 
-from mmvla.sim.gym_ids import register_when_gymnasium_loads
+from mmvla.sim.gym_ids import register
 
 __version__ = "0.1.0"
 
-register_when_gymnasium_loads()
+register()

@@ -20,10 +20,10 @@ from mmvla.core.logs import read_log
 from mmvla.evaluation.compare import CompareConfig, build_comparison
 from mmvla.evaluation.diagnostics import _drops, write_diagnostics
 from mmvla.evaluation.evaluate import EpisodeResult, summarise
+from mmvla.evaluation.video import write_episode_gif
 from mmvla.modules.contrastive import alignment_metrics, modality_gap
 from mmvla.reporting.figures import write_diagnostics_figures
 from mmvla.reporting.page import write_report
-from mmvla.reporting.video import write_episode_gif
 from mmvla.training.trainer import LOG_FIELDS
 
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").is_file() else None)

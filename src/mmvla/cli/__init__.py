@@ -1,8 +1,7 @@
 """The ``mmvla`` command line: argument parsing only, one module per subcommand.
 
-Each subcommand module exposes ``HELP``, ``add_arguments(parser)`` and ``run(args)``; ``run`` calls
-the library (mostly :mod:`mmvla.pipeline`) and prints. Heavy libraries are imported inside ``run`` so
-that ``mmvla --help`` stays fast.
+Each subcommand module exposes ``add_arguments(parser)`` and ``run(args)``; ``run`` calls the library
+(mostly :mod:`mmvla.pipeline`) and prints. :func:`main` imports only the module of the subcommand given.
 """
 
 import argparse

@@ -5,8 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmvla.cli import csv_list
-
-HELP = "Run the scripted expert in parallel processes and write a LeRobot v3.0 dataset (successes only)."
+from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -40,7 +39,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
 
     summary = collect_dataset(
         args.out,

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-HELP = (
-    "Compare fusion designs, action heads or language encoders on one dataset with one budget: "
-    "success on both splits, blind controls, parameters, latency, training time; resumable."
-)
+from mmvla.evaluation.compare import CompareConfig, comparison_table, parse_override, split_overrides
+from mmvla.pipeline import run_compare
 
 
 def _names(text: str) -> tuple[str, ...]:
@@ -22,7 +20,6 @@ def _seeds(text: str) -> tuple[int, ...]:
 
 
 def _override(text: str) -> tuple[str, str, object]:
-    from mmvla.evaluation.compare import parse_override
 
     try:
         return parse_override(text)
@@ -68,8 +65,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.evaluation.compare import CompareConfig, comparison_table, split_overrides
-    from mmvla.pipeline import run_compare
 
     policy_overrides, train_overrides = split_overrides(args.overrides)
     cfg = CompareConfig(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Run the whole chain on built-in defaults (about 10 minutes on a 2-core CPU) and write a report."
+from mmvla.pipeline import run_demo
 
 # Built-in defaults: the budget that fits ~10 minutes on a 2-core laptop CPU.
 DEMO_EPISODES = 2000
@@ -34,7 +34,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.pipeline import run_demo
 
     run_demo(
         args.out,

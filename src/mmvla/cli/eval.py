@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-HELP = "Evaluate a policy checkpoint in closed loop; writes metrics.json (and GIFs with --video)."
+from mmvla.evaluation.evaluate import (
+    EvalConfig,
+    evaluate,
+    evaluate_wordings,
+    format_metrics,
+    format_wordings,
+    read_rephrase_file,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -60,14 +67,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.evaluation.evaluate import (
-        EvalConfig,
-        evaluate,
-        evaluate_wordings,
-        format_metrics,
-        format_wordings,
-        read_rephrase_file,
-    )
 
     if not args.checkpoint and not args.server:
         raise ValueError("give --checkpoint DIR or --server ws://host:port")

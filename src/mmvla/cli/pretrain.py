@@ -6,15 +6,16 @@ import argparse
 from typing import TYPE_CHECKING
 
 from mmvla.cli import csv_list
+from mmvla.core.io import atomic_write_json, read_json
+from mmvla.data.lerobot_format import image_features, read_info
+from mmvla.policy import PolicyConfig
+from mmvla.reporting.figures import write_pretrain_embedding_plots
+from mmvla.training.config import apply_overrides, read_config_sections
+from mmvla.training.pretrain import PretrainConfig, format_metrics, pretrain
 
 if TYPE_CHECKING:
     from mmvla.policy import PolicyConfig
     from mmvla.training.pretrain import PretrainConfig
-
-HELP = (
-    "Contrastively pre-train the vision and language encoders on (frame, instruction) pairs; "
-    "start a policy from them with `mmvla train --config OUT/train_config.json --init-from OUT`."
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -46,9 +47,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, PretrainConfig, bool]:
     """(PolicyConfig, PretrainConfig, image_size_given) from --config plus flags."""
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import apply_overrides, read_config_sections
-    from mmvla.training.pretrain import PretrainConfig
 
     sections = ("policy", "pretrain", "train")
     file = read_config_sections(args.config, sections, "pretrain config") if args.config else {}
@@ -67,11 +65,6 @@ def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, PretrainConfi
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.core.io import atomic_write_json, read_json
-    from mmvla.data.lerobot_format import image_features, read_info
-    from mmvla.policy import PolicyConfig
-    from mmvla.reporting.figures import write_pretrain_embedding_plots
-    from mmvla.training.pretrain import format_metrics, pretrain
 
     policy_cfg, cfg, size_given = build_configs(args)
     if not size_given:  # the encoders are built for the dataset's image size unless the config says otherwise

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = (
-    "Write RUN/report.html (success tables, comparison, curves, diagnostics, attention, clips; images "
-    "embedded); --diagnostics first measures how much each modality matters."
-)
+from mmvla.core.io import read_json
+from mmvla.core.paths import RunPaths
+from mmvla.evaluation.diagnostics import DiagnosticsConfig, format_diagnostics, run_diagnostics
+from mmvla.pipeline import report_step
+from mmvla.reporting.figures import write_diagnostics_figures
+from mmvla.reporting.page import focus_run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,13 +32,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from mmvla.core.io import read_json
-    from mmvla.core.paths import RunPaths
-    from mmvla.pipeline import report_step
-    from mmvla.reporting.figures import write_diagnostics_figures
-    from mmvla.reporting.page import focus_run
 
     run_dir = Path(args.run)
     comparison = None
@@ -43,8 +39,6 @@ def run(args: argparse.Namespace) -> int:
         comparison = read_json(RunPaths(run_dir).comparison, "comparison")
     focus = focus_run(run_dir, comparison)
     if args.diagnostics:
-        from mmvla.evaluation.diagnostics import DiagnosticsConfig, format_diagnostics, run_diagnostics
-
         checkpoint = RunPaths(focus).policy
         if not (checkpoint / "config.json").is_file():
             raise FileNotFoundError(f"--diagnostics needs a policy checkpoint; none at {checkpoint}")

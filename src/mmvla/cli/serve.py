@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
+import os
 
-HELP = "Serve a policy checkpoint over WebSockets (msgpack, per-connection state, safety fallback, /healthz)."
+import torch
+
+from mmvla.policy.safety import SafetyConfig
+from mmvla.serving.server import TOKEN_ENV, PolicyServer, parse_key_map
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -68,14 +74,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import asyncio
-    import logging
-    import os
-
-    import torch
-
-    from mmvla.policy.safety import SafetyConfig
-    from mmvla.serving.server import TOKEN_ENV, PolicyServer, parse_key_map
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("mmvla.serving.server.websockets").setLevel(

@@ -5,13 +5,15 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING
 
+import torch.distributed as dist
+
+from mmvla.core.paths import RunPaths
+from mmvla.training.config import training_configs
+from mmvla.training.trainer import train
+
 if TYPE_CHECKING:
     from mmvla.policy import PolicyConfig
     from mmvla.training.config import TrainConfig
-
-HELP = (
-    "Train a policy on a dataset (torchrun --standalone --nproc_per_node=N -m mmvla.cli train ... for DDP)."
-)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +43,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
     """(PolicyConfig, TrainConfig) from --config plus flags (:func:`mmvla.training.config.training_configs`)."""
-    from mmvla.training.config import training_configs
 
     policy: dict[str, object] = {}
     if args.fusion:
@@ -65,8 +66,6 @@ def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mmvla.core.paths import RunPaths
-    from mmvla.training.trainer import train
 
     policy_cfg, train_cfg = build_configs(args)
     result = train(
@@ -78,7 +77,6 @@ def run(args: argparse.Namespace) -> int:
         init_from=args.init_from,
         progress=not args.quiet,
     )  # type: ignore[arg-type]
-    import torch.distributed as dist
 
     if not dist.is_initialized() or dist.get_rank() == 0:
         if args.init_from:

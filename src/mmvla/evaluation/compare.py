@@ -41,6 +41,7 @@ from mmvla.modules.fusion import available_fusions
 from mmvla.modules.heads import HEADS
 from mmvla.modules.language import LANGUAGE_KINDS
 from mmvla.policy import PolicyConfig
+from mmvla.sim.registry import make_env
 from mmvla.training.config import TrainConfig, apply_overrides
 from mmvla.training.recipes import demo_configs
 
@@ -197,10 +198,7 @@ def reference_observation(
     cameras: Sequence[str], image_size: int, seed: int = 1_000_000, family: str = "pick"
 ) -> dict[str, Any]:
     """A real environment observation (after ``reset(seed)``) for latency measurements."""
-    import mmvla.sim  # noqa: F401  (sets MUJOCO_GL, registers the environment)
-    from mmvla.sim.tabletop.env import TabletopEnv
-
-    env = TabletopEnv(cameras=tuple(cameras), image_size=image_size, split="train")
+    env = make_env("tabletop", cameras=tuple(cameras), image_size=image_size, split="train")
     try:
         obs, _ = env.reset(seed=seed, options={"family": family})
         return {k: (v.copy() if isinstance(v, np.ndarray) else v) for k, v in obs.items()}

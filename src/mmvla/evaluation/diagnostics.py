@@ -31,13 +31,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mmvla.core.io import atomic_write_json
-from mmvla.core.keys import SPLITS
+from mmvla.core.keys import SPLITS, STATE_KEY
 from mmvla.core.logs import read_log
 from mmvla.core.pool import imap
 from mmvla.evaluation.controls import ablate, without_camera_fallback, wrong_instruction
 from mmvla.evaluation.evaluate import EpisodeResult, summarise
+from mmvla.policy import VLAPolicy
+from mmvla.policy.checkpoint import load_config
 from mmvla.sim.registry import get_spec, make_env
 from mmvla.sim.rollout import rollout
 
@@ -114,7 +117,6 @@ class FusionRecorder:
         self._handle = fusion.register_forward_hook(self._hook)
 
     def _hook(self, module: Any, args: tuple[Any, ...], output: Any) -> None:
-        import torch
 
         info = getattr(output, "info", {}) or {}
         if "gate_weights" in info:
@@ -155,10 +157,6 @@ _WORKER: dict[str, Any] = {}
 
 
 def _worker_init(checkpoint: str) -> None:
-    import torch
-
-    from mmvla.core.keys import STATE_KEY
-    from mmvla.policy import VLAPolicy
 
     torch.set_num_threads(1)
     policy = VLAPolicy.from_pretrained(checkpoint)
@@ -271,7 +269,6 @@ def run_diagnostics(
         ``{"conditions": {cond: metrics}, "drop": {cond: {split: {"all"|family: drop}}},
         "routing": {...} | None, "gradient_balance": {...} | None, ...}``; success rates are fractions.
     """
-    from mmvla.policy.checkpoint import load_config
 
     pcfg, _ = load_config(checkpoint)
     applicable = conditions_for(pcfg.cameras, pcfg.use_proprio)

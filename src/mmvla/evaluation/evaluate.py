@@ -16,12 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from mmvla.core.io import atomic_write_json, read_json
 from mmvla.core.keys import BLIND_CONTROLS, CONTROLS, ENV_NAMES, SPLITS, WORDING_SETS
 from mmvla.core.pool import imap
 from mmvla.core.stats import mcnemar_exact, wilson_interval
 from mmvla.evaluation.controls import blank_cameras, swap_target, without_camera_fallback, wrong_instruction
+from mmvla.evaluation.video import write_episode_gif
+from mmvla.policy import VLAPolicy
+from mmvla.policy.checkpoint import checkpoint_id, load_config
+from mmvla.serving.client import PolicyClient, RemotePolicy
 from mmvla.sim.registry import check_rendered, get_spec, make_env
 from mmvla.sim.rollout import rollout
 from mmvla.sim.tabletop.wordings import wording_for_episode
@@ -147,13 +152,8 @@ _WORKER: dict[str, Any] = {}
 
 def _worker_init(checkpoint: str | None, server: str | None = None) -> None:
     if server is not None:  # act through the policy server: one connection (episode state) per worker
-        from mmvla.serving.client import RemotePolicy
-
         _WORKER["policy"] = RemotePolicy(server)
         return
-    import torch
-
-    from mmvla.policy import VLAPolicy
 
     torch.set_num_threads(1)
     _WORKER["policy"] = VLAPolicy.from_pretrained(checkpoint)  # type: ignore[arg-type]
@@ -255,7 +255,6 @@ def evaluate(
         cfg: the evaluation settings.
         out_dir: where metrics.json and videos go (None: nothing written).
     """
-    from mmvla.policy.checkpoint import load_config
 
     families = cfg.families
     env_kwargs: dict[str, Any] = dict(cfg.env_options)
@@ -311,7 +310,6 @@ def evaluate(
         atomic_write_json(
             out / "episodes.json", [{k: v for k, v in asdict(r).items() if k != "frames"} for r in results]
         )
-        from mmvla.reporting.video import write_episode_gif
 
         for r in results:
             if r.frames:
@@ -349,13 +347,10 @@ def evaluate_blind_controls(
 
 def _check_server(server: str, checkpoint: str | os.PathLike[str] | None) -> str:
     """Connect once (fail early and clearly); the served checkpoint id, checked against ``checkpoint``."""
-    from mmvla.serving.client import PolicyClient
 
     with PolicyClient(server, connect_timeout=10.0) as client:
         served = str(client.metadata.get("checkpoint_id", ""))
     if checkpoint is not None:
-        from mmvla.serving.server import checkpoint_id
-
         local = checkpoint_id(checkpoint)
         if served != local:
             raise ValueError(

@@ -40,6 +40,8 @@ from mmvla.modules.vision import KEYPOINT_POOLS
 from mmvla.policy import VLAPolicy
 from mmvla.policy.checkpoint import load_config
 from mmvla.policy.observation import observation_to_batch, validate_observation
+from mmvla.sim.registry import make_env
+from mmvla.sim.tabletop.tasks import FAMILIES, parse_instruction
 
 # ---------------------------------------------------------------------------------------------------
 # Attention heatmaps
@@ -328,10 +330,6 @@ def attention_maps_for_checkpoint(
     Raises:
         ValueError: neither language → vision attention nor a conditioned trunk.
     """
-    # function-local: importing mmvla.sim imports MuJoCo
-    from mmvla.sim.tabletop.env import TabletopEnv
-    from mmvla.sim.tabletop.tasks import FAMILIES, parse_instruction
-
     policy = VLAPolicy.from_pretrained(checkpoint)
     cfg = policy.cfg
     use_keypoints = not _attention_sites(policy) or cfg.vision_tokens != "all"
@@ -347,7 +345,8 @@ def attention_maps_for_checkpoint(
             families.add(parse_instruction(text).family)
         except ValueError:
             continue
-    env = TabletopEnv(
+    env = make_env(
+        "tabletop",
         cameras=cfg.cameras,
         image_size=cfg.image_size,
         split="all",

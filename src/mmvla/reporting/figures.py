@@ -42,6 +42,7 @@ from mmvla.core.keys import BLIND_CONTROLS, SPLITS
 from mmvla.core.logs import read_log
 from mmvla.core.stats import wilson_interval
 from mmvla.evaluation.diagnostics import ENCODER_GROUPS, MODULE_GROUPS
+from mmvla.sim.tabletop.tasks import COLOUR_RGBA, COLOURS, SHAPES
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -202,7 +203,7 @@ def _tsne(x: np.ndarray, seed: int) -> np.ndarray:
                 TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
             )
     except ImportError:
-        from openTSNE import TSNE as OpenTSNE
+        from openTSNE import TSNE as OpenTSNE  # optional: t-SNE when scikit-learn is absent
 
         return np.asarray(OpenTSNE(n_components=2, perplexity=perplexity, random_state=seed).fit(x))
 
@@ -257,7 +258,6 @@ def embedding_projection(
 
 def _colour_shape(label: str) -> tuple[str | None, str | None]:
     """The first colour word and the first shape word of a label ("pick up the red cube" -> red, cube)."""
-    from mmvla.sim.tabletop.tasks import COLOURS, SHAPES  # function-local: importing mmvla.sim imports MuJoCo
 
     words = label.lower().split()
     colour = next((w for w in words if w in COLOURS), None)
@@ -296,8 +296,6 @@ def plot_embeddings(
     """
     # function-local: matplotlib is imported only when drawing; importing mmvla.sim imports MuJoCo
     from matplotlib.lines import Line2D
-
-    from mmvla.sim.tabletop.tasks import COLOUR_RGBA
 
     proj = embedding_projection(vision_emb, text_emb, method=method, seed=seed)
     labelled = vision_labels is not None and text_labels is not None

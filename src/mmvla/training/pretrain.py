@@ -64,9 +64,11 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save as safetensors_save
 from torch import Tensor, nn
+from tqdm.auto import tqdm
 
 from mmvla.core.io import atomic_write_bytes, atomic_write_csv, atomic_write_json
 from mmvla.core.seeding import seed_everything
+from mmvla.data.dataset import VLADataset
 from mmvla.modules.augment import random_shift
 from mmvla.modules.contrastive import (
     ContrastiveConfig,
@@ -350,7 +352,6 @@ def build_eval_set(
     without rendering to learn its length T, then up to step ``round((r + 1) / (R + 1) · T)``, where one
     ``image_size``² frame of ``camera`` is rendered.
     """
-    from tqdm.auto import tqdm
 
     if rounds < 1:
         raise ValueError(f"build_eval_set: rounds must be >= 1, got {rounds}")
@@ -535,9 +536,6 @@ def pretrain(
     ``eval_embeddings.safetensors`` by :func:`mmvla.reporting.figures.write_pretrain_embedding_plots`
     (``mmvla pretrain`` does).
     """
-    from tqdm.auto import tqdm
-
-    from mmvla.data.dataset import VLADataset
 
     out = Path(out_dir)
     if cfg.threads:

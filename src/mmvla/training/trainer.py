@@ -41,7 +41,9 @@ from mmvla.modules.language import normalize_instruction
 from mmvla.modules.memory import MemoryConfig
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_state_strict, write_policy_files
+from mmvla.policy.init import init_from_directory
 from mmvla.policy.normalize import Normalizer
+from mmvla.sim.tabletop.wordings import wordings_for
 from mmvla.training.config import TrainConfig
 
 LOG_FIELDS = (
@@ -132,7 +134,6 @@ class _Augment:
 def wording_pools(instructions: list[str], per_task: int) -> dict[str, list[str]]:
     """Instruction -> its pool of training wordings (the instruction first); an instruction the
     tabletop's wording model does not know (e.g. Meta-World's) keeps a pool of itself alone."""
-    from mmvla.sim.tabletop.wordings import wordings_for  # mmvla.sim loads MuJoCo
 
     pools: dict[str, list[str]] = {}
     for text in instructions:
@@ -309,8 +310,6 @@ def train(
     policy = VLAPolicy(policy_cfg, dataset_normalizer(dataset, policy_cfg)).to(device)
     initialised = 0
     if init_from is not None:
-        from mmvla.policy.init import init_from_directory
-
         initialised = len(init_from_directory(policy, init_from))
     torch.manual_seed(train_cfg.seed + rank)
     ema = copy.deepcopy(policy).eval().requires_grad_(False) if train_cfg.ema_decay > 0 else None

@@ -65,10 +65,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-# Headless rendering by default; it must be set before the first `import mujoco` (Meta-World's, when an
-# environment is built, or ours in `_renderer`).
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
@@ -96,7 +92,9 @@ from mmvla.sim.metaworld.config import (
 
 def _import_metaworld() -> Any:
     """Import Meta-World (and its policies) lazily, with an install hint when it is absent."""
-    try:
+    # Headless rendering by default: set before the first `import mujoco` (Meta-World's own).
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    try:  # function-local: Meta-World is optional (pip install 'mmvla[metaworld]')
         import metaworld
         import metaworld.policies
     except ImportError as e:  # metaworld, or one of its undeclared dependencies (packaging)
@@ -284,7 +282,7 @@ class MetaWorldMT10Env(gym.Env[dict[str, Any], np.ndarray]):
     def _env(self, task: str) -> Any:
         """Build (once) the Meta-World environment of ``task``, goal visible to the expert."""
         if task not in self._envs:
-            from metaworld.env_dict import ALL_V3_ENVIRONMENTS
+            from metaworld.env_dict import ALL_V3_ENVIRONMENTS  # optional: imported by _import_metaworld
 
             env = ALL_V3_ENVIRONMENTS[task]()
             env._set_task_called = True  # we drive the goal sampler ourselves (see sampler_seed)
@@ -385,7 +383,7 @@ class MetaWorldExpert:
             raise TypeError(f"MetaWorldExpert needs a MetaWorldMT10Env, got {type(unwrapped).__name__}")
         if not (np.isfinite(noise_std) and noise_std >= 0):
             raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}")
-        from metaworld.policies import ENV_POLICY_MAP
+        from metaworld.policies import ENV_POLICY_MAP  # optional: imported by _import_metaworld
 
         self.env: MetaWorldMT10Env = unwrapped
         self.noise_std = float(noise_std)

@@ -10,6 +10,7 @@ import numpy as np
 from mmvla.core.keys import METAWORLD_ENV_STATE
 from mmvla.sim import METAWORLD_MT10_ID
 from mmvla.sim.metaworld import config as mw
+from mmvla.sim.metaworld.env import MetaWorldExpert, MetaWorldMT10Env
 from mmvla.sim.spec import DatasetSchema, EnvSpec, Expert
 
 
@@ -30,14 +31,10 @@ def _config(
 
 
 def _env(config: mw.MetaWorldConfig) -> Any:
-    from mmvla.sim.metaworld.env import MetaWorldMT10Env  # imports Meta-World and MuJoCo
-
     return MetaWorldMT10Env(config)
 
 
 def _expert(env: Any, noise_std: float, seed: int | None) -> Expert:
-    from mmvla.sim.metaworld.env import MetaWorldExpert  # imports Meta-World and MuJoCo
-
     return MetaWorldExpert(env, noise_std=noise_std, seed=seed)
 
 
