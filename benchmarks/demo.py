@@ -30,8 +30,8 @@ def main() -> None:
     run = RunPaths(args.run)
     if not run.summary.is_file():
         # The budget: `mmvla demo`'s defaults (collection, training, evaluation, controls, workers).
-        from mmvla.cli.demo import DEMO_CONTROLS, DEMO_EPISODES, DEMO_EVAL_EPISODES, DEMO_STEPS
         from mmvla.pipeline import run_demo
+        from mmvla.training.recipes import DEMO_CONTROLS, DEMO_EPISODES, DEMO_EVAL_EPISODES, DEMO_STEPS
 
         run_demo(
             run.root,

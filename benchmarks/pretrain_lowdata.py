@@ -2,13 +2,13 @@
 
 One small dataset (by default 250 demonstrations, a quarter of `benchmarks/compare.py`'s), then:
 
-1. ``mmvla pretrain`` aligns the demo recipe's vision and language encoders CLIP-style on its
+1. contrastive pre-training (:func:`mmvla.training.pretrain.pretrain`, as ``mmvla pretrain``) aligns the demo recipe's vision and language encoders CLIP-style on its
    (frame, instruction) pairs (vision *unconditioned*: a contrastive image embedding must not see the
    instruction); recall@1/5 and the modality gap before/after on held-out frames incl. unseen
    compositions;
-2. ``mmvla train`` the demo recipe from scratch, and again ``--init-from`` the pre-trained encoders
+2. the demo recipe trained from scratch, and again initialised from the pre-trained encoders
    (the conditioned trunk's FiLM layers start fresh), same seed, same steps;
-3. ``mmvla eval`` both on both splits.
+3. both evaluated on both splits.
 
 Writes benchmarks/results/pretrain_lowdata.json and prints a summary.
 
@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from mmvla.core.io import atomic_write_json, read_json
+from mmvla.evaluation.evaluate import EvalConfig, evaluate
+from mmvla.pipeline import collect_step, train_step
+from mmvla.policy import PolicyConfig
+from mmvla.training.pretrain import PretrainConfig, pretrain
+from mmvla.training.recipes import demo_configs
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -38,74 +43,26 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args()
 
-    from mmvla.cli import main as cli
-    from mmvla.training.recipes import demo_configs
-
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    data = out / f"data{args.episodes}"
     t0 = time.perf_counter()
-    if not (data / "meta" / "info.json").is_file():
-        cli(
-            [
-                "collect",
-                "--out",
-                str(data),
-                "--episodes",
-                str(args.episodes),
-                "--workers",
-                str(args.workers),
-                "--quiet",
-            ]
-        )
+    data = collect_step(out / f"data{args.episodes}", args.episodes, workers=args.workers, seed=0)
     policy_cfg, train_cfg = demo_configs(steps=args.steps)
     policy = policy_cfg.to_dict()
-    train = train_cfg.to_dict()
-    (out / "policy.json").write_text(json.dumps({"policy": policy, "train": train}))
-    unconditioned = {**policy, "vision": {**policy["vision"], "condition": False}}
-    (out / "pretrain_config.json").write_text(json.dumps({"policy": unconditioned}))
+    (out / "policy.json").write_text(json.dumps({"policy": policy, "train": train_cfg.to_dict()}))
+    # A contrastive image embedding must not see the instruction: the pre-trained trunk is unconditioned.
+    unconditioned = PolicyConfig.from_dict({**policy, "vision": {**policy["vision"], "condition": False}})
 
     pre = out / "pretrained"
     if not (pre / "pretrain.json").is_file():
-        pre_args = ["--config", str(out / "pretrain_config.json"), "--steps", str(args.pretrain_steps)]
-        cli(["pretrain", "--data", str(data), "--out", str(pre), *pre_args, "--no-plots", "--quiet"])
+        pretrain(data, pre, unconditioned, PretrainConfig(steps=args.pretrain_steps), progress=False)
     runs: dict[str, dict[str, Any]] = {}
-    for name, extra in (("scratch", []), ("pretrained_init", ["--init-from", str(pre)])):
+    for name, init_from in (("scratch", None), ("pretrained_init", pre)):
         run = out / name
-        if not (run / "policy" / "model.safetensors").is_file():
-            cli(
-                [
-                    "train",
-                    "--data",
-                    str(data),
-                    "--out",
-                    str(run),
-                    "--config",
-                    str(out / "policy.json"),
-                    "--quiet",
-                    *extra,
-                ]
-            )
+        trained = train_step(data, run, policy_cfg, train_cfg, reuse_finished=True, init_from=init_from)
         if not (run / "eval" / "metrics.json").is_file():
-            eval_args = [
-                "--episodes",
-                str(args.eval_episodes),
-                "--split",
-                "all",
-                "--workers",
-                str(args.workers),
-            ]
-            cli(
-                [
-                    "eval",
-                    "--checkpoint",
-                    str(run / "policy"),
-                    *eval_args,
-                    "--out",
-                    str(run / "eval"),
-                    "--quiet",
-                ]
-            )
+            cfg = EvalConfig(episodes=args.eval_episodes, split="all", workers=args.workers)
+            evaluate(trained.policy_dir, cfg, run / "eval", progress=False)
         metrics = read_json(run / "eval" / "metrics.json", "metrics")
         runs[name] = {
             "success": metrics["success"],

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmvla.cli import csv_list
+from mmvla.core.keys import ENV_NAMES
 from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
 
 
@@ -13,7 +14,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env",
         default="tabletop",
-        choices=("tabletop", "metaworld-mt10"),
+        choices=ENV_NAMES,
         help="simulator (default tabletop; metaworld-mt10 needs pip install 'mmvla[metaworld]')",
     )
     p.add_argument("--episodes", type=int, required=True, help="episodes to simulate (seeds S .. S+N-1)")

@@ -5,12 +5,7 @@ from __future__ import annotations
 import argparse
 
 from mmvla.pipeline import run_demo
-
-# Built-in defaults: the budget that fits ~10 minutes on a 2-core laptop CPU.
-DEMO_EPISODES = 2000
-DEMO_STEPS = 8000
-DEMO_EVAL_EPISODES = 100
-DEMO_CONTROLS = 50
+from mmvla.training.recipes import DEMO_CONTROLS, DEMO_EPISODES, DEMO_EVAL_EPISODES, DEMO_STEPS
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

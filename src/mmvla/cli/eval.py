@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmvla.core.keys import CONTROLS, ENV_NAMES, SPLITS
 from mmvla.evaluation.evaluate import (
     EvalConfig,
     evaluate,
@@ -12,6 +13,7 @@ from mmvla.evaluation.evaluate import (
     format_wordings,
     read_rephrase_file,
 )
+from mmvla.policy.runtime import CHUNK_MODES
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -25,11 +27,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--env",
         default="tabletop",
-        choices=("tabletop", "metaworld-mt10"),
+        choices=ENV_NAMES,
         help="simulator (default tabletop); metaworld-mt10 cycles its ten tasks: --episodes 500 = 50 per task",
     )
     p.add_argument("--episodes", type=int, default=100, help="episodes per split")
-    p.add_argument("--split", default="all", choices=("train", "unseen", "all"))
+    p.add_argument("--split", default="all", choices=(*SPLITS, "all"))
     p.add_argument("--out", help="directory for metrics.json, episodes.json and videos/")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
     p.add_argument("--seed", type=int, default=1_000_000, help="first episode seed")
@@ -40,10 +42,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--control",
         default="none",
-        choices=("none", "blank_images", "wrong_instruction", "instruction_swap"),
+        choices=CONTROLS,
         help="blind control, or instruction_swap (another object on the table becomes the target)",
     )
-    p.add_argument("--chunk-mode", default="ensemble", choices=("ensemble", "execute"))
+    p.add_argument("--chunk-mode", default="ensemble", choices=CHUNK_MODES)
     p.add_argument(
         "--video",
         nargs="?",

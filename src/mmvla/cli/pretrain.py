@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 from mmvla.cli import csv_list
 from mmvla.core.io import atomic_write_json, read_json
@@ -12,10 +11,6 @@ from mmvla.policy import PolicyConfig
 from mmvla.reporting.figures import write_pretrain_embedding_plots
 from mmvla.training.config import apply_overrides, read_config_sections
 from mmvla.training.pretrain import PretrainConfig, format_metrics, pretrain
-
-if TYPE_CHECKING:
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.pretrain import PretrainConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

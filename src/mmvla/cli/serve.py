@@ -9,6 +9,7 @@ import os
 
 import torch
 
+from mmvla.policy.runtime import CHUNK_MODES
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.server import TOKEN_ENV, PolicyServer, parse_key_map
 
@@ -17,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--checkpoint", required=True, help="policy directory (a run's policy/ folder)")
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one, printed at start)")
-    p.add_argument("--chunk-mode", default="ensemble", choices=("ensemble", "execute"))
+    p.add_argument("--chunk-mode", default="ensemble", choices=CHUNK_MODES)
     p.add_argument("--max-message-mb", type=float, default=4.0, help="largest request frame accepted, MiB")
     p.add_argument("--max-connections", type=int, default=64, help="connections served at once")
     p.add_argument("--max-connections-per-ip", type=int, default=64, help="connections from one address")

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import argparse
-from typing import TYPE_CHECKING
 
 import torch.distributed as dist
 
 from mmvla.core.paths import RunPaths
-from mmvla.training.config import training_configs
+from mmvla.modules.heads import HEADS
+from mmvla.policy import PolicyConfig
+from mmvla.training.config import TrainConfig, training_configs
 from mmvla.training.trainer import train
-
-if TYPE_CHECKING:
-    from mmvla.policy import PolicyConfig
-    from mmvla.training.config import TrainConfig
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -21,7 +18,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="run directory (log, checkpoints, final policy)")
     p.add_argument("--config", help='JSON file {"policy": {...}, "train": {...}}; flags below override it')
     p.add_argument("--fusion", help="fusion design (registry name), e.g. film, cross_attention, transformer")
-    p.add_argument("--head", choices=("regression", "bins", "flow"), help="action head")
+    p.add_argument("--head", choices=HEADS, help="action head")
     p.add_argument("--chunk-size", type=int, help="actions predicted per step")
     p.add_argument("--vision", help="vision encoder kind: cnn | patch | efficientnet_lite0")
     p.add_argument("--language", help="language encoder kind: lstm | transformer | minilm")

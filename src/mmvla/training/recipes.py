@@ -5,6 +5,12 @@ from __future__ import annotations
 from mmvla.policy import PolicyConfig
 from mmvla.training.config import TrainConfig
 
+# `mmvla demo`'s built-in budget: about 10 minutes on a 2-core laptop CPU.
+DEMO_EPISODES = 2000
+DEMO_STEPS = 8000
+DEMO_EVAL_EPISODES = 100
+DEMO_CONTROLS = 50
+
 # The demo's vision encoder: 3 stride-2 stages, no residual convs (7.9 MFLOP per 64² image by torch's
 # FLOP counter; 18.8 with 32-64-64 channels), each stage FiLM-conditioned on the instruction, one
 # token of spatial-softmax keypoints per camera.
