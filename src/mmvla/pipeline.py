@@ -320,13 +320,7 @@ def run_demo(
     )
     t2 = time.perf_counter()
     metrics, blind = evaluate_step(
-        trained.policy_dir,
-        paths.root,
-        eval_episodes,
-        controls,
-        workers=workers,
-        progress=progress,
-        log=log,
+        trained.policy_dir, paths.root, eval_episodes, controls, workers=workers, progress=progress, log=log
     )
     timings["eval_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0

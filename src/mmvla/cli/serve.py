@@ -9,6 +9,7 @@ import os
 
 import torch
 
+from mmvla.cli import flags
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.server import TOKEN_ENV, PolicyServer, parse_key_map
 
@@ -81,33 +82,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    safety: SafetyConfig | bool = (
-        False
-        if args.no_safety
-        else SafetyConfig(
-            max_frame_age_s=args.max_frame_age,
-            frozen_frames=args.frozen_frames,
-            max_pos_delta=args.max_pos_delta,
-            max_rot_delta=args.max_rot_delta,
-        )
+    safety: SafetyConfig | bool = not args.no_safety and SafetyConfig(
+        max_frame_age_s=args.max_frame_age, **flags(args, "frozen_frames", "max_pos_delta", "max_rot_delta")
     )
+    same = ("host", "port", "chunk_mode", "max_connections", "max_connections_per_ip", "max_batch")
     server = PolicyServer.from_checkpoint(
         args.checkpoint,
-        host=args.host,
-        port=args.port,
+        **flags(args, *same, "batch_wait_ms", "max_instruction_chars", "protocol"),
         safety=safety,
-        chunk_mode=args.chunk_mode,
         max_message_bytes=int(args.max_message_mb * 2**20),
-        max_connections=args.max_connections,
-        max_connections_per_ip=args.max_connections_per_ip,
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
         idle_timeout_s=args.idle_timeout,
         frame_timeout_s=args.frame_timeout,
         reclaim_idle_s=args.reclaim_idle,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        max_instruction_chars=args.max_instruction_chars,
-        protocol=args.protocol,
         openpi_keys=parse_key_map(args.openpi_keys) if args.openpi_keys else None,
     )
 
