@@ -320,13 +320,7 @@ def run_demo(
     )
     t2 = time.perf_counter()
     metrics, blind = evaluate_step(
-        trained.policy_dir,
-        paths.root,
-        eval_episodes,
-        controls,
-        workers=workers,
-        progress=progress,
-        log=log,
+        trained.policy_dir, paths.root, eval_episodes, controls, workers=workers, progress=progress, log=log
     )
     timings["eval_s"] = time.perf_counter() - t2
     timings["total_s"] = time.perf_counter() - t0
@@ -367,24 +361,12 @@ def run_variant(
         "data": str(data_dir.resolve()),
     }
     claim_run(paths.root, spec)
+    common: dict[str, Any] = {"split": "all", "workers": cfg.workers, "max_steps": cfg.eval_max_steps}
     evals = {
-        "none": evaluation.EvalConfig(
-            episodes=cfg.eval_episodes,
-            split="all",
-            workers=cfg.workers,
-            max_steps=cfg.eval_max_steps,
-            video_episodes=cfg.video_episodes,
-        )
+        "none": evaluation.EvalConfig(episodes=cfg.eval_episodes, video_episodes=cfg.video_episodes, **common)
     }
-    if cfg.controls:
-        for control in CONTROL_NAMES:
-            evals[control] = evaluation.EvalConfig(
-                episodes=cfg.controls,
-                split="all",
-                workers=cfg.workers,
-                max_steps=cfg.eval_max_steps,
-                control=control,
-            )
+    for control in CONTROL_NAMES if cfg.controls else ():
+        evals[control] = evaluation.EvalConfig(episodes=cfg.controls, control=control, **common)
     eval_spec = {
         k: {kk: vv for kk, vv in _jsonable(dataclasses.asdict(v)).items() if kk != "workers"}
         for k, v in evals.items()

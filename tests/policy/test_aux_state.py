@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from vla_testdata import small_policy_dict
 
 from mmvla.core.keys import ENV_STATE_KEY
 from mmvla.core.logs import read_log
@@ -12,8 +13,6 @@ from mmvla.data.dataset import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
 from mmvla.training.trainer import dataset_normalizer, train
-
-from .conftest import small_policy_dict
 
 
 def test_environment_state_round_trips_with_numpy_stats(tiny_dataset):

@@ -29,6 +29,7 @@ from typing import Any
 import pytest
 import torch
 from torch import nn
+from vla_testdata import small_policy_dict
 
 import mmvla.core.io
 import mmvla.policy.checkpoint
@@ -38,8 +39,6 @@ from mmvla.policy import PolicyConfig
 from mmvla.policy.checkpoint import checkpoint_id, load_config
 from mmvla.policy.model import VLAPolicy
 from mmvla.policy.normalize import Normalizer
-
-from .conftest import small_policy_dict
 
 MODES = {"observation.state": "mean_std", "action": "mean_std"}
 OS_CALLS = ("open", "close", "fsync", "replace", "rename", "unlink", "rmdir", "mkdir", "chmod")

@@ -14,14 +14,13 @@ import sys
 import numpy as np
 import pytest
 import torch
+from vla_testdata import small_policy_dict
 
 from mmvla.core.logs import read_log
 from mmvla.data import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
 from mmvla.training.trainer import dataset_normalizer, train
-
-from .conftest import small_policy_dict
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

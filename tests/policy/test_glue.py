@@ -16,14 +16,13 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from vla_testdata import small_policy_dict
 
 from mmvla.data.dataset import VLADataset
 from mmvla.modules.fusion import FusionOutput, available_fusions
 from mmvla.modules.heads import HeadConfig, build_head
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.trainer import dataset_normalizer
-
-from .conftest import small_policy_dict
 
 # Three lengths: 7, 5 and 3 words (the last has an unknown word, still one token per word).
 MIXED = ("push the green slab to the left", "pick up the red cube", "pick the cube")

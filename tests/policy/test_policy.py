@@ -9,14 +9,13 @@ import numpy as np
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from vla_testdata import IMAGE, small_policy_dict
 
 from mmvla.data.dataset import VLADataset
 from mmvla.modules.fusion import available_fusions
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.observation import ObservationError
 from mmvla.training.trainer import dataset_normalizer
-
-from .conftest import IMAGE, small_policy_dict
 
 
 @pytest.fixture(scope="module")

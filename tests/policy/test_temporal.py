@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from vla_testdata import small_policy_dict
 
 from mmvla.data.dataset import VLADataset
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.trainer import dataset_normalizer
-
-from .conftest import small_policy_dict
 
 
 def _policy(dataset, temporal):

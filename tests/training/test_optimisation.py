@@ -18,14 +18,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 from torch import nn
+from vla_testdata import small_policy_dict
 
 import mmvla.training.trainer as train_module
 from mmvla.core.logs import read_log
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.training.config import TrainConfig
 from mmvla.training.trainer import param_groups, train
-
-from .conftest import small_policy_dict
 
 CLIP, DECAY, WD, STEPS = 0.01, 0.75, 0.123, 3  # DECAY != 0.5: d and 1 - d must differ
 

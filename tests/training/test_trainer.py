@@ -10,13 +10,12 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from vla_testdata import INSTRUCTIONS, small_policy_dict
 
 from mmvla.core.logs import read_log
 from mmvla.policy import PolicyConfig
 from mmvla.training.config import TrainConfig
 from mmvla.training.trainer import lr_at, train, weights_sha256
-
-from .conftest import INSTRUCTIONS, small_policy_dict
 
 
 def _cfgs(**train_overrides):

@@ -5,6 +5,7 @@ Each subcommand module exposes ``add_arguments(parser)`` and ``run(args)``; ``ru
 """
 
 import argparse
+from typing import Any
 
 
 def csv_list(text: str) -> tuple[str, ...]:
@@ -15,6 +16,11 @@ def csv_list(text: str) -> tuple[str, ...]:
     return items
 
 
+def flags(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """``{name: args.<name>}`` for each of ``names``: options passed on under the parameter's own name."""
+    return {n: getattr(args, n) for n in names}
+
+
 from mmvla.cli.main import build_parser, main  # noqa: E402  (main's subcommands import csv_list)
 
-__all__ = ["build_parser", "csv_list", "main"]
+__all__ = ["build_parser", "csv_list", "flags", "main"]

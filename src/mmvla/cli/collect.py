@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmvla.cli import csv_list
+from mmvla.cli import csv_list, flags
 from mmvla.core.keys import ENV_NAMES
 from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
 
@@ -41,19 +41,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    summary = collect_dataset(
-        args.out,
-        episodes=args.episodes,
-        workers=args.workers,
-        seed=args.seed,
-        split=args.split,
-        image_size=args.image_size,
-        cameras=args.cameras,
-        families=args.families,
-        noise_std=DEFAULT_NOISE_STD if args.noise is None else args.noise,
-        overwrite=args.overwrite,
-        progress=not args.quiet,
-        env=args.env,
-    )
+    names = ("episodes", "workers", "seed", "split", "image_size", "cameras", "families", "overwrite", "env")
+    noise_std = DEFAULT_NOISE_STD if args.noise is None else args.noise
+    summary = collect_dataset(args.out, **flags(args, *names), noise_std=noise_std, progress=not args.quiet)
     print(summary.format())
     return 0

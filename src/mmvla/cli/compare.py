@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmvla.cli import flags
 from mmvla.evaluation.compare import CompareConfig, comparison_table, parse_override, split_overrides
 from mmvla.pipeline import run_compare
 
@@ -67,17 +68,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
 
     policy_overrides, train_overrides = split_overrides(args.overrides)
+    names = ("fusions", "heads", "languages", "steps", "seeds", "episodes", "eval_episodes", "controls")
     cfg = CompareConfig(
-        fusions=args.fusions,
-        heads=args.heads,
-        languages=args.languages,
-        steps=args.steps,
-        seeds=args.seeds,
-        episodes=args.episodes,
-        eval_episodes=args.eval_episodes,
-        controls=args.controls,
-        workers=args.workers,
-        eval_max_steps=args.eval_max_steps,
+        **flags(args, *names, "workers", "eval_max_steps"),
         policy_overrides=policy_overrides,
         train_overrides=train_overrides,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 
+from mmvla.cli import flags
 from mmvla.pipeline import run_demo
 from mmvla.training.recipes import DEMO_CONTROLS, DEMO_EPISODES, DEMO_EVAL_EPISODES, DEMO_STEPS
 
@@ -30,15 +31,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
 
-    run_demo(
-        args.out,
-        episodes=args.episodes,
-        steps=args.steps,
-        eval_episodes=args.eval_episodes,
-        controls=args.controls,
-        fusion=args.fusion,
-        workers=args.workers,
-        seed=args.seed,
-        progress=not args.quiet,
-    )
+    names = ("episodes", "steps", "eval_episodes", "controls", "fusion", "workers", "seed")
+    run_demo(args.out, **flags(args, *names), progress=not args.quiet)
     return 0

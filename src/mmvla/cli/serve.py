@@ -9,69 +9,57 @@ import os
 
 import torch
 
+from mmvla.cli import flags
 from mmvla.policy.runtime import CHUNK_MODES
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.server import TOKEN_ENV, PolicyServer, parse_key_map
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", required=True, help="policy directory (a run's policy/ folder)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (0: a free one, printed at start)")
-    p.add_argument("--chunk-mode", default="ensemble", choices=CHUNK_MODES)
-    p.add_argument("--max-message-mb", type=float, default=4.0, help="largest request frame accepted, MiB")
-    p.add_argument("--max-connections", type=int, default=64, help="connections served at once")
-    p.add_argument("--max-connections-per-ip", type=int, default=64, help="connections from one address")
-    p.add_argument(
+    arg = p.add_argument
+    arg("--checkpoint", required=True, help="policy directory (a run's policy/ folder)")
+    arg("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0: every interface)")
+    arg("--port", type=int, default=8000, help="TCP port (0: a free one, printed at start)")
+    arg("--chunk-mode", default="ensemble", choices=CHUNK_MODES)
+    arg("--max-message-mb", type=float, default=4.0, help="largest request frame accepted, MiB")
+    arg("--max-connections", type=int, default=64, help="connections served at once")
+    arg("--max-connections-per-ip", type=int, default=64, help="connections from one address")
+    arg(
         "--token",
         default=None,
         help="require 'Authorization: Bearer TOKEN' (or openpi's 'Api-Key TOKEN'); default: $MMVLA_SERVE_TOKEN, "
         "unset: no authentication. Prefer the variable: arguments show up in the process list",
     )
-    p.add_argument("--idle-timeout", type=float, default=300.0, help="close a connection idle this long, s")
-    p.add_argument(
-        "--frame-timeout", type=float, default=10.0, help="close a connection whose frame takes longer, s"
-    )
-    p.add_argument(
+    arg("--idle-timeout", type=float, default=300.0, help="close a connection idle this long, s")
+    arg("--frame-timeout", type=float, default=10.0, help="close a connection whose frame takes longer, s")
+    arg(
         "--reclaim-idle",
         type=float,
         default=5.0,
         help="at a cap, a connection idle this long yields its slot, s",
     )
-    p.add_argument(
-        "--max-batch", type=int, default=32, help="most act requests in one forward pass (1: none)"
-    )
-    p.add_argument(
-        "--batch-wait-ms", type=float, default=2.0, help="longest wait for active clients to join a batch"
-    )
-    p.add_argument("--max-instruction-chars", type=int, default=512, help="longer instructions are refused")
-    p.add_argument(
+    arg("--max-batch", type=int, default=32, help="most act requests in one forward pass (1: none)")
+    arg("--batch-wait-ms", type=float, default=2.0, help="longest wait for active clients to join a batch")
+    arg("--max-instruction-chars", type=int, default=512, help="longer instructions are refused")
+    arg(
         "--protocol",
         default="auto",
         choices=("auto", "mmvla", "openpi"),
         help="wire protocol: mmvla's, openpi's (openpi-client), or auto-detected from each connection's first frame",
     )
-    p.add_argument(
+    arg(
         "--openpi-keys",
         default="",
         help="openpi observation keys -> policy keys, e.g. 'observation/image=front,observation/wrist_image=wrist,"
         "observation/state=state,prompt=instruction' (the default; '-' ignores a key)",
     )
-    p.add_argument("--threads", type=int, default=0, help="torch threads for inference (0: torch's default)")
-    p.add_argument(
-        "--max-frame-age", type=float, default=0.5, help="seconds before a timestamped frame is stale"
-    )
-    p.add_argument(
-        "--frozen-frames", type=int, default=10, help="identical frames that mean a frozen camera (0: off)"
-    )
-    p.add_argument(
-        "--max-pos-delta", type=float, default=1.0, help="per-step clamp of |dx|,|dy|,|dz| (action units)"
-    )
-    p.add_argument(
-        "--max-rot-delta", type=float, default=1.0, help="per-step clamp of rotation deltas (action units)"
-    )
-    p.add_argument("--no-safety", action="store_true", help="switch the safety layer off (not advised)")
-    p.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
+    arg("--threads", type=int, default=0, help="torch threads for inference (0: torch's default)")
+    arg("--max-frame-age", type=float, default=0.5, help="seconds before a timestamped frame is stale")
+    arg("--frozen-frames", type=int, default=10, help="identical frames that mean a frozen camera (0: off)")
+    arg("--max-pos-delta", type=float, default=1.0, help="per-step clamp of |dx|,|dy|,|dz| (action units)")
+    arg("--max-rot-delta", type=float, default=1.0, help="per-step clamp of rotation deltas (action units)")
+    arg("--no-safety", action="store_true", help="switch the safety layer off (not advised)")
+    arg("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -82,33 +70,19 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    safety: SafetyConfig | bool = (
-        False
-        if args.no_safety
-        else SafetyConfig(
-            max_frame_age_s=args.max_frame_age,
-            frozen_frames=args.frozen_frames,
-            max_pos_delta=args.max_pos_delta,
-            max_rot_delta=args.max_rot_delta,
-        )
+    safety: SafetyConfig | bool = not args.no_safety and SafetyConfig(
+        max_frame_age_s=args.max_frame_age, **flags(args, "frozen_frames", "max_pos_delta", "max_rot_delta")
     )
+    same = ("host", "port", "chunk_mode", "max_connections", "max_connections_per_ip", "max_batch")
     server = PolicyServer.from_checkpoint(
         args.checkpoint,
-        host=args.host,
-        port=args.port,
+        **flags(args, *same, "batch_wait_ms", "max_instruction_chars", "protocol"),
         safety=safety,
-        chunk_mode=args.chunk_mode,
         max_message_bytes=int(args.max_message_mb * 2**20),
-        max_connections=args.max_connections,
-        max_connections_per_ip=args.max_connections_per_ip,
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
         idle_timeout_s=args.idle_timeout,
         frame_timeout_s=args.frame_timeout,
         reclaim_idle_s=args.reclaim_idle,
-        max_batch=args.max_batch,
-        batch_wait_ms=args.batch_wait_ms,
-        max_instruction_chars=args.max_instruction_chars,
-        protocol=args.protocol,
         openpi_keys=parse_key_map(args.openpi_keys) if args.openpi_keys else None,
     )
 

@@ -16,7 +16,7 @@ comparison's output directory holds ``data/``, ``runs/<name>/`` and ``comparison
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 
@@ -27,108 +27,63 @@ def dataset_info(data_dir: str | os.PathLike[str]) -> Path:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Paths inside the run directory ``root`` (nothing is created or checked)."""
+    """Paths inside the run directory ``root`` (nothing is created or checked).
+
+    The fields after ``root`` are filled in at construction: ``root /`` the name each docstring opens with.
+    """
 
     root: Path
 
+    # --- training
+    run_config: Path = field(init=False, repr=False, metadata={"at": "run.json"})
+    """``run.json``: policy + train config and dataset path, written by the trainer."""
+    log: Path = field(init=False, repr=False, metadata={"at": "log.csv"})
+    """``log.csv``: the trainer's log."""
+    checkpoints: Path = field(init=False, repr=False, metadata={"at": "checkpoints"})
+    """``checkpoints/``."""
+    trainer_state: Path = field(
+        init=False, repr=False, metadata={"at": "checkpoints/last/trainer_state.json"}
+    )
+    """``checkpoints/last/trainer_state.json``: present when a run can resume."""
+    policy: Path = field(init=False, repr=False, metadata={"at": "policy"})
+    """``policy/``: the final policy."""
+    policy_weights: Path = field(init=False, repr=False, metadata={"at": "policy/model.safetensors"})
+    """``policy/model.safetensors``: present once training finished."""
+    # --- evaluation
+    eval: Path = field(init=False, repr=False, metadata={"at": "eval"})
+    """``eval/``: the main evaluation (metrics.json, episodes.json, videos/, wordings/)."""
+    # --- outputs of the pipeline
+    data: Path = field(init=False, repr=False, metadata={"at": "data"})
+    """``data/``: a dataset collected into the run directory."""
+    summary: Path = field(init=False, repr=False, metadata={"at": "summary.json"})
+    """``summary.json``: the demo's key numbers (read by the report)."""
+    report: Path = field(init=False, repr=False, metadata={"at": "report.html"})
+    """``report.html``."""
+    # --- one comparison run (mmvla.pipeline.run_variant)
+    spec: Path = field(init=False, repr=False, metadata={"at": "spec.json"})
+    """``spec.json``: what a comparison run was trained with."""
+    train_time: Path = field(init=False, repr=False, metadata={"at": "train_time.json"})
+    """``train_time.json``: a comparison run's training time, once training finished."""
+    latency: Path = field(init=False, repr=False, metadata={"at": "latency.json"})
+    """``latency.json``: ``act()`` latency of a comparison run."""
+    result: Path = field(init=False, repr=False, metadata={"at": "result.json"})
+    """``result.json``: a comparison run's record, written last."""
+    # --- a comparison's output directory
+    runs: Path = field(init=False, repr=False, metadata={"at": "runs"})
+    """``runs/``: a comparison's run directories."""
+    comparison: Path = field(init=False, repr=False, metadata={"at": "comparison.json"})
+    """``comparison.json``."""
+    comparison_table: Path = field(init=False, repr=False, metadata={"at": "comparison.md"})
+    """``comparison.md``."""
+    comparison_chart: Path = field(init=False, repr=False, metadata={"at": "comparison.png"})
+    """``comparison.png``."""
+
     def __init__(self, root: str | os.PathLike[str]) -> None:
         object.__setattr__(self, "root", Path(root))
-
-    # --- training
-    @property
-    def run_config(self) -> Path:
-        """``run.json``: policy + train config and dataset path, written by the trainer."""
-        return self.root / "run.json"
-
-    @property
-    def log(self) -> Path:
-        """``log.csv``: the trainer's log."""
-        return self.root / "log.csv"
-
-    @property
-    def checkpoints(self) -> Path:
-        """``checkpoints/``."""
-        return self.root / "checkpoints"
-
-    @property
-    def trainer_state(self) -> Path:
-        """``checkpoints/last/trainer_state.json``: present when a run can resume."""
-        return self.checkpoints / "last" / "trainer_state.json"
-
-    @property
-    def policy(self) -> Path:
-        """``policy/``: the final policy."""
-        return self.root / "policy"
-
-    @property
-    def policy_weights(self) -> Path:
-        """``policy/model.safetensors``: present once training finished."""
-        return self.policy / "model.safetensors"
-
-    # --- evaluation
-    @property
-    def eval(self) -> Path:
-        """``eval/``: the main evaluation (metrics.json, episodes.json, videos/, wordings/)."""
-        return self.root / "eval"
+        for f in fields(self):
+            if "at" in f.metadata:
+                object.__setattr__(self, f.name, self.root / f.metadata["at"])
 
     def eval_control(self, control: str) -> Path:
         """``eval_<control>/``: one blind control's evaluation (``control="none"``: :attr:`eval`)."""
         return self.eval if control == "none" else self.root / f"eval_{control}"
-
-    # --- outputs of the pipeline
-    @property
-    def data(self) -> Path:
-        """``data/``: a dataset collected into the run directory."""
-        return self.root / "data"
-
-    @property
-    def summary(self) -> Path:
-        """``summary.json``: the demo's key numbers (read by the report)."""
-        return self.root / "summary.json"
-
-    @property
-    def report(self) -> Path:
-        """``report.html``."""
-        return self.root / "report.html"
-
-    # --- one comparison run (mmvla.pipeline.run_variant)
-    @property
-    def spec(self) -> Path:
-        """``spec.json``: what a comparison run was trained with."""
-        return self.root / "spec.json"
-
-    @property
-    def train_time(self) -> Path:
-        """``train_time.json``: a comparison run's training time, once training finished."""
-        return self.root / "train_time.json"
-
-    @property
-    def latency(self) -> Path:
-        """``latency.json``: ``act()`` latency of a comparison run."""
-        return self.root / "latency.json"
-
-    @property
-    def result(self) -> Path:
-        """``result.json``: a comparison run's record, written last."""
-        return self.root / "result.json"
-
-    # --- a comparison's output directory
-    @property
-    def runs(self) -> Path:
-        """``runs/``: a comparison's run directories."""
-        return self.root / "runs"
-
-    @property
-    def comparison(self) -> Path:
-        """``comparison.json``."""
-        return self.root / "comparison.json"
-
-    @property
-    def comparison_table(self) -> Path:
-        """``comparison.md``."""
-        return self.root / "comparison.md"
-
-    @property
-    def comparison_chart(self) -> Path:
-        """``comparison.png``."""
-        return self.root / "comparison.png"
