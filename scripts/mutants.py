@@ -49,7 +49,7 @@ class Mutant:
 
 
 GLUE = "tests/policy/test_glue.py"
-SUCCESS = "tests/sim/test_success_criteria.py"
+SUCCESS = "tests/sim/tabletop/test_success_criteria.py"
 CONTROLS = "tests/evaluation/test_blind_controls.py"
 E2E = "tests/test_end_to_end.py"
 OPTIM = "tests/training/test_optimisation.py"
@@ -132,7 +132,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "evaluation_never_succeeds",
-        "src/mmvla/evaluate.py",
+        "src/mmvla/sim/rollout.py",
         'success = success or bool(info.get("success", False))',
         'success = success and bool(info.get("success", False))',
         (E2E,),
@@ -141,18 +141,18 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "wrong_instruction_noop",
-        "src/mmvla/evaluate.py",
-        'given = str(rng.choice(wrong_instruction_pool(opts["env_name"], split, canonical)))',
-        "given = str(given)",
+        "src/mmvla/evaluation/controls.py",
+        "return str(np.random.default_rng(seed).choice(others)) if others else canonical",
+        "return canonical",
         (CONTROLS,),
         "the wrong-instruction control made a no-op",
         listed=True,
     ),
     Mutant(
         "blank_images_noop",
-        "src/mmvla/evaluate.py",
-        "model_obs.update({c: np.zeros_like(obs[c]) for c in pcfg.cameras})",
-        "model_obs.update({c: obs[c] for c in pcfg.cameras})",
+        "src/mmvla/evaluation/controls.py",
+        "return dict(obs, **{c: np.zeros_like(obs[c]) for c in cameras})",
+        "return dict(obs, **{c: obs[c] for c in cameras})",
         (CONTROLS,),
         "the blank-images control made a no-op",
         listed=True,
@@ -169,7 +169,7 @@ MUTANTS: tuple[Mutant, ...] = (
     # ---- further mutations of the same glue
     Mutant(
         "ema_wrong_weight",
-        "src/mmvla/train.py",
+        "src/mmvla/training/trainer.py",
         "pe.lerp_(p, 1 - train_cfg.ema_decay)",
         "pe.lerp_(p, train_cfg.ema_decay)",
         (OPTIM,),
@@ -177,7 +177,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "no_gradient_clipping",
-        "src/mmvla/train.py",
+        "src/mmvla/training/trainer.py",
         'train_cfg.grad_clip or float("inf")',
         'float("inf")',
         (OPTIM,),
@@ -185,7 +185,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "weight_decay_on_vectors",
-        "src/mmvla/train.py",
+        "src/mmvla/training/trainer.py",
         "(decay if p.dim() >= 2 else no_decay).append(p)",
         "(decay if p.dim() >= 1 else no_decay).append(p)",
         (OPTIM,),
@@ -193,7 +193,7 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "train_ignores_weight_decay",
-        "src/mmvla/train.py",
+        "src/mmvla/training/trainer.py",
         "param_groups(policy, train_cfg.weight_decay)",
         "param_groups(policy, 0.0)",
         (OPTIM,),
@@ -225,9 +225,9 @@ MUTANTS: tuple[Mutant, ...] = (
     ),
     Mutant(
         "eval_wrong_split_instruction",
-        "src/mmvla/evaluate.py",
-        "            given = canonical\n",
-        "            given = canonical.upper()\n",
+        "src/mmvla/evaluation/evaluate.py",
+        '                told if opts["wordings"] == "canonical"',
+        '                told.upper() if opts["wordings"] == "canonical"',
         (CONTROLS,),
         "evaluation hands the policy something other than the (rephrased) instruction",
     ),
