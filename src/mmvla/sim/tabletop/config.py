@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mmvla.sim.tabletop.shift import ShiftConfig
 from mmvla.sim.tabletop.tasks import FAMILIES, SPLITS
 
 CAMERAS: tuple[str, ...] = ("front", "wrist")
@@ -30,6 +31,9 @@ class TabletopConfig:
         max_delta_yaw: radians the yaw target turns per step at action +-1.
         terminate_on_success: end the episode (terminated=True) at the first successful step.
         render_size: side of the image ``render()`` returns (front camera), pixels.
+        shift: distribution shift of every episode (:class:`mmvla.sim.tabletop.shift.ShiftConfig`, or its
+            dict or spec string ``"camera=strong,lighting=mild"``); the default is the clean scene.
+            With ``randomise`` each axis's severity is drawn per episode (domain randomisation).
     """
 
     cameras: tuple[str, ...] = ("front", "wrist")
@@ -42,6 +46,7 @@ class TabletopConfig:
     max_delta_yaw: float = 0.2618  # 15 degrees
     terminate_on_success: bool = True
     render_size: int = 256
+    shift: ShiftConfig = field(default_factory=ShiftConfig)
 
     def __post_init__(self) -> None:
         if isinstance(self.cameras, str):
@@ -77,6 +82,7 @@ class TabletopConfig:
             raise ValueError(f"max_delta_pos must be in (0, 0.1] metres, got {self.max_delta_pos}")
         if not 0.0 < self.max_delta_yaw <= 1.0:
             raise ValueError(f"max_delta_yaw must be in (0, 1] radians, got {self.max_delta_yaw}")
+        self.shift = ShiftConfig.coerce(self.shift)
 
     @property
     def object_range(self) -> tuple[int, int]:

@@ -42,6 +42,20 @@ from gymnasium import spaces
 from mmvla.sim.exit import close_at_exit
 from mmvla.sim.tabletop import scene
 from mmvla.sim.tabletop.config import CAMERAS, TabletopConfig
+from mmvla.sim.tabletop.shift import (
+    MAX_OBJECTS,
+    NOMINAL_K,
+    SHIFT_AXES,
+    EpisodeShift,
+    ShiftConfig,
+    axis_angle_quat,
+    degrade_image,
+    kelvin_rgb,
+    quat_mul,
+    rotate,
+    sample_episode_shift,
+    shift_rng,
+)
 from mmvla.sim.tabletop.tasks import (
     COLOUR_RGBA,
     INSTRUCTION_CHARSET,
@@ -52,6 +66,7 @@ from mmvla.sim.tabletop.tasks import (
     combos_for_split,
     parse_instruction,
 )
+from mmvla.sim.tabletop.wordings import shifted_wording
 
 # ---- workspace (metres, world frame) ----------------------------------------------------------------
 OBJECT_X = (-0.13, 0.13)  # object centres are drawn in this box
@@ -75,6 +90,29 @@ PLACE_DZ_TOL = 0.01  # ... resting on it (height = base top + half target height
 
 MIN_GAP = 0.055  # object centres are at least MIN_GAP + the larger footprint radius apart
 
+# Model fields a distribution shift changes (mmvla.sim.tabletop.shift); restored at every reset.
+_SHIFTED_MODEL_FIELDS = (
+    "cam_pos",
+    "cam_quat",
+    "light_dir",
+    "light_diffuse",
+    "light_ambient",
+    "geom_matid",
+    "mat_rgba",
+    "geom_size",
+    "geom_rbound",
+    "geom_aabb",
+    "body_mass",
+    "body_inertia",
+    "body_subtreemass",
+)
+DISTRACTOR_TRIES = 200  # random spots tried per added distractor before the table counts as full
+# Added distractors (distractor shift) keep MIN_GAP + the larger radius from the target and the place
+# base, as every object does, but pack closer to the other distractors: footprints this far apart.
+DISTRACTOR_CLEARANCE = 0.015
+DISTRACTOR_X = (-0.17, 0.17)  # added distractors' centres: the object box widened by 4 cm (2 cm in y),
+DISTRACTOR_Y = (-0.11, 0.13)  # still inside the front camera's view
+
 STATE_LOW = np.array([-1.0, -1.0, -0.5, -math.pi, 0.0], np.float32)
 STATE_HIGH = np.array([1.0, 1.0, 1.0, math.pi, 2 * scene.FINGER_MAX], np.float32)
 
@@ -89,6 +127,7 @@ class SceneObject:
     geom_id: int
     qpos_adr: int
     qvel_adr: int
+    half_extents: tuple[float, float, float] = (0.0, 0.0, 0.0)  # this episode's (scaled) half sizes, metres
 
     @property
     def name(self) -> str:
@@ -156,8 +195,30 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
                 b = m.body(name).id
                 j = int(m.body_jntadr[b])
                 self._pool[shape].append(
-                    SceneObject("", shape, b, m.geom(name).id, int(m.jnt_qposadr[j]), int(m.jnt_dofadr[j]))
+                    SceneObject(
+                        "",
+                        shape,
+                        b,
+                        m.geom(name).id,
+                        int(m.jnt_qposadr[j]),
+                        int(m.jnt_dofadr[j]),
+                        scene.SHAPE_HALF_EXTENTS[shape],
+                    )
                 )
+        # Distribution shifts (mmvla.sim.tabletop.shift): what they change, restored at every reset.
+        self._front_cam = self._camera_ids["front"]
+        self._top_light = m.light("top").id
+        self._table_geom = m.geom("table").id
+        self._checker_mat = m.material(scene.TABLE_CHECKER_MATERIAL).id
+        self._model_defaults = {name: getattr(m, name).copy() for name in _SHIFTED_MODEL_FIELDS}
+        self._table_rgba = m.geom_rgba[self._table_geom].copy()
+        self._headlight_defaults = (m.vis.headlight.ambient.copy(), m.vis.headlight.diffuse.copy())
+        self.shift_state = EpisodeShift(severities={})  # what the current episode's shift applied
+        self.distractors_added = 0  # extra distractors placed by the current episode's shift
+        self._shift_seed: int | None = None
+        self._shift_episode = 0
+        self._image_rng: np.random.Generator | None = None
+        self._given_instruction: str | None = None
 
         size = config.image_size
         obs_spaces: dict[str, spaces.Space[Any]] = {
@@ -190,12 +251,37 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self, *, seed: int | None = None, options: dict[str, Any] | None = None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """Start an episode. ``options``: ``family`` (str), ``instruction`` (a canonical instruction;
-        overrides ``family``). Both must be producible by the configured split and families."""
+        overrides ``family``), ``shift`` (a :class:`~mmvla.sim.tabletop.shift.ShiftConfig` or its dict:
+        this episode's shift instead of ``config.shift``). Family and instruction must be producible by
+        the configured split and families.
+
+        The shift draws from its own generators (seeded from ``seed`` and the number of unseeded resets
+        since), never from ``np_random``: task, objects, layout and the gripper's drawn start are those
+        of the clean episode at the same seed. Every model parameter a shift changes is restored first.
+        """
         super().reset(seed=seed)
         options = dict(options or {})
-        unknown = set(options) - {"family", "instruction"}
+        unknown = set(options) - {"family", "instruction", "shift"}
         if unknown:
-            raise ValueError(f"unknown reset option(s) {sorted(unknown)}; expected 'family', 'instruction'")
+            raise ValueError(
+                f"unknown reset option(s) {sorted(unknown)}; expected 'family', 'instruction', 'shift'"
+            )
+        shift_cfg = (
+            self.config.shift if options.get("shift") is None else ShiftConfig.coerce(options["shift"])
+        )
+        if seed is not None:
+            self._shift_seed, self._shift_episode = int(seed), 0
+        else:
+            if self._shift_seed is None:  # never seeded: an entropy seed, not a draw from np_random
+                self._shift_seed = int(np.random.SeedSequence().entropy % 2**63)  # type: ignore[operator]
+            self._shift_episode += 1
+        shift = (
+            sample_episode_shift(shift_cfg, self._shift_seed, self._shift_episode)
+            if shift_cfg.active
+            else EpisodeShift(severities={})
+        )
+        self.shift_state = shift
+        self._restore_model()
         rng = self.np_random
         cfg = self.config
         task = self._choose_task(rng, options)
@@ -203,6 +289,14 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         n = int(rng.integers(lo, hi + 1))
         combos = self._choose_objects(rng, task, n)
         poses = self._choose_layout(rng, task, combos)
+        scale = shift.object_scale
+        self.distractors_added = 0
+        if shift.distractors_added:
+            extra = self._add_distractors(task, combos, poses, shift.distractors_added, scale)
+            self.distractors_added = len(extra)
+            for combo, pose in extra:
+                combos.append(combo)
+                poses.append(pose)
 
         m, d = self.model, self.data
         mujoco.mj_resetData(m, d)
@@ -217,11 +311,15 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         used = {s: 0 for s in SHAPES}
         self.objects = []
         for (colour, shape), (x, y, yaw) in zip(combos, poses, strict=True):
+            half = scene.SHAPE_HALF_EXTENTS[shape]
             obj = replace(self._pool[shape][used[shape]], colour=colour)
+            if scale != 1.0:
+                obj = replace(obj, half_extents=(half[0] * scale, half[1] * scale, half[2] * scale))
+                self._scale_object(obj, scale)
             used[shape] += 1
             m.body_gravcomp[obj.body_id] = 0.0
             m.geom_rgba[obj.geom_id] = COLOUR_RGBA[colour]
-            z = scene.SHAPE_HALF_EXTENTS[shape][2] + 0.0005
+            z = obj.half_extents[2] + 0.0005
             d.qpos[obj.qpos_adr : obj.qpos_adr + 3] = (x, y, z)
             d.qpos[obj.qpos_adr + 3 : obj.qpos_adr + 7] = _yaw_quat(yaw)
             self.objects.append(obj)
@@ -237,6 +335,10 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             ]
         )
         yaw = float(rng.uniform(-HAND_START_YAW, HAND_START_YAW))
+        if any(shift.gripper_offset):
+            hand = hand + np.asarray(shift.gripper_offset[:3])
+            yaw += shift.gripper_offset[3]
+        self._apply_scene_shift(shift)
         d.qpos[self._hand_qadr : self._hand_qadr + 3] = hand
         d.qpos[self._hand_qadr + 3 : self._hand_qadr + 7] = _yaw_quat(yaw)
         d.qpos[self._finger_l_qadr] = scene.FINGER_MAX
@@ -251,6 +353,12 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.initial_positions = np.array([d.xpos[o.body_id].copy() for o in self.objects])
         self._steps = 0
         self._max_steps = cfg.steps_for(task.family)
+        self._image_rng = (
+            shift_rng(self._shift_seed, self._shift_episode, SHIFT_AXES.index("image"))
+            if shift.image_active
+            else None
+        )
+        self._set_given_instruction()
         return self._observation(), self._info(self._success())
 
     def retarget(self, target: tuple[str, str]) -> dict[str, Any]:
@@ -272,6 +380,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         self.initial_positions = self.initial_positions[order]
         self.target = self.objects[0]
         self.task = replace(self.task, target=(self.target.colour, self.target.shape))
+        self._set_given_instruction()
         return self._observation()
 
     @property
@@ -422,10 +531,12 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             for cam in self.config.cameras:
                 r.update_scene(self.data, camera=self._camera_ids[cam], scene_option=self._scene_options[cam])
                 obs[cam] = r.render().copy()
+                if self._image_rng is not None:
+                    obs[cam] = degrade_image(obs[cam], self.shift_state, self._image_rng)
         state = np.clip(self.ee_state(), STATE_LOW, STATE_HIGH).astype(np.float32)
         obs["state"] = state
         assert self.task is not None
-        obs["instruction"] = self.task.instruction
+        obs["instruction"] = self._given_instruction or self.task.instruction
         return obs
 
     def _info(self, success: bool) -> dict[str, Any]:
@@ -460,7 +571,7 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
         base = self.base
         assert base is not None
         bpos = self.data.xpos[base.body_id]
-        want_z = bpos[2] + scene.SHAPE_HALF_EXTENTS[base.shape][2] + scene.SHAPE_HALF_EXTENTS[target.shape][2]
+        want_z = bpos[2] + base.half_extents[2] + target.half_extents[2]
         return bool(
             math.hypot(pos[0] - bpos[0], pos[1] - bpos[1]) <= PLACE_MAX_XY
             and abs(pos[2] - want_z) <= PLACE_DZ_TOL
@@ -480,6 +591,118 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
                 if other in self._finger_geoms and c.dist <= 0.002:
                     touching[self._finger_geoms.index(other)] = True
         return (touching[0], touching[1])
+
+    # ------------------------------------------------------------------------------------------------
+    # Distribution shifts (mmvla.sim.tabletop.shift)
+    # ------------------------------------------------------------------------------------------------
+    def _restore_model(self) -> None:
+        """Every model parameter a shift may change back to its compiled value (bit for bit)."""
+        m = self.model
+        for name, value in self._model_defaults.items():
+            getattr(m, name)[...] = value
+        m.geom_rgba[self._table_geom] = self._table_rgba
+        m.vis.headlight.ambient[:] = self._headlight_defaults[0]
+        m.vis.headlight.diffuse[:] = self._headlight_defaults[1]
+
+    def _scale_object(self, obj: SceneObject, scale: float) -> None:
+        """Scale one object's geometry by ``scale``, and its mass and inertia at constant density."""
+        m = self.model
+        m.geom_size[obj.geom_id] *= scale
+        m.geom_rbound[obj.geom_id] *= scale
+        m.geom_aabb[obj.geom_id] *= scale
+        m.body_mass[obj.body_id] *= scale**3
+        m.body_subtreemass[obj.body_id] *= scale**3
+        m.body_inertia[obj.body_id] *= scale**5
+
+    def _apply_scene_shift(self, shift: EpisodeShift) -> None:
+        """The camera, lighting and table shifts, written into the model (restored at the next reset)."""
+        m = self.model
+        (axis, angle) = shift.camera_rotation
+        if any(shift.camera_offset) or angle:
+            c = self._front_cam
+            m.cam_pos[c] = m.cam_pos[c] + np.asarray(shift.camera_offset)
+            q = quat_mul(m.cam_quat[c], axis_angle_quat(np.asarray(axis), angle))  # in the camera's frame
+            m.cam_quat[c] = q / np.linalg.norm(q)
+        (tilt_axis, tilt) = shift.light_tilt
+        if shift.light_scale != 1.0 or tilt or shift.light_kelvin != NOMINAL_K:
+            gain = shift.light_scale * kelvin_rgb(shift.light_kelvin)  # (3,)
+            li = self._top_light
+            m.light_diffuse[li] = m.light_diffuse[li] * gain
+            m.light_ambient[li] = m.light_ambient[li] * gain
+            m.vis.headlight.ambient[:] = self._headlight_defaults[0] * gain
+            m.vis.headlight.diffuse[:] = self._headlight_defaults[1] * gain
+            if tilt:
+                d0 = m.light_dir[li] / np.linalg.norm(m.light_dir[li])
+                k = np.asarray(tilt_axis) - d0 * (
+                    np.asarray(tilt_axis) @ d0
+                )  # tilt about an axis normal to it
+                m.light_dir[li] = rotate(d0, k / np.linalg.norm(k), tilt)
+        if any(shift.table_rgb_offset):
+            rgb = np.clip(self._table_rgba[:3] + np.asarray(shift.table_rgb_offset), 0.0, 1.0)
+            m.geom_rgba[self._table_geom, :3] = rgb
+            if shift.table_texture:
+                m.geom_matid[self._table_geom] = self._checker_mat
+                m.mat_rgba[self._checker_mat] = (*rgb, 1.0)
+
+    def _add_distractors(
+        self,
+        task: TaskSpec,
+        combos: list[tuple[str, str]],
+        poses: list[tuple[float, float, float]],
+        count: int,
+        scale: float,
+    ) -> list[tuple[tuple[str, str], tuple[float, float, float]]]:
+        """Up to ``count`` more distractors (distinct compositions of the split's pool) placed around the
+        episode's layout, drawn from the distractor shift's own generator: ``MIN_GAP`` + the larger radius
+        from the target (and the place base), footprint circles ``DISTRACTOR_CLEARANCE`` apart from the
+        other objects, the push corridor kept clear; fewer when ``DISTRACTOR_TRIES`` random spots find no
+        room (the table is full)."""
+        assert self._shift_seed is not None
+        rng = shift_rng(self._shift_seed, self._shift_episode, SHIFT_AXES.index("distractors"))
+        chosen = list(combos)
+        placed = list(poses)
+        radii = [scene.SHAPE_RADIUS[s] * scale for _, s in chosen]
+        keep_clear = 2 if task.family == "place" else 1  # the target (and the base) keep the full gap
+        out: list[tuple[tuple[str, str], tuple[float, float, float]]] = []
+        for _ in range(min(count, MAX_OBJECTS - len(chosen))):
+            pool = [c for c in combos_for_split(self.config.split, "distractor") if c not in chosen]
+            if not pool:
+                break
+            combo = pool[int(rng.integers(len(pool)))]
+            r = scene.SHAPE_RADIUS[combo[1]] * scale
+            for _ in range(DISTRACTOR_TRIES):
+                x = float(rng.uniform(*DISTRACTOR_X))
+                y = float(rng.uniform(*DISTRACTOR_Y))
+                if all(
+                    math.hypot(x - px, y - py)
+                    >= (MIN_GAP + max(r, radii[j]) if j < keep_clear else DISTRACTOR_CLEARANCE + r + radii[j])
+                    for j, (px, py, _) in enumerate(placed)
+                ) and (task.family != "push" or self._corridor_clear(task, placed[0], radii[0], x, y, r)):
+                    pose = (x, y, float(rng.uniform(-math.pi, math.pi)))
+                    chosen.append(combo)
+                    placed.append(pose)
+                    radii.append(r)
+                    out.append((combo, pose))
+                    break
+            else:
+                break
+        return out
+
+    def _set_given_instruction(self) -> None:
+        """The instruction the observation carries: the language shift's wording, else canonical."""
+        assert self.task is not None and self._shift_seed is not None
+        language_set = self.shift_state.language_set
+        if language_set == "canonical":
+            self._given_instruction = None
+            return
+        rng = shift_rng(self._shift_seed, self._shift_episode, SHIFT_AXES.index("language"))
+        self._given_instruction = shifted_wording(self.task.instruction, language_set, rng)
+
+    @property
+    def given_instruction(self) -> str:
+        """The instruction in the observation (a held-out wording under the language shift)."""
+        assert self.task is not None
+        return self._given_instruction or self.task.instruction
 
     def _choose_task(self, rng: np.random.Generator, options: dict[str, Any]) -> TaskSpec:
         cfg = self.config

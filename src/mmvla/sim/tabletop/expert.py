@@ -37,7 +37,7 @@ GRIP_SIGMA = 0.012  # metres: gripper command is ~0 at this 3-D alignment error 
 GRIP_Z_WEIGHT = 4.0  # ... where height errors count 4x (close only once low: a deep grasp holds)
 AIM_BELOW = 0.003  # the descent aims this far below the grasp height, so it does not crawl at the end
 GRASP_Z_MIN = scene.FINGER_TIP_BELOW + 0.003  # grasp point height keeping the tips 3 mm off the table
-GRASP_WIDTH = 2 * scene.CUBE_HALF  # every shape is 4.5 cm wide across its grasp axis
+GRASP_WIDTH = 2 * scene.CUBE_HALF  # every shape is 4.5 cm wide across its grasp axis (unshifted)
 LIFT_Z = 0.13  # absolute height the hand lifts to once the fingers hold the object
 PUSH_Z = GRASP_Z_MIN
 RELEASE_SIGMA = 0.008  # place: the gripper opens as the object settles within ~1 cm of its spot on the base
@@ -71,11 +71,18 @@ def grasp_yaw(shape: str, object_yaw: float) -> float:
     return (object_yaw + period / 2) % period - period / 2
 
 
-def push_contact_offset(shape: str, object_yaw: float, sign: float, half_width: float) -> float:
+def push_contact_offset(
+    shape: str,
+    object_yaw: float,
+    sign: float,
+    half_width: float,
+    half_extents: tuple[float, float, float] | None = None,
+) -> float:
     """How far behind the object's centre (along ``-sign * x``) its footprint reaches within the strip
     ``|y - y_centre| <= half_width``: where a paddle of that half width, centred on the object's line
-    and pushing towards ``sign * x``, first touches it. Metres."""
-    hx, hy, _ = scene.SHAPE_HALF_EXTENTS[shape]
+    and pushing towards ``sign * x``, first touches it. Metres. ``half_extents``: the object's actual
+    half sizes (default: the shape's unshifted ones)."""
+    hx, hy, _ = scene.SHAPE_HALF_EXTENTS[shape] if half_extents is None else half_extents
     if shape == "cylinder":
         return hx
     c, s = math.cos(object_yaw), math.sin(object_yaw)
@@ -176,13 +183,13 @@ class ScriptedExpert:
         env = self.env
         ee = env.ee_state()
         pos = env.object_position(obj)
-        half_h = scene.SHAPE_HALF_EXTENTS[obj.shape][2]
+        half_h = obj.half_extents[2]
         grasp = pos + np.array([0.0, 0.0, max(0.0, GRASP_Z_MIN - half_h)])
         yaw_goal = grasp_yaw(obj.shape, env.object_yaw(obj))
         yaw_err = wrap_angle(yaw_goal - ee[3])
         d = math.hypot(math.hypot(grasp[0] - ee[0], grasp[1] - ee[1]), YAW_TO_METRES * yaw_err)
         # How far the fingers have closed towards the object's width: 0 open, 1 touching.
-        closure = (2 * scene.FINGER_MAX - ee[4]) / (2 * scene.FINGER_MAX - GRASP_WIDTH)
+        closure = (2 * scene.FINGER_MAX - ee[4]) / (2 * scene.FINGER_MAX - 2 * obj.half_extents[1])
         # Lift weight: rises as the pads reach the object's width, falls again if they close well past
         # it (nothing between them: the grasp missed, so open and try again).
         lift = _smoothstep((closure - 0.85) / 0.15) * (1.0 - _smoothstep((closure - 1.15) / 0.15))
@@ -209,7 +216,10 @@ class ScriptedExpert:
         ee = env.ee_state()
         pos = env.object_position(obj)
         sign = 1.0 if right else -1.0
-        contact = push_contact_offset(obj.shape, env.object_yaw(obj), sign, PADDLE_HALF_WIDTH) + PADDLE_HALF
+        contact = (
+            push_contact_offset(obj.shape, env.object_yaw(obj), sign, PADDLE_HALF_WIDTH, obj.half_extents)
+            + PADDLE_HALF
+        )
         # Signed position of the hand along the push axis relative to the contact point (>0: past it).
         along = (ee[0] - pos[0]) * sign + contact
         lateral = pos[1] - ee[1]
@@ -229,7 +239,7 @@ class ScriptedExpert:
         grasp, yaw_goal, d, lift = self._grasp_terms(obj)
         pos = env.object_position(obj)
         bpos = env.object_position(base)
-        place_z = bpos[2] + scene.SHAPE_HALF_EXTENTS[base.shape][2] + scene.SHAPE_HALF_EXTENTS[obj.shape][2]
+        place_z = bpos[2] + base.half_extents[2] + obj.half_extents[2]
         # Readiness to release: the object sits where it should, on the base.
         e_place = math.hypot(math.hypot(pos[0] - bpos[0], pos[1] - bpos[1]), pos[2] - place_z)
         release = math.exp(-((e_place / RELEASE_SIGMA) ** 2))
@@ -247,7 +257,7 @@ class ScriptedExpert:
             - AIM_BELOW
             + FUNNEL_HEIGHT * (1.0 - math.exp(-((d_base / FUNNEL_SIGMA) ** 2)))
         )
-        clear = _smoothstep((pos[2] - scene.SHAPE_HALF_EXTENTS[obj.shape][2] - 0.03) / 0.03)
+        clear = _smoothstep((pos[2] - obj.half_extents[2] - 0.03) / 0.03)
         near = math.exp(-((d_base / FUNNEL_SIGMA) ** 2))
         move = 1.0 - (1.0 - clear) * (1.0 - near)  # move sideways once clear of the table, or near the base
         carry_xy = (1.0 - move) * grasp[:2] + move * (bpos[:2] + offset[:2])

@@ -67,6 +67,9 @@ WRIST_CAMERA_FOVY = 80.0
 PALM_GROUP = 1
 
 TABLE_RGBA = (0.50, 0.50, 0.50, 1.0)
+# The table's checker texture of the table shift (mmvla.sim.tabletop.shift): unused by the clean scene.
+TABLE_CHECKER_MATERIAL = "table_checker"
+TABLE_CHECKER_SQUARE = 0.05  # metres per square
 GRIPPER_RGBA = (0.15, 0.15, 0.15, 1.0)
 FINGER_RGBA = (0.30, 0.30, 0.30, 1.0)
 
@@ -135,6 +138,12 @@ def build_mjcf(offscreen_size: int = 256) -> str:
     <headlight ambient="0.45 0.45 0.45" diffuse="0.55 0.55 0.55" specular="0 0 0"/>
     <map znear="0.005" zfar="20"/>
   </visual>
+  <asset>
+    <texture name="{TABLE_CHECKER_MATERIAL}" type="2d" builtin="checker" rgb1="1 1 1" rgb2="0.55 0.55 0.55"
+             width="64" height="64"/>
+    <material name="{TABLE_CHECKER_MATERIAL}" texture="{TABLE_CHECKER_MATERIAL}" texuniform="true"
+              texrepeat="{1 / (2 * TABLE_CHECKER_SQUARE):g} {1 / (2 * TABLE_CHECKER_SQUARE):g}"/>
+  </asset>
   <default>
     <geom solref="0.005 1" solimp="0.95 0.99 0.001"/>
     <default class="object">

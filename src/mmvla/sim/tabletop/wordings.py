@@ -443,3 +443,38 @@ __all__ = [
     "wording_set",
     "wordings_for",
 ]
+
+
+# ------------------------------------------------------------------------------- distribution shift
+def shifted_wording(canonical: str, language_set: str, rng: np.random.Generator) -> str:
+    """The instruction of the language shift (:mod:`mmvla.sim.tabletop.shift`), drawn with ``rng``.
+
+    ``language_set``: "canonical" (the instruction itself), "heldout_phrasing" (one of 8 wordings with
+    held-out verbs, fillers and phrasings, training colour and shape words), "heldout" (one of the
+    shipped held-out wordings) or "heldout_typo" (one of those with one typo, an adjacent swap or a
+    dropped letter, in its longest content word).
+    """
+    if language_set == "canonical":
+        return canonical
+    if language_set not in ("heldout_phrasing", "heldout", "heldout_typo"):
+        raise ValueError(
+            f"unknown language shift set {language_set!r}; expected canonical, heldout_phrasing, heldout "
+            "or heldout_typo"
+        )
+    if language_set == "heldout_phrasing":
+        pool = _episode_pool(canonical, "heldout_phrasing")
+    else:
+        pool = heldout_wordings().get(canonical, ())
+    if not pool:
+        raise ValueError(f"no {language_set} wordings for instruction {canonical!r}")
+    text = pool[int(rng.integers(len(pool)))]
+    if language_set == "heldout_typo":
+        words = text.split(" ")
+        content = [
+            i for i, w in enumerate(words) if w.isalpha() and len(w) >= 4 and w.lower() not in FUNCTION_WORDS
+        ]
+        if content:
+            i = max(content, key=lambda j: (len(words[j]), -j))
+            words[i] = _typo(words[i], rng)
+            text = " ".join(words)
+    return text
