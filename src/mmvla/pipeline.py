@@ -292,8 +292,11 @@ def run_demo(
     seed: int = 0,
     progress: bool = True,
     log: Log = print,
+    shift: Any = None,
 ) -> Path:
-    """``mmvla demo``: collect into ``out/data`` (reused when there), train the demo recipe
+    """``mmvla demo``: collect into ``out/data`` (reused when there; ``shift``: a
+    :class:`mmvla.sim.tabletop.shift.ShiftConfig` the demonstrations are recorded under, e.g. the domain
+    randomisation :data:`mmvla.training.recipes.DEMO_RANDOMISATION`), train the demo recipe
     (:func:`mmvla.training.recipes.demo_configs`, ``fusion`` swapped in when given) in ``out`` (resumed
     when partial), evaluate, run the controls, write ``summary.json`` and ``report.html``; returns the
     report's path."""
@@ -301,7 +304,14 @@ def run_demo(
     t0 = time.perf_counter()
     timings: dict[str, float] = {}
     collect_step(
-        paths.data, episodes, workers=workers, seed=seed, progress=progress, log=log, prefix="[1/4] "
+        paths.data,
+        episodes,
+        workers=workers,
+        seed=seed,
+        progress=progress,
+        log=log,
+        prefix="[1/4] ",
+        **({"env_options": {"shift": shift}} if shift is not None else {}),
     )
     timings["collect_s"] = time.perf_counter() - t0
 

@@ -7,6 +7,7 @@ import argparse
 from mmvla.cli import csv_list, flags
 from mmvla.core.keys import ENV_NAMES
 from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
+from mmvla.sim.tabletop.shift import RANDOMISABLE_AXES, parse_shift
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -35,6 +36,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="task families; default pick,push (tabletop), all ten MT10 tasks (metaworld-mt10)",
     )
     p.add_argument("--noise", type=float, default=None, help="expert action noise std (default 0.1)")
+    p.add_argument(
+        "--shift",
+        metavar="SPEC",
+        help="tabletop distribution shift of every episode, e.g. camera=strong,lighting=mild; add ',randomise' "
+        "for domain randomisation (each axis's severity drawn per episode in [0, it]); all=medium sets every "
+        "axis but language (held-out wordings are never trained on)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the new dataset is complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -43,6 +51,9 @@ def run(args: argparse.Namespace) -> int:
 
     names = ("episodes", "workers", "seed", "split", "image_size", "cameras", "families", "overwrite", "env")
     noise_std = DEFAULT_NOISE_STD if args.noise is None else args.noise
-    summary = collect_dataset(args.out, **flags(args, *names), noise_std=noise_std, progress=not args.quiet)
+    env_options = {"shift": parse_shift(args.shift, RANDOMISABLE_AXES)} if args.shift else None
+    summary = collect_dataset(
+        args.out, **flags(args, *names), noise_std=noise_std, env_options=env_options, progress=not args.quiet
+    )
     print(summary.format())
     return 0

@@ -6,7 +6,14 @@ import argparse
 
 from mmvla.cli import flags
 from mmvla.pipeline import run_demo
-from mmvla.training.recipes import DEMO_CONTROLS, DEMO_EPISODES, DEMO_EVAL_EPISODES, DEMO_STEPS
+from mmvla.sim.tabletop.shift import RANDOMISABLE_AXES, parse_shift
+from mmvla.training.recipes import (
+    DEMO_CONTROLS,
+    DEMO_EPISODES,
+    DEMO_EVAL_EPISODES,
+    DEMO_RANDOMISATION,
+    DEMO_STEPS,
+)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -26,11 +33,22 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help=f"blind-control episodes per split (default {DEMO_CONTROLS}; 0: none)",
     )
+    p.add_argument(
+        "--shift",
+        metavar="SPEC",
+        help="collect with this distribution shift ('randomised': the recipe's domain randomisation, every "
+        "axis but language up to medium; or a spec like camera=strong,lighting=mild,randomise)",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
 def run(args: argparse.Namespace) -> int:
 
     names = ("episodes", "steps", "eval_episodes", "controls", "fusion", "workers", "seed")
-    run_demo(args.out, **flags(args, *names), progress=not args.quiet)
+    shift = None
+    if args.shift:
+        shift = (
+            DEMO_RANDOMISATION if args.shift == "randomised" else parse_shift(args.shift, RANDOMISABLE_AXES)
+        )
+    run_demo(args.out, **flags(args, *names), shift=shift, progress=not args.quiet)
     return 0

@@ -13,7 +13,9 @@ from mmvla.evaluation.evaluate import (
     format_wordings,
     read_rephrase_file,
 )
+from mmvla.evaluation.shifts import evaluate_shifts, format_shift_table, worst_axis
 from mmvla.policy.runtime import CHUNK_MODES
+from mmvla.sim.tabletop.shift import parse_axes, severity_value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="simulator (default tabletop); metaworld-mt10 cycles its ten tasks: --episodes 500 = 50 per task",
     )
     p.add_argument("--episodes", type=int, default=100, help="episodes per split")
-    p.add_argument("--split", default="all", choices=(*SPLITS, "all"))
+    p.add_argument(
+        "--split", default=None, choices=(*SPLITS, "all"), help="default all (with --shift: train)"
+    )
     p.add_argument("--out", help="directory for metrics.json, episodes.json and videos/")
     p.add_argument("--workers", type=int, default=2, help="parallel processes")
     p.add_argument("--seed", type=int, default=1_000_000, help="first episode seed")
@@ -65,6 +69,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated built-in wording sets: canonical, train, heldout (words training never "
         "used); several sets run the same episodes each and are compared with the first (paired test)",
     )
+    p.add_argument(
+        "--shift",
+        metavar="AXES",
+        help="distribution-shift suite: 'all' or comma-separated axes (camera, lighting, table, object_size, "
+        "distractors, gripper_start, image, language); runs the clean episodes and each shifted variant on "
+        "the same seeds, --episodes per split and cell, and writes OUT/shift.json",
+    )
+    p.add_argument(
+        "--severities",
+        default="mild,medium,strong",
+        help="with --shift: comma-separated severities (mild, medium, strong or numbers in (0, 3])",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
@@ -73,9 +89,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.checkpoint and not args.server:
         raise ValueError("give --checkpoint DIR or --server ws://host:port")
     wordings = [w.strip() for w in args.wordings.split(",") if w.strip()]
+    split = args.split or ("train" if args.shift else "all")
     cfg = EvalConfig(
         episodes=args.episodes,
-        split=args.split,
+        split=split,
         workers=args.workers,
         seed=args.seed,
         families=tuple(f for f in args.families.split(",") if f) if args.families else None,
@@ -88,6 +105,20 @@ def run(args: argparse.Namespace) -> int:
         server=args.server,
         wordings=wordings[0] if wordings else "canonical",
     )
+    if args.shift:
+        if not args.checkpoint:
+            raise ValueError("--shift needs --checkpoint (the suite runs the policy locally)")
+        axes = parse_axes(args.shift)
+        sev = [severity_value(x.strip(), "--severities") for x in args.severities.split(",") if x.strip()]
+        result = evaluate_shifts(args.checkpoint, cfg, axes, sev, args.out, progress=not args.quiet)
+        print(format_shift_table(result["table"]))
+        worst = worst_axis(result["table"])
+        if worst is not None:
+            print(f"hurts most: {worst[0]} (success {worst[1]:.0%} at its strongest severity)")
+        print(f"{result['episodes']} episodes in {result['seconds']:.0f} s")
+        if args.out:
+            print(f"shift table: {args.out}/shift.json")
+        return 0
     if len(wordings) > 1:
         if not args.out:
             raise ValueError("--wordings with several sets needs --out (each set's results are kept)")

@@ -320,6 +320,12 @@ def collect_dataset(
         env_options=tuple(sorted((env_options or {}).items())),
     )
     sim_cfg = _sim_config(cfg)  # validates the environment settings before any process starts
+    shift = getattr(sim_cfg, "shift", None)
+    if shift is not None and shift.language > 0:
+        raise ValueError(
+            "collect: the language shift gives held-out wordings, which must never reach a training set "
+            "(use TrainConfig.wording_augment for training wordings)"
+        )
     schema = dataset_schema(cfg.env, sim_cfg)
     workers = min(workers, episodes)
     out = Path(out)

@@ -761,3 +761,37 @@ def write_pretrain_embedding_plots(pretrain_dir: str | os.PathLike[str], method:
     for which in ("before", "after"):
         plot_pretrain_embeddings(out, out / "viz" / f"embeddings_{which}.png", which=which, method=method)
     return method
+
+
+def shift_figure(table: Mapping[str, Any]) -> Figure:
+    """Success vs severity, one line per shift axis (clean at severity 0), 95% Wilson intervals shaded.
+
+    Args:
+        table: :func:`mmvla.evaluation.shifts.shift_table`'s dict: ``{"clean": cell, "axes": {axis:
+            {severity name: cell}}}``, a cell holding ``"success"``, ``"ci95"`` and ``"severity"`` (0..3).
+    """
+    fig = _figure(6.4, 4.0)
+    ax = fig.add_subplot(1, 1, 1)
+    clean = table["clean"]
+    for axis, by_sev in table["axes"].items():
+        cells = sorted(by_sev.values(), key=lambda c: float(c["severity"]))
+        x = [0.0, *(float(c["severity"]) for c in cells)]
+        y = [float(clean["success"]), *(float(c["success"]) for c in cells)]
+        lo = [float(clean["ci95"][0]), *(float(c["ci95"][0]) for c in cells)]
+        hi = [float(clean["ci95"][1]), *(float(c["ci95"][1]) for c in cells)]
+        (line,) = ax.plot(x, y, marker="o", label=axis.replace("_", " "))
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.08)
+    ax.set_xticks([0, 1, 2, 3])
+    ax.set_xticklabels(["clean", "mild", "medium", "strong"])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate")
+    ax.set_title("success under distribution shift (same episodes per condition)", fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    return fig
+
+
+def shift_chart_png(table: Mapping[str, Any]) -> bytes:
+    """:func:`shift_figure` as PNG bytes."""
+    return figure_png(shift_figure(table))

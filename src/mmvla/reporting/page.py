@@ -18,6 +18,9 @@
   and other figures. A pre-training directory without plots gets its t-SNE plot of the evaluation
   embeddings drawn here; the attention overlay of an attention-fusion checkpoint needs the model and is
   drawn before the page (:func:`mmvla.evaluation.inspect.report_attention_maps`, by ``mmvla report``);
+* ``eval*/shift.json`` and ``eval*/shift/`` (from ``mmvla eval --shift``): the robustness table, a chart
+  of success vs severity per axis, the first front-camera frame of each shift at each severity, and a
+  gallery of failed beside successful episodes (clean and shifted, same seed) chosen by outcome;
 * ``eval*/videos/*.gif``: rollout clips (up to 6).
 
 The page only reads the run directory: it runs neither a model nor the simulator.
@@ -40,6 +43,7 @@ from mmvla.reporting.figures import (
     comparison_chart_png,
     figure_png,
     plot_pretrain_embeddings,
+    shift_chart_png,
     training_curves_figure,
 )
 
@@ -270,6 +274,61 @@ def pretrain_html(pretrain: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------ discovery
+def shift_html(eval_dir: Path) -> str:
+    """The shift suite of one evaluation directory: table, chart, example frames, gallery by outcome."""
+    res = read_json(eval_dir / "shift.json", "shift suite")
+    table = res["table"]
+    c = table["clean"]
+    rows = [
+        f"<tr><td>clean</td><td></td><td>{c['success']:.0%}</td>"
+        f"<td>[{c['ci95'][0]:.2f}, {c['ci95'][1]:.2f}]</td><td></td><td></td></tr>"
+    ]
+    for axis, by_sev in table["axes"].items():
+        for name, m in by_sev.items():
+            kept = "-" if m["retained"] is None else f"{m['retained']:.0%}"
+            p = m["paired"]
+            rows.append(
+                f"<tr><td>{_e(axis)}</td><td>{_e(name)}</td><td>{m['success']:.0%}</td>"
+                f"<td>[{m['ci95'][0]:.2f}, {m['ci95'][1]:.2f}]</td><td>{kept}</td>"
+                f"<td>{p['only_clean']} / {p['only_shifted']} (p = {p['p_value']:.3g})</td></tr>"
+            )
+    html_ = (
+        f"<p>{_e(res.get('episodes_per_cell'))} episodes per cell, the same seeds in every condition "
+        f"({_e(round(float(res.get('seconds', 0))))} s). <i>lost / won</i>: episodes only the clean run / only "
+        "the shifted run solved; <i>p</i>: exact McNemar test on those pairs.</p>"
+        "<table><tr><th>axis</th><th>severity</th><th>success</th><th>95% CI</th><th>retained</th>"
+        "<th>lost / won</th></tr>"
+        + "".join(rows)
+        + "</table>"
+        + _img(_png_data_uri(shift_chart_png(table)), "success vs severity")
+    )
+    images = res.get("images", {})
+    frames = images.get("frames", {})
+    if frames:
+        html_ += "<h3>What the policy sees (front camera, first frame, same seed)</h3><div class=figs>"
+        for key, name in frames.items():
+            path = eval_dir / "shift" / "frames" / name
+            if path.is_file():
+                html_ += _img(_file_data_uri(path), key, key.replace("/", " "))
+        html_ += "</div>"
+    gallery = images.get("gallery", [])
+    if gallery:
+        html_ += "<h3>Gallery by outcome: clean beside shifted, first and last frame</h3>"
+        for g in gallery:
+            cap = (
+                f"{g['axis']} {g['severity']} ({g['outcome'].replace('_', ' ')}), seed {g['seed']}: "
+                f"clean {'ok' if g['clean_success'] else 'fail'}, shifted {'ok' if g['shifted_success'] else 'fail'}"
+                f" — told “{g['given_instruction']}”"
+            )
+            imgs = "".join(
+                _img(_file_data_uri(eval_dir / "shift" / "gallery" / g["images"][k]), k, k.replace("_", " "))
+                for k in ("clean_first", "clean_last", "shifted_first", "shifted_last")
+                if k in g["images"] and (eval_dir / "shift" / "gallery" / g["images"][k]).is_file()
+            )
+            html_ += f"<p>{_e(cap)}</p><div class=figs>{imgs}</div>"
+    return html_
+
+
 def focus_run(run: Path, comparison: Mapping[str, Any] | None) -> Path:
     """The directory whose tables, curves and clips are shown: the run, or a comparison's winner run."""
     if comparison is None:
@@ -369,6 +428,10 @@ def write_report(
                 wordings_html(worded[0]["wordings"]),
             )
         )
+
+    shifted = sorted(focus.glob("eval*/shift.json"))
+    if shifted:
+        sections.append(_section("shift", f"Distribution shift{where}", shift_html(shifted[0].parent)))
 
     uri = training_curves_uri(focus / "log.csv") if (focus / "log.csv").is_file() else None
     if uri is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from mmvla.policy import PolicyConfig
+from mmvla.sim.tabletop.shift import RANDOMISABLE_AXES, ShiftConfig
 from mmvla.training.config import TrainConfig
 
 # `mmvla demo`'s built-in budget: about 10 minutes on a 2-core laptop CPU.
@@ -10,6 +11,11 @@ DEMO_EPISODES = 2000
 DEMO_STEPS = 8000
 DEMO_EVAL_EPISODES = 100
 DEMO_CONTROLS = 50
+
+# Domain randomisation for robustness to distribution shift (benchmarks/shift.py, `mmvla demo --shift`,
+# `mmvla collect --shift all=medium,randomise`): every axis but language, each axis's severity drawn per
+# episode uniformly in [0, medium].
+DEMO_RANDOMISATION = ShiftConfig(**dict.fromkeys(RANDOMISABLE_AXES, 2.0), randomise=True)  # type: ignore[arg-type]
 
 # The demo's vision encoder: 3 stride-2 stages, no residual convs (7.9 MFLOP per 64² image by torch's
 # FLOP counter; 18.8 with 32-64-64 channels), each stage FiLM-conditioned on the instruction, one
