@@ -696,7 +696,8 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             self._given_instruction = None
             return
         rng = shift_rng(self._shift_seed, self._shift_episode, SHIFT_AXES.index("language"))
-        self._given_instruction = shifted_wording(self.task.instruction, language_set, rng)
+        # lower-cased: the observation space's charset has no capitals (policies lower-case input anyway)
+        self._given_instruction = shifted_wording(self.task.instruction, language_set, rng).lower()
 
     @property
     def given_instruction(self) -> str:
