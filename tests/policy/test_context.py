@@ -15,7 +15,7 @@ from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 from mmvla.sim.camera_failure import fail_frames
 from mmvla.training.config import TrainConfig
-from mmvla.training.failures import apply_failures, sample_failures
+from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
 from mmvla.training.trainer import dataset_normalizer, train
 
 CAMS = ("front", "wrist")
@@ -101,6 +101,8 @@ def test_sampled_failures_start_after_a_real_frame():
         want = frames[b] if f is None else fail_frames(frames[b], f[0], f[1])
         torch.testing.assert_close(out[b], want)
     assert (out[1, 2:] == 0).all() and (out[2, 5] == frames[2, 4]).all()
+    # The memoryless shortcut: the current frame, chosen before and blanked after (augmentation).
+    torch.testing.assert_close(blank_rows(current_frames(frames, some), some), out[:, -1])
 
 
 def _policy(dataset, temporal):

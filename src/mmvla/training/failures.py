@@ -6,6 +6,10 @@ from the positions after its first real frame (so a good frame precedes the fail
 where the failure starts at observation >= 1); frames ``s..T-1`` are then blanked or frozen by
 :func:`mmvla.sim.camera_failure.fail_frames`, the one definition evaluation and the environment use.
 A sample whose window holds one real frame (its episode's first step) never fails.
+
+A memoryless policy reads only the window's last frame: :func:`current_frames` picks it (the frozen
+frame for a frozen sample) before augmentation, and :func:`blank_rows` blanks after it, so only B
+frames are augmented instead of B·T; the result is the last frame of :func:`apply_failures`.
 """
 
 from __future__ import annotations
@@ -51,4 +55,23 @@ def apply_failures(frames: Tensor, failures: Sequence[tuple[int, str] | None]) -
     for b, f in enumerate(failures):
         if f is not None:
             out[b] = fail_frames(frames[b], f[0], f[1])
+    return out
+
+
+def current_frames(frames: Tensor, failures: Sequence[tuple[int, str] | None]) -> Tensor:
+    """(B, T, ...) -> (B, ...): the last frame of each window, or the frame a freeze repeats there
+    (``frames[b, start - 1]``); blank samples are blanked later by :func:`blank_rows`."""
+    out = frames[:, -1].clone()
+    for b, f in enumerate(failures):
+        if f is not None and f[1] == "freeze":
+            out[b] = frames[b, f[0] - 1]
+    return out
+
+
+def blank_rows(frames: Tensor, failures: Sequence[tuple[int, str] | None]) -> Tensor:
+    """(B, ...) current frames -> a copy with the blank samples' frames set to 0."""
+    out = frames.clone()
+    for b, f in enumerate(failures):
+        if f is not None and f[1] == "blank":
+            out[b] = 0
     return out

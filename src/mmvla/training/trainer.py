@@ -45,7 +45,7 @@ from mmvla.policy.init import init_from_directory
 from mmvla.policy.normalize import Normalizer
 from mmvla.sim.tabletop.wordings import wordings_for
 from mmvla.training.config import TrainConfig
-from mmvla.training.failures import apply_failures, sample_failures
+from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
 
 LOG_FIELDS = (
     "step",
@@ -379,13 +379,19 @@ def train(
         batch = dataset.get_batch(idx)
         if pools:
             batch["instruction"] = reword(batch["instruction"], pools, train_cfg.wording_augment, gen)
-        batch["images"] = augment(batch["images"])
-        if fail_modes:  # after augmentation: failed frames reach the network as at evaluation
+        if not fail_modes:
+            batch["images"] = augment(batch["images"])
+        else:  # failures after augmentation: failed frames reach the network as at evaluation
             failures = sample_failures(batch["history_mask"], train_cfg.camera_failure_prob, fail_modes, gen)
             cam = train_cfg.camera_failure_camera
-            batch["images"][cam] = apply_failures(batch["images"][cam], failures)
-            if not history:  # a memoryless policy reads the current (last) frame of the window
-                batch["images"] = {k: v[:, -1] for k, v in batch["images"].items()}
+            if history:
+                batch["images"] = augment(batch["images"])
+                batch["images"][cam] = apply_failures(batch["images"][cam], failures)
+            else:  # a memoryless policy reads the current frame: augment B frames, not B·T
+                images = {k: v[:, -1] for k, v in batch["images"].items()}
+                images[cam] = current_frames(batch["images"][cam], failures)
+                batch["images"] = augment(images)
+                batch["images"][cam] = blank_rows(batch["images"][cam], failures)
                 batch["state"] = batch["state"][:, -1]
                 del batch["history_mask"]
         batch["images"] = {k: v.to(device) for k, v in batch["images"].items()}
