@@ -23,3 +23,41 @@ def test_rephrase_file(tmp_path):
     p.write_text("no tab here\n")
     with pytest.raises(ValueError, match=":1:"):
         read_rephrase_file(p)
+
+
+def test_summarise_camera_failure_and_config_validation():
+    from mmvla.evaluation.evaluate import EvalConfig, format_metrics
+
+    def r(seed: int, blind: int, moving: int, over: bool) -> EpisodeResult:
+        return EpisodeResult(
+            "train",
+            seed,
+            "pick",
+            "x",
+            "x",
+            False,
+            20,
+            failure_start=5,
+            blind_steps=blind,
+            blind_motion_steps=moving,
+            handed_over=over,
+        )
+
+    m = summarise([r(0, 10, 0, False), r(1, 0, 0, True), r(2, 6, 3, False), r(3, 4, 1, False)])
+    assert m["camera_failure"]["train"] == {
+        "blind_steps": 5.0,
+        "blind_motion_steps": 1.0,
+        "moved_blind": 0.5,
+        "handed_over": 0.25,
+    }
+    assert "handed over in 25%" in format_metrics(m)
+    assert "camera_failure" not in summarise([EpisodeResult("train", 0, "pick", "x", "x", True, 3)])
+    with pytest.raises(ValueError, match="camera_failure"):
+        EvalConfig(camera_failure="smudge")
+    with pytest.raises(ValueError, match="start_range"):
+        EvalConfig(camera_failure="blank", failure_start=(0, 4))
+    with pytest.raises(ValueError, match="mmvla serve"):
+        EvalConfig(fallback="hold", server="ws://localhost:1")
+    assert EvalConfig(camera_failure="freeze").failure().start_for(7) == EvalConfig(
+        camera_failure="blank"
+    ).failure().start_for(7)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from mmvla.core.keys import CONTROLS, ENV_NAMES, SPLITS
+from mmvla.core.keys import CAMERA_FAILURES, CONTROLS, ENV_NAMES, FALLBACKS, SPLITS
 from mmvla.evaluation.evaluate import (
     EvalConfig,
     evaluate,
@@ -81,6 +81,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="mild,medium,strong",
         help="with --shift: comma-separated severities (mild, medium, strong or numbers in (0, 3])",
     )
+    p.add_argument(
+        "--camera-failure",
+        choices=CAMERA_FAILURES,
+        help="the context task: a camera goes blank or freezes partway through every episode, from a step "
+        "drawn from the episode seed (the wrist camera and the state continue)",
+    )
+    p.add_argument("--failure-camera", default="front", help="the camera that fails (default front)")
+    p.add_argument(
+        "--failure-start",
+        default="4,16",
+        metavar="LO,HI",
+        help="inclusive range of the first failed step (observation index, >= 1; default 4,16)",
+    )
+    p.add_argument(
+        "--fallback",
+        choices=FALLBACKS,
+        help="the safety layer's fallback while a camera has failed (local checkpoint; default: hold): hold "
+        "position, continue acting for at most --continue-steps steps, or hand over (stop the episode)",
+    )
+    p.add_argument("--continue-steps", type=int, default=8, help="N of --fallback continue (default 8)")
     p.add_argument("--quiet", action="store_true")
 
 
@@ -104,6 +124,11 @@ def run(args: argparse.Namespace) -> int:
         max_steps=args.max_steps,
         server=args.server,
         wordings=wordings[0] if wordings else "canonical",
+        camera_failure=args.camera_failure,
+        failure_camera=args.failure_camera,
+        failure_start=_int_pair(args.failure_start, "--failure-start"),
+        fallback=args.fallback,
+        continue_steps=args.continue_steps,
     )
     if args.shift:
         if not args.checkpoint:
@@ -131,3 +156,12 @@ def run(args: argparse.Namespace) -> int:
     if args.out:
         print(f"metrics: {args.out}/metrics.json")
     return 0
+
+
+def _int_pair(text: str, flag: str) -> tuple[int, int]:
+    """``"4,16"`` -> (4, 16); a ValueError naming ``flag`` otherwise."""
+    try:
+        lo, hi = (int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag} must be two integers LO,HI, got {text!r}") from None
+    return lo, hi

@@ -10,6 +10,7 @@ import os
 import torch
 
 from mmvla.cli import flags
+from mmvla.core.keys import FALLBACKS
 from mmvla.policy.runtime import CHUNK_MODES
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.server import TOKEN_ENV, PolicyServer, parse_key_map
@@ -58,6 +59,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     arg("--frozen-frames", type=int, default=10, help="identical frames that mean a frozen camera (0: off)")
     arg("--max-pos-delta", type=float, default=1.0, help="per-step clamp of |dx|,|dy|,|dz| (action units)")
     arg("--max-rot-delta", type=float, default=1.0, help="per-step clamp of rotation deltas (action units)")
+    arg(
+        "--fallback",
+        default="hold",
+        choices=FALLBACKS,
+        help="while a camera has failed: hold position (default), continue acting for at most "
+        "--continue-steps steps, or hand over (the reply's safety decision is 'handover')",
+    )
+    arg("--continue-steps", type=int, default=8, help="N of --fallback continue")
     arg("--no-safety", action="store_true", help="switch the safety layer off (not advised)")
     arg("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
@@ -71,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     if args.threads > 0:
         torch.set_num_threads(args.threads)
     safety: SafetyConfig | bool = not args.no_safety and SafetyConfig(
-        max_frame_age_s=args.max_frame_age, **flags(args, "frozen_frames", "max_pos_delta", "max_rot_delta")
+        max_frame_age_s=args.max_frame_age,
+        **flags(args, "frozen_frames", "max_pos_delta", "max_rot_delta", "fallback", "continue_steps"),
     )
     same = ("host", "port", "chunk_mode", "max_connections", "max_connections_per_ip", "max_batch")
     server = PolicyServer.from_checkpoint(

@@ -9,7 +9,7 @@ import torch.distributed as dist
 from mmvla.core.paths import RunPaths
 from mmvla.modules.heads import HEADS
 from mmvla.policy import PolicyConfig
-from mmvla.training.config import TrainConfig, training_configs
+from mmvla.training.config import TRAIN_CAMERA_FAILURES, TrainConfig, training_configs
 from mmvla.training.trainer import train
 
 
@@ -31,6 +31,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed")
     p.add_argument("--threads", type=int, help="torch intra-op threads")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default auto: CUDA when available")
+    p.add_argument(
+        "--camera-failure",
+        choices=TRAIN_CAMERA_FAILURES,
+        help="sample front-camera failures (blank, freeze or both) inside training windows (the context task)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/last")
     p.add_argument(
         "--init-from", help="initialise encoders from `mmvla pretrain` output or a policy checkpoint"
@@ -55,7 +60,7 @@ def build_configs(args: argparse.Namespace) -> tuple[PolicyConfig, TrainConfig]:
     if args.cameras:
         policy["cameras"] = [c.strip() for c in args.cameras.split(",") if c.strip()]
     flags = {"steps": "steps", "batch_size": "batch_size", "lr": "lr", "ema": "ema_decay", "seed": "seed"}
-    flags |= {"threads": "threads", "device": "device"}
+    flags |= {"threads": "threads", "device": "device", "camera_failure": "camera_failure"}
     train = {key: getattr(args, flag) for flag, key in flags.items() if getattr(args, flag) is not None}
     if args.bf16:
         train["bf16"] = True

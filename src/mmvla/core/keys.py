@@ -35,3 +35,8 @@ SPLITS: tuple[str, ...] = ("train", "unseen")
 CONTROLS: tuple[str, ...] = ("none", "blank_images", "wrong_instruction", "instruction_swap")
 BLIND_CONTROLS: tuple[str, ...] = ("blank_images", "wrong_instruction")  # vision-blind, language-blind
 WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout", "heldout_phrasing")
+
+# The context task: a camera failing partway through an episode (mmvla.sim.camera_failure), and what the
+# safety layer does while a camera has failed (mmvla.policy.safety.SafetyConfig.fallback).
+CAMERA_FAILURES: tuple[str, ...] = ("blank", "freeze")
+FALLBACKS: tuple[str, ...] = ("hold", "continue", "handover")

@@ -18,20 +18,32 @@ from typing import Any
 import numpy as np
 import torch
 
+from mmvla.core.handover import HandOver
 from mmvla.core.io import atomic_write_json, read_json
-from mmvla.core.keys import BLIND_CONTROLS, CONTROLS, ENV_NAMES, SPLITS, WORDING_SETS
+from mmvla.core.keys import (
+    BLIND_CONTROLS,
+    CAMERA_FAILURES,
+    CONTROLS,
+    ENV_NAMES,
+    FALLBACKS,
+    SPLITS,
+    WORDING_SETS,
+)
 from mmvla.core.pool import imap
 from mmvla.core.stats import mcnemar_exact, wilson_interval
 from mmvla.evaluation.controls import blank_cameras, swap_target, without_camera_fallback, wrong_instruction
 from mmvla.evaluation.video import write_episode_gif
 from mmvla.policy import VLAPolicy
 from mmvla.policy.checkpoint import checkpoint_id, load_config
+from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 from mmvla.serving.client import PolicyClient, RemotePolicy
+from mmvla.sim.camera_failure import DEFAULT_START_RANGE, CameraFailure, CameraFailureWrapper
 from mmvla.sim.registry import check_rendered, get_spec, make_env
 from mmvla.sim.rollout import rollout
 from mmvla.sim.tabletop.wordings import wording_for_episode
 
 SWAP_MOVED_M = 0.02  # an object counts as moved once it is this far (metres) from where it started
+BLIND_MOTION_M = 0.001  # a blind step "moved" when the hand (state[:3]) travelled more than this (metres)
 
 
 @dataclass
@@ -58,6 +70,15 @@ class EvalConfig:
         env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
         server: ``ws://host:port`` of ``mmvla serve``: workers act through a client of that server
             instead of loading the checkpoint (None: local policy).
+        camera_failure: "blank" or "freeze": ``failure_camera`` fails from an observation drawn from the
+            episode seed in ``failure_start`` (:mod:`mmvla.sim.camera_failure`); None: no failure.
+            Through a server the client sends the failed frames (the server's safety layer decides).
+        failure_camera: the camera that fails ("front").
+        failure_start: inclusive range of the first failed observation index (>= 1).
+        fallback: the local policy's safety fallback while a camera has failed: "hold", "continue" (act
+            on for at most ``continue_steps`` failed steps, then hold) or "handover" (stop the episode);
+            None: the checkpoint's default ("hold"). A server's is set by ``mmvla serve``.
+        continue_steps: N of the "continue" fallback.
     """
 
     episodes: int = 100
@@ -74,8 +95,28 @@ class EvalConfig:
     env: str = "tabletop"
     env_options: dict[str, Any] = field(default_factory=dict)
     server: str | None = None
+    camera_failure: str | None = None
+    failure_camera: str = "front"
+    failure_start: tuple[int, int] = DEFAULT_START_RANGE
+    fallback: str | None = None
+    continue_steps: int = 8
 
     def __post_init__(self) -> None:
+        self.failure_start = (int(self.failure_start[0]), int(self.failure_start[1]))
+        if self.camera_failure is not None:
+            if self.camera_failure not in CAMERA_FAILURES:
+                raise ValueError(
+                    f"EvalConfig.camera_failure must be one of {CAMERA_FAILURES} or None, got {self.camera_failure!r}"
+                )
+            self.failure()  # validates the start range
+        if self.fallback is not None and self.fallback not in FALLBACKS:
+            raise ValueError(f"EvalConfig.fallback must be one of {FALLBACKS} or None, got {self.fallback!r}")
+        if self.continue_steps < 0:
+            raise ValueError(f"EvalConfig.continue_steps must be >= 0, got {self.continue_steps}")
+        if self.fallback is not None and self.server is not None:
+            raise ValueError(
+                "EvalConfig.fallback applies to a local checkpoint; a server's fallback is set by `mmvla serve`"
+            )
         if self.episodes < 1 or self.workers < 1:
             raise ValueError(
                 f"EvalConfig: episodes and workers must be >= 1, got {self.episodes}, {self.workers}"
@@ -109,6 +150,12 @@ class EvalConfig:
                     "blank cameras; run this control with the local checkpoint"
                 )
 
+    def failure(self) -> CameraFailure | None:
+        """The camera failure of every episode (None without ``camera_failure``)."""
+        if self.camera_failure is None:
+            return None
+        return CameraFailure(self.camera_failure, self.failure_camera, self.failure_start)
+
     @property
     def splits(self) -> tuple[str, ...]:
         """The splits evaluated: the environment's for "all", else the one split."""
@@ -128,6 +175,10 @@ class EpisodeResult:
     length: int
     frames: list[np.ndarray] | None = None
     first_moved_named: bool | None = None  # tabletop: the first object moved (> 2 cm) was the named one
+    failure_start: int | None = None  # camera failure: the first failed observation index
+    blind_steps: int = 0  # steps whose action was computed from an observation with the failed camera
+    blind_motion_steps: int = 0  # of those, steps in which the hand moved > BLIND_MOTION_M
+    handed_over: bool = False  # the safety layer's "handover" fallback stopped the episode
 
 
 def read_rephrase_file(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -167,6 +218,18 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
     env = make_env(
         spec.name, cameras=tuple(pcfg.cameras), image_size=pcfg.image_size, split=split, **opts["env"]
     )
+    failure: CameraFailure | None = opts.get("camera_failure")
+    wrapped = CameraFailureWrapper(env, failure) if failure is not None else None
+    if wrapped is not None:
+        if failure is not None and failure.camera not in pcfg.cameras:
+            raise ValueError(f"camera failure of {failure.camera!r}: the policy reads {tuple(pcfg.cameras)}")
+        env = wrapped
+    fallback = opts.get("fallback")
+    if fallback is not None:  # the local policy's safety layer with this episode's fallback
+        base = policy.safety.config if getattr(policy, "safety", None) is not None else SafetyConfig()
+        policy.safety = SafetyMonitor(
+            replace(base, fallback=fallback[0], continue_steps=fallback[1]), log=_quiet_safety_log
+        )
     try:
         obs, info = env.reset(seed=seed, options={"family": family} if family else None)
         check_rendered(obs, pcfg.cameras)
@@ -190,30 +253,56 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
         sim = env.unwrapped
         first_moved: list[int | None] = [None]
 
+        # Episode book-keeping, also kept when a hand-over ends the episode inside rollout().
+        track: dict[str, Any] = {"steps": 0, "success": bool(info.get("success", False)), "info": info}
+        blind: dict[str, Any] = {"now": False, "from": np.zeros(3), "steps": 0, "moved": 0}
+
         def act(o: dict[str, Any]) -> np.ndarray:
             model_obs = dict(o, instruction=given)
-            return policy.act(blank_cameras(model_obs, pcfg.cameras) if blank else model_obs)
+            action = policy.act(blank_cameras(model_obs, pcfg.cameras) if blank else model_obs)
+            blind["now"] = wrapped is not None and wrapped.failed
+            blind["from"] = np.asarray(o["state"], dtype=np.float64)[:3].copy()
+            return action
 
-        def on_step(o: dict[str, Any], _info: dict[str, Any]) -> None:
+        def on_step(o: dict[str, Any], step_info: dict[str, Any]) -> None:
+            track["steps"] += 1
+            track["success"] = track["success"] or bool(step_info.get("success", False))
+            track["info"] = step_info
+            if blind["now"]:
+                blind["steps"] += 1
+                moved = np.linalg.norm(np.asarray(o["state"], dtype=np.float64)[:3] - blind["from"])
+                blind["moved"] += int(moved > BLIND_MOTION_M)
             if first_moved[0] is None and spec.tracks_objects:
                 first_moved[0] = _first_moved(sim)
             if frames is not None:
                 frames.append(np.concatenate([o[c] for c in pcfg.cameras], axis=1))
 
-        ep = rollout(env, act, start=(obs, info), on_step=on_step)
+        handed_over = False
+        try:
+            rollout(env, act, start=(obs, info), on_step=on_step)
+        except HandOver:
+            handed_over = True
         return EpisodeResult(
             split,
             seed,
-            str(ep.info.get("family", family)),
+            str(track["info"].get("family", family)),
             canonical,
             given,
-            ep.success,
-            ep.steps,
+            bool(track["success"]),
+            int(track["steps"]),
             frames,
             None if first_moved[0] is None else first_moved[0] == 0,
+            None if wrapped is None else wrapped.failure_start,
+            int(blind["steps"]),
+            int(blind["moved"]),
+            handed_over,
         )
     finally:
         env.close()
+
+
+def _quiet_safety_log(_level: int, _kind: str, _reason: str) -> None:
+    """Evaluation counts the safety layer's decisions itself; one log line per blind step is noise."""
 
 
 def _first_moved(sim: Any) -> int | None:
@@ -234,6 +323,8 @@ def _jobs(
         "wordings": cfg.wordings,
         "env": env_kwargs,
         "env_name": cfg.env,
+        "camera_failure": cfg.failure(),
+        "fallback": None if cfg.fallback is None else (cfg.fallback, cfg.continue_steps),
     }
     for split in cfg.splits:
         for i in range(cfg.episodes):
@@ -383,6 +474,14 @@ def summarise(results: Sequence[EpisodeResult]) -> dict[str, Any]:
                 "episodes": len(fr),
             }
         m["per_family"][split] = fam
+        failed = [r for r in rs if r.failure_start is not None]
+        if failed:  # the context task: how the policy and its safety layer behaved while blind
+            m.setdefault("camera_failure", {})[split] = {
+                "blind_steps": float(np.mean([r.blind_steps for r in failed])),
+                "blind_motion_steps": float(np.mean([r.blind_motion_steps for r in failed])),
+                "moved_blind": sum(r.blind_motion_steps > 0 for r in failed) / len(failed),
+                "handed_over": sum(r.handed_over for r in failed) / len(failed),
+            }
         touched = [r.first_moved_named for r in rs if r.first_moved_named is not None]
         if touched:  # tabletop: of the episodes that moved an object, how often the named one first
             m.setdefault("first_moved_named", {})[split] = sum(touched) / len(touched)
@@ -493,6 +592,12 @@ def format_metrics(metrics: dict[str, Any]) -> str:
             lines.append(
                 f"{'':<8} {fam:<{w}} {m['success']:>8.1%} {f'[{flo:.2f}, {fhi:.2f}]':>15} {m['episodes']:>5}"
             )
+    for split, c in metrics.get("camera_failure", {}).items():
+        lines.append(
+            f"{split:<8} camera failure: {c['blind_steps']:.1f} blind steps per episode, "
+            f"{c['blind_motion_steps']:.1f} moving; moved blind in {c['moved_blind']:.0%}, "
+            f"handed over in {c['handed_over']:.0%}"
+        )
     return "\n".join(lines)
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvla.core.handover import HandOver
 from mmvla.core.keys import ACTION_KEY, ENV_STATE_KEY, STATE_KEY
 from mmvla.modules.fusion import FusionOutput, ModalityTokens, build_fusion
 from mmvla.modules.heads import build_head
@@ -311,6 +312,12 @@ class VLAPolicy(nn.Module):
             self._episode_start = False
         return fused
 
+    def _raise_handover(self, hold: np.ndarray) -> None:
+        """Raise :class:`HandOver` when the safety layer's "handover" fallback has just fired."""
+        if self.safety is not None and self.safety.handed_over:
+            last = self.safety.last
+            raise HandOver(last.reason if last is not None else "a camera failed", hold)
+
     @torch.inference_mode()
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
         """One control step: validated observation -> (A,) float32 action in [-1, 1].
@@ -320,11 +327,13 @@ class VLAPolicy(nn.Module):
         at every episode start. With ``self.safety`` set (the default) a stale, frozen or blank camera
         gives the hold action (stored chunks are dropped, the frame does not enter the memory) and
         actions are clamped; see :mod:`mmvla.policy.safety`. Raises :class:`ObservationError` for an
-        invalid observation.
+        invalid observation and :class:`~mmvla.policy.safety.HandOver` when the safety layer's
+        "handover" fallback fires (stop the episode).
         """
         hold = self._check(observation)
         if hold is not None:
             self._chunker.reset()  # plans made before the failure are stale once it recovers
+            self._raise_handover(hold)
             return hold
         # With memory every frame is fused (the memory must see consecutive frames, as in training).
         if self.memory is not None or self._chunker.needs_prediction():
@@ -344,6 +353,7 @@ class VLAPolicy(nn.Module):
         """
         hold = self._check(observation)
         if hold is not None:
+            self._raise_handover(hold)
             return np.repeat(hold[None], self.cfg.chunk_size, axis=0)
         chunk = self._decode(self._fuse_step(observation))[0].cpu().numpy()  # (k, A)
         return chunk if self.safety is None else self.safety.limit(chunk)

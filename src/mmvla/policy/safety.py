@@ -7,10 +7,19 @@
    dtype, shape, NaN/Inf state, empty instruction): unknown keys (e.g. an unknown camera), malformed
    timestamps, a state outside the configured bounds. Any of these raises :class:`ObservationError`
    (the server turns it into an error frame); it is never a crash and never silently "fixed".
-2. **Failed modality → fallback** — while any camera is *stale*, *frozen* or *blank*, the action is
-   the hold action: zero position and rotation deltas, gripper unchanged (the last gripper value
-   commanded in this episode, or, before the first command, the value implied by the state's gripper
-   opening at episode start). Normal actions return on the first step the camera has recovered.
+2. **Failed modality → fallback** — while any camera is *stale*, *frozen* or *blank*, the
+   configured ``fallback`` applies:
+
+   - ``"hold"`` (default): the action is the hold action: zero position and rotation deltas, gripper
+     unchanged (the last gripper value commanded in this episode, or, before the first command, the
+     value implied by the state's gripper opening at episode start);
+   - ``"continue"``: the policy keeps acting on what it still has (its temporal memory, the other
+     cameras, the state) for at most ``continue_steps`` consecutive failed steps (decision
+     ``blind_continue``; the action is still clamped), then holds;
+   - ``"handover"``: the hold action with decision ``handover`` and :attr:`SafetyMonitor.handed_over`
+     set: the controller stops the episode and hands the robot over (:class:`mmvla.core.handover.HandOver`).
+
+   Normal actions return on the first step the camera has recovered.
 
    - stale: the frame's timestamp (``"<camera>_timestamp"``, else ``"timestamp"``; seconds on the
      ``time.time()`` clock) is older than ``max_frame_age_s``. Frames without a timestamp are never stale.
@@ -42,6 +51,8 @@ from typing import Any
 
 import numpy as np
 
+from mmvla.core.handover import HANDOVER
+from mmvla.core.keys import FALLBACKS
 from mmvla.policy.observation import ObservationError, validate_observation
 
 logger = logging.getLogger("mmvla.safety")
@@ -57,7 +68,18 @@ FALLBACK_FROZEN = "fallback_frozen"
 FALLBACK_BLANK = "fallback_blank"
 FALLBACK_NONFINITE = "fallback_nonfinite"
 INVALID = "invalid"
-DECISIONS = (OK, CLAMPED, FALLBACK_STALE, FALLBACK_FROZEN, FALLBACK_BLANK, FALLBACK_NONFINITE, INVALID)
+BLIND_CONTINUE = "blind_continue"  # a camera failed; the policy acts on ("continue" fallback)
+DECISIONS = (
+    OK,
+    CLAMPED,
+    FALLBACK_STALE,
+    FALLBACK_FROZEN,
+    FALLBACK_BLANK,
+    FALLBACK_NONFINITE,
+    INVALID,
+    BLIND_CONTINUE,
+    HANDOVER,
+)
 
 POS_DIMS = slice(0, 3)  # dx, dy, dz
 ROT_DIMS = slice(3, 6)  # droll, dpitch, dyaw
@@ -84,6 +106,9 @@ class SafetyConfig:
         gripper_state_index: index of the gripper opening in the state (tabletop: 4); None: unknown.
         gripper_open_width: the state's gripper opening when fully open (tabletop: 0.086 m, which the
             action maps to +1; 0 = closed maps to -1).
+        fallback: what a failed camera leads to: "hold", "continue" (act on for at most
+            ``continue_steps`` consecutive failed steps, then hold) or "handover" (see the module docs).
+        continue_steps: N, the most consecutive failed steps the "continue" fallback acts through.
     """
 
     max_frame_age_s: float | None = 0.5
@@ -98,8 +123,18 @@ class SafetyConfig:
     state_abs_max: float = 1e3
     gripper_state_index: int | None = 4
     gripper_open_width: float = 0.086
+    fallback: str = "hold"
+    continue_steps: int = 8
 
     def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"SafetyConfig.fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        if (
+            isinstance(self.continue_steps, bool)
+            or not isinstance(self.continue_steps, int)
+            or self.continue_steps < 0
+        ):
+            raise ValueError(f"SafetyConfig.continue_steps must be an int >= 0, got {self.continue_steps!r}")
         if self.max_frame_age_s is not None and not self.max_frame_age_s > 0:
             raise ValueError(f"SafetyConfig.max_frame_age_s must be > 0 or None, got {self.max_frame_age_s}")
         if isinstance(self.frozen_frames, bool) or not isinstance(self.frozen_frames, int):
@@ -154,7 +189,7 @@ class SafetyDecision:
     @property
     def fallback(self) -> bool:
         """Whether the returned action is the hold action."""
-        return self.kind.startswith("fallback")
+        return self.kind.startswith("fallback") or self.kind == HANDOVER
 
     def to_dict(self) -> dict[str, Any]:
         return {"decision": self.kind, "reason": self.reason, "fallback": self.fallback}
@@ -183,6 +218,8 @@ class SafetyMonitor:
     Attributes:
         counters: decision kind -> count since construction (not cleared by :meth:`reset`), plus "steps".
         last: the latest decision (None before the first).
+        handed_over: the "handover" fallback fired in this episode (cleared by :meth:`reset`).
+        blind_steps: consecutive steps, up to now, with a failed camera (cleared on recovery and reset).
     """
 
     def __init__(
@@ -204,6 +241,9 @@ class SafetyMonitor:
         self._commanded_gripper: float | None = None
         self._start_gripper: float | None = None
         self._in_fallback = False
+        self._continuing: str | None = None  # the failure the policy acts through this step ("continue")
+        self.handed_over = False
+        self.blind_steps = 0
 
     # ------------------------------------------------------------------ decisions
     def _record(self, kind: str, reason: str) -> None:
@@ -213,6 +253,8 @@ class SafetyMonitor:
             self.counters["steps"] += 1
         if kind == INVALID:
             level = logging.WARNING
+        elif kind == BLIND_CONTINUE:
+            level = logging.WARNING if self.blind_steps == 1 else logging.INFO
         elif decision.fallback:
             level = logging.INFO if self._in_fallback else logging.WARNING
         elif self._in_fallback:
@@ -266,9 +308,20 @@ class SafetyMonitor:
             found = self._camera_failure(cam, observation[cam], timestamps[cam], now)
             if found is not None and failure is None:
                 failure = found
+        self._continuing = None
         if failure is None:
+            self.blind_steps = 0
             return None
-        self._record(*failure)
+        self.blind_steps += 1
+        c = self.config
+        if c.fallback == "continue" and self.blind_steps <= c.continue_steps:
+            self._continuing = f"{failure[1]}; acting on ({self.blind_steps}/{c.continue_steps} blind steps)"
+            return None  # the decision is recorded by limit(), which still clamps the action
+        if c.fallback == "handover":
+            self.handed_over = True
+            self._record(HANDOVER, f"{failure[1]}; handing over")
+        else:
+            self._record(*failure)
         return self.hold_action(action_dim)
 
     def _validate_extras(self, obs: Mapping[str, Any], cameras: Sequence[str]) -> dict[str, float | None]:
@@ -385,6 +438,7 @@ class SafetyMonitor:
         A = a.shape[-1]
         if not np.isfinite(a).all():
             hold = self.hold_action(A)
+            self._continuing = None
             self._record(FALLBACK_NONFINITE, "the policy produced a non-finite action")
             return np.broadcast_to(hold, a.shape).copy()
         c = self.config
@@ -395,7 +449,10 @@ class SafetyMonitor:
         if A > GRIPPER_DIM:
             self._commanded_gripper = float(out.reshape(-1, A)[0, GRIPPER_DIM])
         changed = clipped != a
-        if changed.any():
+        continuing, self._continuing = self._continuing, None
+        if continuing is not None:
+            self._record(BLIND_CONTINUE, continuing)
+        elif changed.any():
             dims = sorted({int(i) for i in np.nonzero(changed.reshape(-1, A).any(0))[0]})
             self._record(
                 CLAMPED,

@@ -30,6 +30,7 @@ import numpy as np
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidURI
 from websockets.sync.client import ClientConnection, connect
 
+from mmvla.core.handover import HANDOVER, HandOver
 from mmvla.serving.protocol import ProtocolError, pack, unpack
 
 if TYPE_CHECKING:  # for mypy only: importing mmvla.policy at run time would import torch
@@ -424,8 +425,14 @@ class RemotePolicy:
         self.client.reset(chunk_mode)
 
     def act(self, observation: Mapping[str, Any]) -> np.ndarray:
-        """One control step -> (A,) float32 action; an invalid observation raises PolicyServerError."""
-        return self.client.act(observation)
+        """One control step -> (A,) float32 action; an invalid observation raises PolicyServerError, and
+        a server whose safety layer hands the robot over (decision "handover") raises
+        :class:`~mmvla.policy.safety.HandOver`, as the local policy does."""
+        action = self.client.act(observation)
+        safety = self.client.last_reply.get("safety")
+        if isinstance(safety, Mapping) and safety.get("decision") == HANDOVER:
+            raise HandOver(str(safety.get("reason", "")), action)
+        return action
 
     def close(self) -> None:
         self.client.close()

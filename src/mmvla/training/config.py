@@ -11,9 +11,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmvla.core.io import read_json
+from mmvla.core.keys import CAMERA_FAILURES
 from mmvla.policy import PolicyConfig
 
 CONFIG_SECTIONS = ("policy", "train")
+TRAIN_CAMERA_FAILURES = ("none", *CAMERA_FAILURES, "both")
 
 
 @dataclass
@@ -41,6 +43,14 @@ class TrainConfig:
         wording_augment: probability that a sample's instruction is replaced by one of its task's
             training wordings (:mod:`mmvla.sim.tabletop.wordings`; tabletop instructions only, others unchanged).
         wordings_per_task: size of each task's pool of training wordings (the canonical one included).
+        camera_failure: the context task in training: "none", "blank", "freeze" or "both" (each failed
+            sample draws one): ``camera_failure_camera`` fails partway through a sample's frame window
+            (:mod:`mmvla.training.failures`). The window is the temporal memory's context K, or for a
+            memoryless policy ``camera_failure_window`` frames of which it reads the last (the current,
+            possibly failed, frame).
+        camera_failure_prob: probability that a sample's camera fails.
+        camera_failure_camera: the camera that fails.
+        camera_failure_window: frames per window for a memoryless policy (>= 2).
     """
 
     steps: int = 3000
@@ -61,6 +71,10 @@ class TrainConfig:
     device: str = "auto"
     wording_augment: float = 0.0
     wordings_per_task: int = 32
+    camera_failure: str = "none"
+    camera_failure_prob: float = 0.5
+    camera_failure_camera: str = "front"
+    camera_failure_window: int = 8
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
@@ -84,6 +98,22 @@ class TrainConfig:
             )
         if not 0 <= self.ema_decay < 1 or not 0 <= self.augment_jitter < 1:
             raise ValueError("TrainConfig: ema_decay and augment_jitter must be in [0, 1)")
+        if self.camera_failure not in TRAIN_CAMERA_FAILURES:
+            raise ValueError(
+                f"TrainConfig.camera_failure must be one of {TRAIN_CAMERA_FAILURES}, got {self.camera_failure!r}"
+            )
+        if not 0 <= self.camera_failure_prob <= 1 or self.camera_failure_window < 2:
+            raise ValueError(
+                "TrainConfig: camera_failure_prob must be in [0, 1] and camera_failure_window >= 2, got "
+                f"{self.camera_failure_prob}, {self.camera_failure_window}"
+            )
+
+    @property
+    def camera_failure_modes(self) -> tuple[str, ...]:
+        """The failure modes sampled in training (empty: no failures)."""
+        if self.camera_failure == "none":
+            return ()
+        return CAMERA_FAILURES if self.camera_failure == "both" else (self.camera_failure,)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable dict."""

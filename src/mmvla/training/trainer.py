@@ -45,6 +45,7 @@ from mmvla.policy.init import init_from_directory
 from mmvla.policy.normalize import Normalizer
 from mmvla.sim.tabletop.wordings import wordings_for
 from mmvla.training.config import TrainConfig
+from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
 
 LOG_FIELDS = (
     "step",
@@ -298,11 +299,18 @@ def train(
         if policy_cfg.temporal
         else 0
     )
+    fail_modes = train_cfg.camera_failure_modes
+    if fail_modes and train_cfg.camera_failure_camera not in cameras:
+        raise ValueError(
+            f"TrainConfig.camera_failure_camera {train_cfg.camera_failure_camera!r} is not a policy camera {cameras}"
+        )
+    # Camera failures need a frame window: the memory's, or camera_failure_window frames (memoryless).
+    window_history = history or (train_cfg.camera_failure_window - 1 if fail_modes else 0)
     dataset = VLADataset(
         Path(data_dir),
         cameras=cameras,
         chunk_size=policy_cfg.chunk_size,
-        history=history,
+        history=window_history,
         progress=progress and rank == 0,
     )
     policy_cfg = _fit_to_dataset(policy_cfg, dataset)
@@ -371,7 +379,22 @@ def train(
         batch = dataset.get_batch(idx)
         if pools:
             batch["instruction"] = reword(batch["instruction"], pools, train_cfg.wording_augment, gen)
-        batch["images"] = {k: v.to(device) for k, v in augment(batch["images"]).items()}
+        if not fail_modes:
+            batch["images"] = augment(batch["images"])
+        else:  # failures after augmentation: failed frames reach the network as at evaluation
+            failures = sample_failures(batch["history_mask"], train_cfg.camera_failure_prob, fail_modes, gen)
+            cam = train_cfg.camera_failure_camera
+            if history:
+                batch["images"] = augment(batch["images"])
+                batch["images"][cam] = apply_failures(batch["images"][cam], failures)
+            else:  # a memoryless policy reads the current frame: augment B frames, not B·T
+                images = {k: v[:, -1] for k, v in batch["images"].items()}
+                images[cam] = current_frames(batch["images"][cam], failures)
+                batch["images"] = augment(images)
+                batch["images"][cam] = blank_rows(batch["images"][cam], failures)
+                batch["state"] = batch["state"][:, -1]
+                del batch["history_mask"]
+        batch["images"] = {k: v.to(device) for k, v in batch["images"].items()}
         extra_keys = (("history_mask",) if history else ()) + (
             ("environment_state",) if "environment_state" in batch else ()
         )

@@ -144,6 +144,50 @@ def _quat_yaw(q: np.ndarray) -> float:
     return math.atan2(2 * (w * z + x * y), 1 - 2 * (y * y + z * z))
 
 
+def _shares(a: tuple[str, str], b: tuple[str, str]) -> bool:
+    """Whether two compositions share their colour or their shape."""
+    return a[0] == b[0] or a[1] == b[1]
+
+
+def _place_objects(
+    rng: np.random.Generator,
+    pool: list[tuple[str, str]],
+    target: tuple[str, str],
+    base: tuple[str, str],
+    n: int,
+) -> list[tuple[str, str]]:
+    """Place scenes where both noun phrases matter: [target, base, distractors...].
+
+    The target has a distractor (an object other than the base) sharing its colour or its shape, and so
+    has the base (an object other than the target). With one free slot (n = 3) one distractor serves
+    both when the split allows one (e.g. the target's colour and the base's shape); otherwise the scene
+    takes a fourth object, so a place scene may hold one object more than ``n``. Further slots get the
+    target's missing same-colour / same-shape distractor, then random distinct extras.
+    """
+    chosen = [target, base]
+
+    def pick(cands: list[tuple[str, str]]) -> None:
+        cands = [c for c in cands if c not in chosen]
+        if cands:
+            chosen.append(cands[int(rng.integers(len(cands)))])
+
+    both = [c for c in pool if c not in chosen and _shares(c, target) and _shares(c, base)]
+    if n - len(chosen) <= 1 and both:
+        pick(both)
+    else:
+        pick([c for c in pool if _shares(c, target)])
+    if not any(_shares(c, base) for c in chosen[2:]):
+        pick([c for c in pool if _shares(c, base)])
+    colour, shape = target
+    if len(chosen) < n and not any(c[0] == colour for c in chosen[2:]):
+        pick([c for c in pool if c[0] == colour and c[1] != shape])
+    if len(chosen) < n and not any(c[1] == shape for c in chosen[2:]):
+        pick([c for c in pool if c[1] == shape and c[0] != colour])
+    while len(chosen) < n:
+        pick(pool)
+    return chosen
+
+
 class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
     """Tabletop language-conditioned manipulation (pick / push / place) with a scripted-expert-friendly API.
 
@@ -733,12 +777,15 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
 
     def _choose_objects(self, rng: np.random.Generator, task: TaskSpec, n: int) -> list[tuple[str, str]]:
         """Combos on the table: target first (then the base for place), then a same-colour and a
-        same-shape distractor, then random distinct extras. No composition appears twice."""
+        same-shape distractor, then random distinct extras. No composition appears twice.
+
+        Place (:func:`_place_objects`): target, base, then distractors such that each of the two
+        named objects has one that shares its colour or its shape."""
         split = self.config.split
         pool = list(combos_for_split(split, "distractor"))
-        chosen: list[tuple[str, str]] = [task.target]
         if task.base is not None:
-            chosen.append(task.base)
+            return _place_objects(rng, pool, task.target, task.base, n)
+        chosen: list[tuple[str, str]] = [task.target]
         colour, shape = task.target
 
         def pick(cands: list[tuple[str, str]]) -> None:
