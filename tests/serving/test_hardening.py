@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -235,6 +239,42 @@ def test_token_authentication_and_healthz(checkpoint, monkeypatch):
 
         with connect(srv.url, additional_headers={"Authorization": f"Api-Key {TOKEN}"}, proxy=None) as ws:
             assert unpack(ws.recv(timeout=10))["kind"] == "metadata"
+
+
+@pytest.mark.parametrize(
+    "flag, env, good, bad",
+    [
+        (None, TOKEN, TOKEN, "wrong-token-xyz"),  # $MMVLA_SERVE_TOKEN alone
+        ("flag-token-123", TOKEN, "flag-token-123", TOKEN),  # --token wins over the variable
+    ],
+    ids=["env", "flag"],
+)
+def test_mmvla_serve_takes_the_token_from_the_flag_or_the_environment(checkpoint, flag, env, good, bad):
+    cmd = [sys.executable, "-m", "mmvla.cli", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
+    cmd += ["--threads", "1", "--log-level", "WARNING", *(["--token", flag] if flag else [])]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MMVLA_SERVE_TOKEN": env},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("mmvla serve: ws://"), line
+        url = line.split()[2]
+        for token in (None, bad):
+            with pytest.raises(InvalidStatus) as e:
+                open_connection(url, token=token)
+            assert e.value.response.status_code == 401
+        _raw(url, good).close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def test_idle_connections_are_closed(checkpoint):
