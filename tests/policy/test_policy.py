@@ -142,6 +142,23 @@ def test_act_validates_observations(dataset):
             policy.act(obs)
 
 
+def test_a_long_string_state_is_refused_without_copying_it():
+    import tracemalloc
+
+    from mmvla.policy.observation import validate_observation
+
+    obs = {"front": np.zeros((IMAGE, IMAGE, 3), np.uint8), "instruction": "go"}
+    for value in ("x" * 2**22, b"x" * 2**22):
+        tracemalloc.start()
+        try:
+            with pytest.raises(ObservationError, match="got a string of 4194304"):
+                validate_observation({**obs, "state": value}, ["front"], IMAGE, 5)
+            peak = tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+        assert peak < 2**20, peak  # np.asarray made a 16 MiB UCS-4 copy
+
+
 def test_camera_dropout_masks_tokens(dataset):
     policy = _policy(dataset, camera_dropout=0.5).train()
     batch = dataset.get_batch(np.arange(8))

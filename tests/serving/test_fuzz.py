@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from websockets.exceptions import ConnectionClosed
 
 from mmvla.serving.client import open_connection
-from mmvla.serving.protocol import DTYPES, ERROR_CODES, KINDS, ND_KEY, encode_array, pack, unpack
+from mmvla.serving.protocol import DTYPES, ERROR_CODES, KINDS, ND_KEY, encode_array, pack, pack_openpi, unpack
+from mmvla.serving.server import PolicyServer
 
 from .conftest import MAX_MESSAGE_BYTES, make_obs
 
@@ -199,9 +200,13 @@ LOG_FORMAT = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 def _log_bytes(caplog: pytest.LogCaptureFixture) -> int:
-    """What the server's log lines captured so far take, formatted as ``mmvla serve`` writes them."""
+    """What the server's log lines captured so far take, formatted and filtered as ``mmvla serve`` writes
+    them (the websockets library's own logger at WARNING)."""
     return sum(
-        len(LOG_FORMAT.format(r)) + 1 for r in caplog.records if r.name.startswith("mmvla.serving.server")
+        len(LOG_FORMAT.format(r)) + 1
+        for r in caplog.records
+        if r.name == "mmvla.serving.server"
+        or (r.name.startswith("mmvla.serving.server.") and r.levelno >= logging.WARNING)
     )
 
 
@@ -267,3 +272,199 @@ def test_fuzzed_requests_get_error_frames_and_the_server_stays_up(server, local_
     assert server.stats["errors"] >= state["errors"]
     connections = 1 + state["closed"]
     assert _log_bytes(caplog) <= 1024 * connections, (_log_bytes(caplog), connections)  # no amplification
+
+
+# ---------------------------------------------------------------- 4 MB strings and openpi frames
+BIG_LIMIT = 5 * 2**20  # a server that accepts 4 MB strings
+BIG_TEXTS = {c: c * (4 * 2**20 // len(c.encode())) for c in ("x", "\xe9", "\U0001d518")}  # 4 MB of UTF-8
+BIG_BYTES = b"\xff" * (4 * 2**20)  # not UTF-8
+GOOD_PI = {
+    "observation/image": GOOD["front"],
+    "observation/wrist_image": GOOD["wrist"],
+    "observation/state": GOOD["state"],
+    "prompt": GOOD["instruction"],
+}
+
+
+def _pi_nd(shape: list[int], data: bytes = b"", dtype: str | bytes = "|u1") -> dict[bytes, Any]:
+    return {b"__ndarray__": True, b"data": data, b"dtype": dtype, b"shape": shape}
+
+
+def _pi_with(key: str, value: bytes) -> bytes:
+    """GOOD_PI plus ``key`` mapped to the already-packed ``value`` (for values msgpack cannot build)."""
+    items = b"".join(pack_openpi({k: v})[1:] for k, v in GOOD_PI.items())  # each a fixmap of one key
+    return bytes([0x80 | (len(GOOD_PI) + 1)]) + items + msgpack.packb(key) + value
+
+
+def _str32(raw: bytes) -> bytes:
+    return b"\xdb" + len(raw).to_bytes(4, "big") + raw  # a msgpack str holding any bytes
+
+
+# Every one of these is invalid for the mmvla protocol (an error reply is required).
+big_places_mmvla = [
+    lambda s: pack({"kind": s}),
+    lambda s: pack({"kind": s[: len(s) // 2], "id": s[len(s) // 2 :]}),
+    lambda s: pack({"kind": "metadata", "id": s, "x": 1}),
+    lambda s: _act(GOOD, **{s: 1}),
+    lambda s: _act({**GOOD, "instruction": s}),
+    lambda s: _act({**GOOD, "instruction": s.encode()}),
+    lambda s: _act({**GOOD, s: 1}),
+    lambda s: _act({**GOOD, "state": s}),
+    lambda s: _act({**GOOD, "front": s}),
+    lambda s: _act({**GOOD, "wrist": [s]}),
+    lambda s: _act({**GOOD, "front": {**encode_array(GOOD["front"]), "dtype": s}}),
+    lambda s: _act(GOOD, chunk=s),
+    lambda s: pack({"kind": "reset", "chunk_mode": s}),
+    lambda s: s,  # a 4 MB text frame
+]
+big_places_openpi = [
+    lambda s: pack_openpi({**GOOD_PI, "prompt": s}),
+    lambda s: pack_openpi({**GOOD_PI, "prompt": s.encode()}),
+    lambda s: pack_openpi({**GOOD_PI, s: 1}),
+    lambda s: pack_openpi({**GOOD_PI, "observation/state": s}),
+    lambda s: pack_openpi({**GOOD_PI, "observation/image": s}),
+    lambda s: pack_openpi({**GOOD_PI, "observation": {s: GOOD["front"]}}),
+    lambda s: pack_openpi({**GOOD_PI, "observation/image": _pi_nd([32, 32, 3], b"\0" * 3072, s.encode())}),
+    lambda s: pack_openpi(
+        {**GOOD_PI, "observation/state": {b"__npgeneric__": True, b"data": s, b"dtype": "<f4"}}
+    ),
+    lambda s: s,
+]
+big_mmvla = st.tuples(st.sampled_from(big_places_mmvla), st.sampled_from(sorted(BIG_TEXTS))).map(
+    lambda ps: ps[0](BIG_TEXTS[ps[1]])
+)
+big_openpi = st.tuples(st.sampled_from(big_places_openpi), st.sampled_from(sorted(BIG_TEXTS))).map(
+    lambda ps: ps[0](BIG_TEXTS[ps[1]])
+)
+big_non_utf8 = st.sampled_from(
+    [
+        b"\x81\xa4kind" + _str32(BIG_BYTES),  # {"kind": <4 MB of invalid UTF-8>}
+        b"\x81" + _str32(BIG_BYTES) + b"\x01",  # the same as a map key
+    ]
+)
+huge_shapes = st.sampled_from(
+    [
+        [0, 2**31 - 1, 2**31 - 1],
+        [2**31 - 1, 0, 2**31 - 1, 2**31 - 1],
+        [2**62, 2**62, 0],  # a product beyond int64
+        [2**64 - 1, 0],
+        [2**31, 1, 3],
+        [-1, 32, 3],
+        [-(2**63), 0],
+        [1] * 9,
+        [0] * 8,
+    ]
+)
+pi_dtypes = st.sampled_from(["<c8", "|O", "<M8[ns]", "<U4", "|V4", "float32", "f4", "", "<f16", b"\xff\xfe"])
+openpi_malformed = st.one_of(
+    huge_shapes.map(lambda sh: pack_openpi({**GOOD_PI, "observation/image": _pi_nd(sh)})),
+    huge_shapes.map(lambda sh: pack_openpi({**GOOD_PI, "observation/state": _pi_nd(sh, b"", "<f4")})),
+    pi_dtypes.map(lambda dt: pack_openpi({**GOOD_PI, "observation/state": _pi_nd([5], b"\0" * 20, dt)})),
+    st.sampled_from(sorted(DTYPES - {"uint8"})).map(
+        lambda dt: pack_openpi({**GOOD_PI, "observation/image": GOOD["front"].astype(dt)})
+    ),
+    st.integers(9, 1000).map(lambda n: _pi_with("observation", b"\x81\xa1a" * n + b"\xc0")),
+    st.integers(9, 3000).map(lambda n: _pi_with("extra", b"\x91" * n + b"\xc0")),
+    st.binary(min_size=1, max_size=16)
+    .filter(lambda b: not _utf8(b))
+    .map(lambda b: _pi_with("prompt", b"\xc4" + bytes([len(b)]) + b)),
+    st.binary(min_size=1, max_size=16)
+    .filter(lambda b: not _utf8(b))
+    .map(lambda b: _pi_with("prompt", _str32(b))),
+    big_openpi,
+)
+mmvla_malformed = st.one_of(
+    big_mmvla,
+    big_non_utf8,
+    huge_shapes.map(
+        lambda sh: _act({**GOOD, "front": {ND_KEY: True, "dtype": "uint8", "shape": sh, "data": b""}})
+    ),
+    deep_nesting,
+    huge_declared,
+    non_utf8,
+    wrong_dtypes,
+    bad_dtype_names,
+)
+
+
+@pytest.fixture(scope="module")
+def big_server(checkpoint):
+    with PolicyServer.from_checkpoint(checkpoint, port=0, max_message_bytes=BIG_LIMIT) as srv:
+        yield srv
+
+
+@pytest.mark.timeout(600)
+def test_fuzzed_4mb_strings_and_openpi_frames_get_small_replies_and_logs(big_server, local_policy, caplog):
+    """A few hundred malformed frames (4 MB strings in every place a string can go, in 1-, 2- and 4-byte
+    UTF-8 and invalid UTF-8; deep nesting; huge, negative and overflowing declared shapes; wrong dtypes)
+    on an mmvla connection and an openpi one: never an internal error, every reply at most 1 KB, the log
+    at most 1 KB per connection, and both connections still answer correctly afterwards."""
+    caplog.set_level(logging.INFO, logger="mmvla.serving.server")
+    conns = {"mmvla": open_connection(big_server.url), "openpi": open_connection(big_server.url)}
+    for ws in conns.values():
+        assert unpack(ws.recv(timeout=10))["kind"] == "metadata"
+    conns["openpi"].send(pack_openpi(GOOD_PI))  # the first frame makes it an openpi connection
+    assert "actions" in unpack(conns["openpi"].recv(timeout=10))
+    codes: dict[str, int] = {}
+    sent = {"mmvla": 0, "openpi": 0, "big": 0}
+
+    def exchange(protocol: str, frame: bytes | str) -> None:
+        ws = conns[protocol]
+        ws.send(frame)
+        sent[protocol] += 1
+        sent["big"] += len(frame) > 2**20
+        raw = ws.recv(timeout=30)
+        assert len(raw) <= 1024, (protocol, len(raw))
+        if isinstance(raw, str):  # openpi's error convention: "<code>: <reason>"
+            assert protocol == "openpi", raw
+            code = raw.split(":", 1)[0]
+            assert len(raw) <= 230 and raw.isascii(), raw
+        else:
+            reply = unpack(raw)
+            if protocol == "openpi" and "actions" in reply:  # some odd frames are valid openpi
+                code = "ok"
+            else:
+                assert reply["kind"] == "error" and len(reply["reason"]) <= 200, reply
+                code = reply["error"]
+        assert code in ERROR_CODES or code == "ok", raw[:300]
+        assert code != "internal", raw[:300]
+        codes[code] = codes.get(code, 0) + 1
+
+    @settings(
+        max_examples=300,
+        deadline=None,
+        database=None,
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.function_scoped_fixture,
+            HealthCheck.filter_too_much,
+        ],
+    )
+    @given(which=st.sampled_from(["mmvla", "openpi"]), data=st.data())
+    def send_one(which: str, data: st.DataObject) -> None:
+        exchange(which, data.draw(mmvla_malformed if which == "mmvla" else openpi_malformed))
+
+    try:
+        send_one()
+        for place in big_places_mmvla:  # every place at least once, whatever hypothesis drew
+            exchange("mmvla", place(BIG_TEXTS["\U0001d518"]))
+        for place in big_places_openpi:
+            exchange("openpi", place(BIG_TEXTS["x"]))
+        print(f"fuzz (4 MB, openpi): {sent}, codes {codes}")
+        assert sent["mmvla"] + sent["openpi"] >= 300 and sent["big"] >= 50, sent
+        assert codes.get("ok", 0) < sent["openpi"] / 2, codes
+        # Both connections still work and give the local policy's answers.
+        ws = conns["mmvla"]
+        ws.send(pack({"kind": "reset"}))
+        assert unpack(ws.recv(timeout=10))["kind"] == "reset"
+        ws.send(GOOD_FRAME)
+        local_policy.reset()
+        np.testing.assert_array_equal(unpack(ws.recv(timeout=10))["action"], local_policy.act(GOOD))
+        conns["openpi"].send(pack_openpi(GOOD_PI))
+        assert unpack(conns["openpi"].recv(timeout=10))["actions"].shape == (3, 7)
+    finally:
+        for ws in conns.values():
+            ws.close()
+    assert big_server.stats["connections_total"] == 2  # no frame closed a connection
+    assert not any("Traceback" in r.getMessage() or r.exc_info for r in caplog.records)
+    assert _log_bytes(caplog) <= 1024 * 2, [r.getMessage() for r in caplog.records]

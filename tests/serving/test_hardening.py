@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.request
 
@@ -237,6 +241,42 @@ def test_token_authentication_and_healthz(checkpoint, monkeypatch):
             assert unpack(ws.recv(timeout=10))["kind"] == "metadata"
 
 
+@pytest.mark.parametrize(
+    "flag, env, good, bad",
+    [
+        (None, TOKEN, TOKEN, "wrong-token-xyz"),  # $MMVLA_SERVE_TOKEN alone
+        ("flag-token-123", TOKEN, "flag-token-123", TOKEN),  # --token wins over the variable
+    ],
+    ids=["env", "flag"],
+)
+def test_mmvla_serve_takes_the_token_from_the_flag_or_the_environment(checkpoint, flag, env, good, bad):
+    cmd = [sys.executable, "-m", "mmvla.cli", "serve", "--checkpoint", str(checkpoint), "--port", "0"]
+    cmd += ["--threads", "1", "--log-level", "WARNING", *(["--token", flag] if flag else [])]
+    proc = subprocess.Popen(
+        cmd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "MMVLA_SERVE_TOKEN": env},
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("mmvla serve: ws://"), line
+        url = line.split()[2]
+        for token in (None, bad):
+            with pytest.raises(InvalidStatus) as e:
+                open_connection(url, token=token)
+            assert e.value.response.status_code == 401
+        _raw(url, good).close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def test_idle_connections_are_closed(checkpoint):
     with PolicyServer.from_checkpoint(checkpoint, port=0, idle_timeout_s=0.5) as srv:
         t0 = time.monotonic()  # before connecting: the server's idle clock starts during the handshake
@@ -276,6 +316,86 @@ def test_trickled_frames_are_dropped_within_the_frame_timeout(checkpoint):
             for _ in range(3):
                 client.act(make_obs(np.random.default_rng(0)))
                 time.sleep(0.3)
+
+
+def test_trickled_fragmented_message_is_dropped_within_the_frame_timeout(checkpoint):
+    """Each fragment is a complete frame, but the message never ends (FIN never set): its clock runs from
+    the first fragment, so sending a small fragment every 50 ms does not keep it alive."""
+    with PolicyServer.from_checkpoint(checkpoint, port=0, frame_timeout_s=0.6, idle_timeout_s=60) as srv:
+        ws = _raw(srv.url)
+        t0 = time.monotonic()
+        ws.socket.sendall(b"\x02\x81" + b"\x00" * 4 + b"\x01")  # binary, FIN clear, masked with a zero key
+        closed = None
+        while time.monotonic() - t0 < 5:
+            try:
+                ws.socket.sendall(b"\x00\x81" + b"\x00" * 4 + b"\x01")  # a continuation, FIN clear
+            except OSError:
+                closed = time.monotonic() - t0
+                break
+            if srv.stats["timed_out"]:
+                closed = time.monotonic() - t0
+                break
+            time.sleep(0.05)
+        assert closed is not None and 0.6 <= closed < 2.0, closed
+        ws.close()
+
+
+def test_trickled_handshake_is_dropped_within_the_handshake_timeout(checkpoint):
+    with PolicyServer.from_checkpoint(checkpoint, port=0, handshake_timeout_s=0.6) as srv:
+        s = socket.create_connection(("127.0.0.1", srv.port))
+        s.settimeout(0.05)
+        t0 = time.monotonic()
+        request = b"GET / HTTP/1.1\r\nHost: x\r\n" + b"X-Pad: " + b"a" * 200
+        closed = None
+        try:
+            for b in request:  # one byte every 50 ms: the request never completes
+                s.sendall(bytes([b]))
+                try:
+                    if s.recv(1024) == b"":
+                        closed = time.monotonic() - t0
+                        break
+                except TimeoutError:
+                    pass
+        except OSError:  # reset by the server
+            closed = time.monotonic() - t0
+        finally:
+            s.close()
+        assert closed is not None and 0.6 <= closed < 2.0, closed
+
+
+def test_connection_log_keeps_within_its_byte_budget(monkeypatch, caplog):
+    """Against a simulation of the budget: 480 bytes, each line costing its length + 60, refilled at
+    1 byte/s; an event over budget is counted and its kind's next line says how many were not logged."""
+    from mmvla.serving import server as server_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(server_module.time, "monotonic", lambda: clock[0])
+    caplog.set_level(logging.INFO, logger="mmvla.serving.server")
+    log = server_module._ConnLog(7, "peer", server_module._LogLimiter(rate=1e6, burst=10**6))
+    reason = "r" * 50
+    budget, logged, skipped = 480.0, [], {}
+    for t, kinds in ((0, range(8)), (100, range(8)), (1000, [0, 3, 9])):
+        clock[0] = 1000.0 + t
+        budget = min(480.0, budget + (100 if t == 100 else 900 if t == 1000 else 0))
+        for k in kinds:
+            kind = f"kind{k}"
+            log.event(logging.INFO, kind, reason)
+            if any(line.startswith(f"connection 7: {kind}: ") for line, at in logged if clock[0] - at < 60):
+                skipped[kind] = skipped.get(kind, 0) + 1
+                continue
+            more = f" (+{skipped[kind]} not logged)" if skipped.get(kind) else ""
+            line = f"connection 7: {kind}: {reason}{more}"
+            if len(line) + 60 > budget:
+                skipped[kind] = skipped.get(kind, 0) + 1
+                continue
+            budget -= len(line) + 60
+            logged.append((line, clock[0]))
+            skipped[kind] = 0
+    got = [r.getMessage() for r in caplog.records]
+    assert got == [line for line, _ in logged]
+    assert len(got) == 7 and sum(len(line) + 60 for line in got) <= 480 + 1000  # it did log, within budget
+    assert got[-2] == f"connection 7: kind3: {reason} (+2 not logged)"
+    assert log.counts == {f"kind{k}": 2 + (k in (0, 3)) for k in range(8)} | {"kind9": 1}
 
 
 def test_idle_and_trickling_sockets_never_lock_out_a_robot(checkpoint):

@@ -38,6 +38,10 @@ def validate_observation(
             )
     if "state" not in obs:
         raise ObservationError("observation is missing 'state'")
+    if isinstance(obs["state"], (str, bytes, bytearray)):  # np.asarray would copy it at 4 bytes a char
+        raise ObservationError(
+            f"'state': expected a numeric vector of shape ({state_dim},), got a string of {len(obs['state'])}"
+        )
     state = np.asarray(obs["state"])
     if state.shape != (state_dim,) or not np.issubdtype(state.dtype, np.number):
         raise ObservationError(

@@ -67,7 +67,7 @@ from mmvla.policy.checkpoint import checkpoint_id
 from mmvla.policy.model import VLAPolicy
 from mmvla.policy.observation import ObservationError, observation_to_batch
 from mmvla.policy.runtime import CHUNK_MODES
-from mmvla.policy.safety import FALLBACK_NONFINITE, SafetyConfig, SafetyMonitor
+from mmvla.policy.safety import FALLBACK_NONFINITE, INVALID, SafetyConfig, SafetyMonitor
 from mmvla.serving.protocol import (
     KINDS,
     PROTOCOL_VERSION,
@@ -162,14 +162,28 @@ class _LogLimiter:
 
 
 class _ConnLog:
-    """One connection's log: the first event of each kind, then a count (and at most one line per
-    ``interval_s`` per kind, saying how many were not logged)."""
+    """One connection's log: the first event of each kind, then a count (at most one line per ``interval_s``
+    per kind, saying how many were not logged), within a byte budget of ``burst_bytes`` that refills at
+    ``refill_bytes_per_s``: a line over it is only counted (the closing summary has every count). With
+    the lines for opening and closing, a connection writes well under 1 KB in its first minutes."""
 
-    def __init__(self, number: int, peer: str, limiter: _LogLimiter, interval_s: float = 60.0) -> None:
+    LINE_OVERHEAD = 60  # what ``mmvla serve`` puts before each message: time, level, logger name
+
+    def __init__(
+        self,
+        number: int,
+        peer: str,
+        limiter: _LogLimiter,
+        interval_s: float = 60.0,
+        burst_bytes: int = 480,
+        refill_bytes_per_s: float = 1.0,
+    ) -> None:
         self.number, self.peer, self.limiter, self.interval_s = number, peer, limiter, interval_s
+        self.burst_bytes, self.refill_bytes_per_s = burst_bytes, refill_bytes_per_s
         self.counts: collections.Counter[str] = collections.Counter()
         self._last: dict[str, float] = {}
         self._since: collections.Counter[str] = collections.Counter()
+        self._budget, self._stamp = float(burst_bytes), time.monotonic()
 
     def event(self, level: int, kind: str, reason: str) -> None:
         self.counts[kind] += 1
@@ -178,12 +192,22 @@ class _ConnLog:
         if last is not None and now - last < self.interval_s:
             self._since[kind] += 1
             return
-        more = f" ({self._since[kind]} more since the last line)" if self._since[kind] else ""
+        more = f" (+{self._since[kind]} not logged)" if self._since[kind] else ""
+        line = f"connection {self.number}: {kind}: {bounded(reason)}{more}"
+        self._budget = min(self.burst_bytes, self._budget + (now - self._stamp) * self.refill_bytes_per_s)
+        self._stamp = now
+        cost = len(line) + self.LINE_OVERHEAD
+        if cost > self._budget:  # over budget: counted; the next event of this kind tries again
+            self._since[kind] += 1
+            return
+        self._budget -= cost
         self._last[kind], self._since[kind] = now, 0
-        self.limiter.log(level, "connection %d: %s: %s%s", self.number, kind, bounded(reason), more)
+        self.limiter.log(level, "%s", line)
 
     def safety(self, level: int, kind: str, reason: str) -> None:
-        if level > logging.DEBUG:
+        if kind == INVALID:  # counted only: the invalid_observation error reply is logged already
+            self.counts[f"safety {kind}"] += 1
+        elif level > logging.DEBUG:
             self.event(level, f"safety {kind}", reason)
 
 

@@ -159,11 +159,15 @@ def reword(
 
 
 def _precompute_language(policy: VLAPolicy, texts: list[str], progress: bool) -> None:
-    """Run a frozen sentence encoder once over every text training can show it (fills its cache)."""
+    """Run a frozen sentence encoder once over every text training can show it (fills its cache, grown
+    to hold them all: an LRU smaller than the pool would evict and recompute entries every step)."""
     encode = getattr(policy.language, "sentence_embeddings", None)
     if encode is None:
         return
     texts = sorted({normalize_instruction(t) for t in texts})
+    size = getattr(policy.language, "cache_size", None)
+    if size is not None and size < len(texts):
+        setattr(policy.language, "cache_size", len(texts))  # noqa: B010 (mypy sees an nn.Module)
     for i in tqdm(range(0, len(texts), 256), disable=not progress, desc="language cache", unit="batch"):
         encode(texts[i : i + 256])
 
@@ -339,7 +343,8 @@ def train(
         else {}
     )
     if pools:
-        _precompute_language(policy, [w for ws in pools.values() for w in ws], progress and rank == 0)
+        texts = [*policy_cfg.instructions, *(w for ws in pools.values() for w in ws)]
+        _precompute_language(policy, texts, progress and rank == 0)
 
     step = 0
     if resume:
