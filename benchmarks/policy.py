@@ -63,9 +63,15 @@ def fp32_flop_per_cycle(vendor: str, family: int, flags: Sequence[str]) -> tuple
     return 16, "SSE: 2 pipes x 4 lanes x 2"
 
 
-def cpu_fp32_peak(threads: int) -> dict[str, float | str]:
-    """Theoretical fp32 peak FLOP/s of ``threads`` cores at /proc/cpuinfo's (base) clock."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+def cpu_fp32_peak(threads: int, cpuinfo: str | None = None) -> dict[str, float | str]:
+    """Theoretical fp32 peak FLOP/s of ``threads`` cores at the (base) clock of ``cpuinfo``.
+
+    ``cpuinfo`` is the text of /proc/cpuinfo (read from there when None); ``peak_flops`` is in FLOP/s,
+    ``mhz`` in MHz (2000 when the field is absent), ``flop_per_cycle`` per core.
+    """
+    info = cpuinfo
+    if info is None:
+        info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     flags = _cpuinfo_field(info, "flags").split()
     mhz = float(_cpuinfo_field(info, "cpu MHz") or 2000.0)
     family = int(_cpuinfo_field(info, "cpu family") or 0)
@@ -82,7 +88,12 @@ def cpu_fp32_peak(threads: int) -> dict[str, float | str]:
 
 
 def sgemm_ceiling(threads: int, n: int = 2048, reps: int = 7) -> dict[str, float]:
-    """Measured fp32 ceiling: median FLOP/s of ``torch.mm`` on (n, n) @ (n, n) with ``threads`` threads."""
+    """Measured fp32 ceiling: median FLOP/s of ``torch.mm`` on (n, n) @ (n, n) with ``threads`` threads.
+
+    One untimed warm-up, then ``reps`` timed products of 2 n³ FLOP each. Returns ``flops`` (FLOP/s of
+    the median product), ``seconds_median`` (s), ``n``, ``reps`` and ``threads``. Leaves torch set to
+    ``threads`` threads (the caller's training setting).
+    """
     torch.set_num_threads(threads)
     g = torch.Generator().manual_seed(0)
     a, b = torch.randn(n, n, generator=g), torch.randn(n, n, generator=g)

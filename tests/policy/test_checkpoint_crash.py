@@ -10,6 +10,9 @@ Two ways of killing a save of `checkpoints/last` (step 1 on disk, step 2 being w
 After each kill, ``last`` must load (policy + trainer state, as ``train(resume=True)`` does) and be
 *one* checkpoint: weights, config and trainer state all of step 1 or all of step 2. The next save
 removes every stale temporary. The weights of step s are all equal to s, an independent reference.
+
+A reader running while a save swaps ``last`` gets one whole checkpoint (the old or the new), never the
+statistics of one save with the weights of another.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import mmvla.policy.checkpoint
 import mmvla.training.trainer
 from mmvla.core.io import durable_directory, exchange_paths, recover_directory
 from mmvla.policy import PolicyConfig
-from mmvla.policy.checkpoint import checkpoint_id, load_config
+from mmvla.policy.checkpoint import checkpoint_id, load_config, read_checkpoint, save_pretrained
 from mmvla.policy.model import VLAPolicy
 from mmvla.policy.normalize import Normalizer
 
@@ -311,3 +314,70 @@ def test_checkpoint_id_covers_every_file(tmp_path: Path) -> None:
         assert checkpoint_id(last) != ident, f"{name} is not covered by checkpoint_id"
         (last / name).write_bytes(data)
     assert checkpoint_id(last) == ident
+
+
+def _save_policy_step(last: Path, step: int) -> None:
+    """``save_pretrained`` of a policy whose weights are all ``step`` and whose state mean is ``step``."""
+    cfg = PolicyConfig.from_dict(small_policy_dict())
+    stats = _stats(cfg)
+    stats["observation.state"]["mean"] = stats["observation.state"]["mean"] + step
+    policy = VLAPolicy(cfg, Normalizer(stats, MODES))
+    with torch.no_grad():
+        for p in policy.parameters():
+            p.fill_(float(step))
+    save_pretrained(policy, last)
+
+
+def _read_step(last: Path) -> int:
+    """``read_checkpoint`` of ``last``: the one step its statistics and weights agree on (assertion otherwise)."""
+    _, normalizer, state = read_checkpoint(last)
+    means = {float(v) for v in normalizer.stats["observation.state"]["mean"]}
+    weights = {float(v) for t in state.values() if t.is_floating_point() for v in t.unique()}
+    assert len(means) == 1 and means == weights, f"statistics of save {means}, weights of {weights}"
+    return int(means.pop())
+
+
+@pytest.mark.parametrize(("swap", "expected"), [("exchange only", 1), ("whole save", 2)])
+def test_reader_during_a_save_gets_one_whole_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, swap: str, expected: int
+) -> None:
+    """A save swaps ``last`` between the reader's opening of the statistics and of the weights: the reader
+    gets one version.
+
+    "exchange only": the new directory is swapped in, the old one kept aside: the reader finishes the
+    old one (step 1). "whole save": the old one is also removed under the read: the reader starts
+    again on the new one (step 2). Reading by path would mix step-1 statistics with step-2 weights.
+    """
+    last = tmp_path / "checkpoints" / "last"
+    _save_policy_step(last, 1)
+    new = tmp_path / "checkpoints" / "new"
+    _save_policy_step(new, 2)
+    real_open, opened, fired = os.open, [], []
+
+    def open_then_swap(path: Any, flags: int, mode: int = 0o777, *, dir_fd: int | None = None) -> int:
+        fd = real_open(path, flags, mode, dir_fd=dir_fd)
+        if dir_fd is not None:  # a file opened relative to the directory
+            opened.append(path)
+        if len(opened) == 2 and not fired:  # config and statistics open, the weights not yet
+            fired.append(path)
+            if swap == "exchange only":
+                assert exchange_paths(new, last) or pytest.skip("renameat2(RENAME_EXCHANGE) unsupported")
+            else:
+                _save_policy_step(last, 2)
+        return fd
+
+    monkeypatch.setattr(os, "open", open_then_swap)
+    assert _read_step(last) == expected
+    monkeypatch.undo()
+    assert fired and _read_step(last) == 2  # the swap did happen during the read
+
+
+def test_read_checkpoint_refuses_a_fifo_or_directory_as_weights(tmp_path: Path) -> None:
+    """Not a regular file: reported missing at once (a FIFO opened for reading would block forever)."""
+    for kind in ("fifo", "directory"):
+        last = tmp_path / kind
+        _save_policy_step(last, 1)
+        (last / "model.safetensors").unlink()
+        os.mkfifo(last / "model.safetensors") if kind == "fifo" else (last / "model.safetensors").mkdir()
+        with pytest.raises(FileNotFoundError, match=r"checkpoint weights not found: .*model\.safetensors"):
+            read_checkpoint(last)

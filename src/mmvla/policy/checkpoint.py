@@ -6,19 +6,23 @@ This module reads and writes the files of any module with a ``cfg`` (:class:`Pol
 
 A checkpoint directory is replaced durably (:func:`mmvla.core.io.durable_directory`): every file and the
 directory are fsynced and the new directory is swapped in with one atomic rename, so a SIGKILL or a
-power cut at any point leaves a complete, loadable checkpoint (the previous or the new one).
+power cut at any point leaves a complete, loadable checkpoint (the previous or the new one). A reader
+running during a save gets one of the two whole, never a mix (:func:`read_version`).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load, save_file
 
 from mmvla import __version__
 from mmvla.core.io import atomic_write_json, durable_directory, read_json
@@ -28,6 +32,7 @@ from mmvla.policy.normalize import Normalizer
 WEIGHTS = "model.safetensors"
 CONFIG = "config.json"
 STATS = "stats.json"
+_DIR_FD = os.open in os.supports_dir_fd and hasattr(os, "O_DIRECTORY")  # files opened relative to a directory
 
 
 class Checkpointable(Protocol):
@@ -91,14 +96,68 @@ def checkpoint_id(directory: str | os.PathLike[str]) -> str:
 
 def load_config(directory: str | os.PathLike[str]) -> tuple[PolicyConfig, dict[str, Any]]:
     """Read and validate ``config.json``; returns (config, extra metadata)."""
-    d = read_json(Path(directory) / CONFIG, "policy config")
+    return _config_from(read_json(Path(directory) / CONFIG, "policy config"), Path(directory) / CONFIG)
+
+
+def _config_from(d: Any, path: Path) -> tuple[PolicyConfig, dict[str, Any]]:
     if not isinstance(d, dict):
-        raise ValueError(f"policy config {Path(directory) / CONFIG} must be a JSON object")
+        raise ValueError(f"policy config {path} must be a JSON object")
     extra = d.pop("extra", {})
     try:
         return PolicyConfig.from_dict(d), extra
     except TypeError as e:
-        raise ValueError(f"policy config {Path(directory) / CONFIG} is malformed: {e}") from e
+        raise ValueError(f"policy config {path} is malformed: {e}") from e
+
+
+def _json_from(data: bytes | None, path: Path, what: str) -> Any:
+    """``read_json``'s parsing and errors, for bytes already read (None: the file is absent)."""
+    if data is None:
+        raise FileNotFoundError(f"{what} not found: {path}")
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{what} {path} is not valid JSON: {e}") from e
+
+
+def read_version(directory: Path, names: Sequence[str], attempts: int = 5) -> dict[str, bytes | None]:
+    """Bytes of each file of ``names`` in ``directory`` (None when absent), all from one version of it.
+
+    The files are opened relative to one file descriptor of the directory, so a save running meanwhile
+    (:func:`mmvla.core.io.durable_directory` swaps the whole directory) cannot mix files of the old
+    and the new checkpoint. When a file is absent and the name ``directory`` now leads to another
+    directory (the save swapped it and removed the old version under the read), the read starts again,
+    up to ``attempts`` times. A name that is not a regular file (a directory, a FIFO) counts as absent.
+    Without ``dir_fd`` support (not Linux/macOS) the files are read by path.
+    """
+    if not _DIR_FD:
+        return {n: (directory / n).read_bytes() if (directory / n).is_file() else None for n in names}
+    out: dict[str, bytes | None] = {}
+    for _ in range(attempts):
+        dfd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            out = {}
+            for name in names:
+                try:  # O_NONBLOCK: a FIFO planted under the name must not block the open
+                    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0), dir_fd=dfd)
+                except FileNotFoundError:
+                    out[name] = None
+                    continue
+                try:
+                    if not stat.S_ISREG(os.fstat(fd).st_mode):
+                        out[name] = None  # not a regular file: absent
+                        continue
+                    with os.fdopen(fd, "rb", closefd=False) as f:
+                        out[name] = f.read()
+                finally:
+                    os.close(fd)
+            if all(v is not None for v in out.values()):
+                return out
+            now, read = os.stat(directory), os.fstat(dfd)
+            if (now.st_dev, now.st_ino) == (read.st_dev, read.st_ino):
+                return out  # the same directory: the file is really absent
+        finally:
+            os.close(dfd)
+    return out
 
 
 def read_checkpoint(
@@ -108,20 +167,25 @@ def read_checkpoint(
 
     Raises ``FileNotFoundError`` for a missing directory or file and ``ValueError`` naming the file for
     a malformed config, missing statistics or unreadable weights. The weights are checked against the
-    policy by :func:`load_state_strict`.
+    policy by :func:`load_state_strict`. The three files come from one version of the directory even
+    while a save replaces it (:func:`read_version`): never the config of one save with the weights of
+    another.
     """
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"checkpoint directory not found: {directory}")
-    cfg, _ = load_config(directory)
-    normalizer = Normalizer.from_dict(read_json(directory / STATS, "normalisation statistics"))
-    path = directory / WEIGHTS
-    if not path.is_file():
+    files = read_version(directory, (CONFIG, STATS, WEIGHTS))  # one version even while a save runs
+    cfg, _ = _config_from(_json_from(files[CONFIG], directory / CONFIG, "policy config"), directory / CONFIG)
+    normalizer = Normalizer.from_dict(_json_from(files[STATS], directory / STATS, "normalisation statistics"))
+    path, weights = directory / WEIGHTS, files[WEIGHTS]
+    if weights is None:
         raise FileNotFoundError(f"checkpoint weights not found: {path}")
     try:
-        state = load_file(str(path), device=map_location)
+        state = load(weights)
     except (SafetensorError, OSError) as e:
         raise ValueError(f"checkpoint weights {path} are unreadable: {e}") from e
+    if map_location != "cpu":
+        state = {k: v.to(map_location) for k, v in state.items()}
     return cfg, normalizer, state
 
 
