@@ -437,3 +437,12 @@ def test_per_ip_cap_without_idle_connections_refuses_with_503(checkpoint):
         finally:
             a.close()
             b.close()
+
+
+def test_mmvla_serve_refuses_a_non_positive_switch_interval(checkpoint, capsys):
+    from mmvla.cli.main import main
+
+    before = sys.getswitchinterval()
+    assert main(["serve", "--checkpoint", str(checkpoint), "--switch-interval-ms", "0"]) == 2
+    assert "--switch-interval-ms must be > 0" in capsys.readouterr().err
+    assert sys.getswitchinterval() == before  # refused before anything process-wide was changed

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 import os
+import sys
 
 import torch
 
@@ -55,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "observation/state=state,prompt=instruction' (the default; '-' ignores a key)",
     )
     arg("--threads", type=int, default=0, help="torch threads for inference (0: torch's default)")
+    arg(
+        "--switch-interval-ms",
+        type=float,
+        default=1.0,
+        help="how long one thread may hold Python's GIL before handing it over (Python's default: 5): "
+        "shorter lets the inference thread resume between tensor ops while the network thread is busy",
+    )
     arg("--max-frame-age", type=float, default=0.5, help="seconds before a timestamped frame is stale")
     arg("--frozen-frames", type=int, default=10, help="identical frames that mean a frozen camera (0: off)")
     arg("--max-pos-delta", type=float, default=1.0, help="per-step clamp of |dx|,|dy|,|dz| (action units)")
@@ -79,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.threads > 0:
         torch.set_num_threads(args.threads)
+    if args.switch_interval_ms <= 0:
+        raise ValueError(f"--switch-interval-ms must be > 0, got {args.switch_interval_ms}")
+    sys.setswitchinterval(args.switch_interval_ms / 1e3)  # process-wide: this command owns the process
     safety: SafetyConfig | bool = not args.no_safety and SafetyConfig(
         max_frame_age_s=args.max_frame_age,
         **flags(args, "frozen_frames", "max_pos_delta", "max_rot_delta", "fallback", "continue_steps"),
