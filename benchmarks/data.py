@@ -195,6 +195,9 @@ def child(root: Path, storage: str, cache_dir: Path, epoch: bool, steps: int) ->
     for s in range(0, len(order), BATCH):
         ds.get_batch(order[s : s + BATCH])
     out["epoch_read_seconds" if epoch else "read_seconds"] = round(time.perf_counter() - t0, 2)
+    # What the data costs: the peak so far (load + reading) above the process before the dataset.
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    out["data_peak_mb"] = round(peak - out["rss_after_imports_mb"], 1)
     policy_cfg, _ = demo_configs()
     torch.manual_seed(0)
     policy = VLAPolicy(policy_cfg, dataset_normalizer(ds, policy_cfg))
@@ -331,7 +334,9 @@ def main() -> None:
             print(
                 f"{row['episodes']} episodes ({row['frames']} frames): peak RSS memory "
                 f"{row['memory']['peak_rss_mb']:.0f} MB, disk (building) {cold['peak_rss_mb']:.0f} MB, "
-                f"disk (warm) {row['disk_warm']['peak_rss_mb']:.0f} MB; model alone {model['peak_rss_mb']:.0f} MB",
+                f"disk (warm) {row['disk_warm']['peak_rss_mb']:.0f} MB; model alone {model['peak_rss_mb']:.0f} MB; "
+                f"data alone: memory {row['memory']['data_peak_mb']:.0f} MB, disk {cold['data_peak_mb']:.0f} / "
+                f"{row['disk_warm']['data_peak_mb']:.0f} MB",
                 flush=True,
             )
     finally:
@@ -341,19 +346,23 @@ def main() -> None:
     frames_per_ep = b["frames"] / b["episodes"]
     target_frames = TARGET_EPISODES * frames_per_ep
 
-    def extrapolate(mode: str) -> float:
-        slope = (b[mode]["peak_rss_mb"] - a[mode]["peak_rss_mb"]) / (b["frames"] - a["frames"])
-        return round(b[mode]["peak_rss_mb"] + slope * (target_frames - b["frames"]), 0)
+    def extrapolate(mode: str) -> dict[str, float]:
+        slope = (b[mode]["data_peak_mb"] - a[mode]["data_peak_mb"]) / (b["frames"] - a["frames"])
+        return {
+            "measured_bytes_per_frame": round(slope * 2**20, 1),
+            "data_peak_mb": round(b[mode]["data_peak_mb"] + slope * (target_frames - b["frames"])),
+        }
 
+    vector_bytes = 4 * (5 + 7 + 5) + 8 * 6  # state, action, environment state (float32) + 6 int64 columns
     extrapolation = {
-        "note": f"EXTRAPOLATION, not a measurement: peak RSS linear in frames through the two measured sizes, "
-        f"at {TARGET_EPISODES} episodes x {frames_per_ep:.1f} frames/episode",
+        "note": "EXTRAPOLATION, not a measurement: the data's peak RSS (load + one epoch of random batches, "
+        "above the process before the dataset) linear in frames through the two measured sizes, at "
+        f"{TARGET_EPISODES} episodes x {frames_per_ep:.1f} frames/episode. Training adds the model's own "
+        "(the 'model' child) on top.",
         "episodes": TARGET_EPISODES,
         "frames": round(target_frames),
-        "peak_rss_mb": {m: extrapolate(m) for m in ("memory", "disk_cold", "disk_warm")},
-        "peak_above_model_mb": {
-            m: round(extrapolate(m) - model["peak_rss_mb"]) for m in ("memory", "disk_warm")
-        },
+        "data_peak_mb": {m: extrapolate(m) for m in ("memory", "disk_cold", "disk_warm")},
+        "accounting_bytes_per_frame": {"memory": 2 * 3 * 64 * 64 + vector_bytes, "disk": vector_bytes},
         "first_epoch_cache_build_seconds": round(
             target_frames / b["first_epoch_cache_build"]["frames_per_s"]
         ),
