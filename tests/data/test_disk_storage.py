@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +160,43 @@ def test_pickled_disk_dataset_reads_the_same(dataset_root: Path) -> None:
     ds = VLADataset(dataset_root, history=2, progress=False, storage="disk")
     clone = pickle.loads(pickle.dumps(ds))  # e.g. a DataLoader worker started with spawn
     _assert_same(clone.get_batch([0, 7, 20]), ds.get_batch([0, 7, 20]))
+
+
+def test_cache_shipped_with_the_dataset_is_not_trusted(dataset_root: Path, tmp_path: Path) -> None:
+    """A copy keeping mtimes (as tar or ``cp -p`` do) with a doctored cache beside it: rebuilt, never read."""
+    ds = VLADataset(dataset_root, progress=False, storage="disk")
+    good = ds.images["front"][:]
+    for f in _cache_files(dataset_root):  # doctored images, header and size intact
+        raw = bytearray(f.read_bytes())
+        raw[HEADER_BYTES:] = bytes(len(raw) - HEADER_BYTES)
+        f.write_bytes(bytes(raw))
+    shipped = tmp_path / "shipped"
+    shutil.copytree(dataset_root, shipped)  # copy2: mtimes preserved; ctime and inode are new
+    again = VLADataset(shipped, progress=False, storage="disk")
+    np.testing.assert_array_equal(again.images["front"][:], good)
+
+
+@pytest.mark.parametrize("plant", ["fifo", "symlink"])
+def test_fifo_or_symlink_in_place_of_the_cache(dataset_root: Path, tmp_path: Path, plant: str) -> None:
+    ds = VLADataset(dataset_root, progress=False, storage="disk")
+    good = ds.images["front"][:]
+    path = ds.images["front"].path  # type: ignore[union-attr]
+    target = tmp_path / "elsewhere.u8"
+    shutil.copy(path, target)
+    path.unlink()
+    if plant == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(target)
+    again = VLADataset(dataset_root, progress=False, storage="disk")  # no hang; rebuilt as a regular file
+    assert path.is_file() and not path.is_symlink()
+    np.testing.assert_array_equal(again.images["front"][:], good)
+
+
+def test_symlinked_cache_dir_is_refused(dataset_root: Path, tmp_path: Path) -> None:
+    (tmp_path / "outside").mkdir()
+    (dataset_root / ".mmvla_cache").symlink_to(tmp_path / "outside")
+    with pytest.raises(ValueError, match="is a symlink"):
+        VLADataset(dataset_root, progress=False, storage="disk")
+    assert not list((tmp_path / "outside").iterdir())
+    VLADataset(dataset_root, progress=False, storage="memory")  # memory mode never touches it

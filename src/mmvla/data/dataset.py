@@ -405,11 +405,13 @@ class VLADataset(Dataset[dict[str, Any]]):
         self, cam: str, paths: dict[tuple[int, int], Path], shape: tuple[int, int, int, int]
     ) -> dict[str, Any]:
         """What a camera's cache file must have been built from: the data files (relative path, size,
-        modification time in ns), the selected episodes and their frame ranges, the feature and shape."""
+        inode, modification and status-change times in ns), the selected episodes and their frame ranges,
+        the feature and shape. The status-change time is set by the kernel, not by an archive."""
         sources = []
         for path in sorted(set(paths.values())):
             st = path.stat()
-            sources.append([path.relative_to(self.root).as_posix(), st.st_size, st.st_mtime_ns])
+            rel = path.relative_to(self.root).as_posix()
+            sources.append([rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
         eps = self.episodes
         selection = [
             eps["episode_index"],
@@ -434,6 +436,10 @@ class VLADataset(Dataset[dict[str, Any]]):
         self, paths: dict[tuple[int, int], Path], shape: tuple[int, int, int, int]
     ) -> dict[str, ImageCacheWriter]:
         """Open each camera's valid cache file into :attr:`images`; a writer for each one to (re)build."""
+        if self.cache_dir.is_symlink():  # a dataset from elsewhere must not make us write outside it
+            raise ValueError(
+                f"{self.cache_dir} is a symlink: pass cache_dir= a real folder or storage='memory'"
+            )
         writers: dict[str, ImageCacheWriter] = {}
         for cam in self.cameras:
             key = self._cache_key(cam, paths, shape)

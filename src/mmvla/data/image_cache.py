@@ -13,8 +13,10 @@ File layout::
     padding to HEADER_BYTES (4096)
     N * 3 * H * W bytes the images, row-major
 
-``key`` fingerprints what the images came from (the data files' relative paths, sizes and
-modification times, the selected episodes, the camera); a file whose header, key or size does not
+``key`` fingerprints what the images came from (the data files' relative paths, sizes, inode numbers,
+modification and status-change times, the selected episodes, the camera; the status-change time cannot
+be set by whoever ships a dataset, so a cache file shipped beside the data is never taken as built from
+it); a file whose header, key or size does not
 match is rebuilt, never read. A cache file is written under a temporary name and renamed into place
 only when complete, so a crash leaves no half-written file under the final name.
 """
@@ -26,6 +28,7 @@ import hashlib
 import json
 import os
 import re
+import stat
 import struct
 import tempfile
 from pathlib import Path
@@ -86,14 +89,18 @@ class ImageCache:
         self._open()
 
     def _open(self) -> None:
-        try:
-            fd = os.open(self.path, os.O_RDONLY)
+        try:  # a symlink or a FIFO planted under the cache's name is refused, without blocking
+            fd = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise CacheMismatch(f"image cache {self.path} does not exist") from None
+        except OSError as e:
+            raise CacheMismatch(f"image cache {self.path} cannot be opened ({e}; a symlink?)") from None
         try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise CacheMismatch(f"image cache {self.path} is not a regular file")
             head = os.pread(fd, HEADER_BYTES, 0)
-            size = os.fstat(fd).st_size
-            self._check(head, size)
+            self._check(head, st.st_size)
         except BaseException:
             os.close(fd)
             raise
