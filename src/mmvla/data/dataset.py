@@ -122,8 +122,8 @@ class VLADataset(Dataset[dict[str, Any]]):
         progress: show a tqdm bar while decoding images.
         storage: where decoded images live: ``"memory"`` (uint8 arrays in RAM), ``"disk"`` (a raw
             uint8 cache file per camera read with positional reads; built on first use, ~N·3·H·W
-            bytes per camera, rebuilt when a data file's size or modification time changes or the
-            file is corrupt or truncated) or ``"auto"`` (disk when the images would exceed
+            bytes per camera, rebuilt when a data file's size, inode, modification or status-change
+            time differs or the file is corrupt, truncated or not a regular file) or ``"auto"`` (disk when the images would exceed
             ``AUTO_DISK_FRACTION`` of physical memory). Items are bit-identical in both modes.
         cache_dir: folder of the disk cache (default ``<root>/.mmvla_cache``).
 
