@@ -238,14 +238,20 @@ def run_child(
     return dict(json.loads(r.stdout.strip().splitlines()[-1]))
 
 
-def write_repeated(src: Path, dst: Path, times: int) -> None:
-    """A dataset holding ``src``'s episodes ``times`` times over (same frames, same PNG encoding)."""
+def write_repeated(src: Path, dst: Path, times: int, file_mb: float) -> None:
+    """A dataset holding ``src``'s episodes ``times`` times over (same frames, same PNG encoding), in data
+    files of at most ``file_mb`` MB (LeRobot's ``data_files_size_in_mb``)."""
     ds = VLADataset(src, progress=False, storage="memory")
     info = read_info(src)
     env_names = info["features"][ENV_STATE_KEY]["names"] if ENV_STATE_KEY in info["features"] else ()
     extras = [k for k in ("family", "split", "seed", "target") if k in ds.episodes]
     with LeRobotWriter(
-        dst, cameras=ds.cameras, image_size=ds.image_shape, fps=ds.fps, env_state_names=env_names
+        dst,
+        cameras=ds.cameras,
+        image_size=ds.image_shape,
+        fps=ds.fps,
+        env_state_names=env_names,
+        data_files_size_in_mb=file_mb,
     ) as w:
         for _ in range(times):
             for i, ep in enumerate(ds.episodes["episode_index"]):
@@ -273,6 +279,13 @@ def main() -> None:
     )
     parser.add_argument(
         "--scale", type=int, default=5, help="the larger dataset holds the episodes this many times"
+    )
+    parser.add_argument(
+        "--large-file-mb",
+        type=float,
+        default=10,
+        help="data file size cap of the larger dataset: the collected one is one file of about this size, "
+        "so both hold files of the same size, as a 20,000-episode dataset split at LeRobot's cap would",
     )
     parser.add_argument("--batches", type=int, default=20, help="batches per throughput repeat")
     parser.add_argument("--repeats", type=int, default=5)
@@ -317,7 +330,7 @@ def main() -> None:
         # (b) memory at two sizes
         large = tmp / f"ds{episodes * args.scale}"
         t0 = time.perf_counter()
-        write_repeated(small, large, args.scale)
+        write_repeated(small, large, args.scale, args.large_file_mb)
         write_s = time.perf_counter() - t0
         model = run_child(small, "disk", tmp / "cache-model", epoch=False)
         sizes = []
@@ -389,6 +402,7 @@ def main() -> None:
             "batches_per_repeat": args.batches,
             "collected_episodes": episodes,
             "scale": args.scale,
+            "large_data_files_size_in_mb": args.large_file_mb,
         },
         "machine": {
             "cpu_count": os.cpu_count(),
@@ -411,8 +425,9 @@ def main() -> None:
             "data_peak_mb: the peak RSS (VmHWM, reset after the imports) during load + one epoch, above the "
             "RSS after the imports. Building the cache holds one data file's table at a time (PNG bytes + "
             "Arrow buffers): its peak follows the largest data file (LeRobot caps files at "
-            "data_files_size_in_mb, 100 MB here), so the linear extrapolation of disk_cold overstates a "
-            "dataset split into many files; both measured datasets are one file each.",
+            "data_files_size_in_mb, 100 MB by default): the larger dataset is written in files of at most "
+            "large_data_files_size_in_mb so that its files are the size of the collected dataset's one file, as "
+            "in a dataset much larger than the cap, where the data's RSS must not follow the dataset size.",
         ],
         "seconds": round(time.perf_counter() - t_start, 1),
     }
