@@ -123,3 +123,24 @@ def test_widths_and_image_size_come_from_the_dataset(tiny_dataset, tmp_path):
     saved = json.loads((tmp_path / "fit" / "policy" / "config.json").read_text())
     assert (saved["image_size"], saved["state_dim"], saved["action_dim"]) == (32, 5, 7)
     assert saved["instructions"] == sorted(INSTRUCTIONS)
+
+
+def test_disk_storage_trains_the_same_weights(tiny_dataset, tmp_path):
+    """TrainConfig.data_storage reaches VLADataset; disk and memory batches are identical, so are the weights."""
+    for storage in ("memory", "disk"):
+        policy, tcfg = _cfgs(
+            steps=6,
+            checkpoint_every=6,
+            ema_decay=0.0,
+            data_storage=storage,
+            data_cache_dir=str(tmp_path / "cache"),
+        )
+        train(tiny_dataset, tmp_path / storage, policy, tcfg, progress=False)
+    assert len(list((tmp_path / "cache").glob("*.u8"))) == len(
+        PolicyConfig.from_dict(small_policy_dict()).cameras
+    )
+    a = weights_sha256(load_file(str(tmp_path / "memory" / "checkpoints" / "last" / "model.safetensors")))
+    b = weights_sha256(load_file(str(tmp_path / "disk" / "checkpoints" / "last" / "model.safetensors")))
+    assert a == b
+    with pytest.raises(ValueError, match="data_storage must be one of"):
+        TrainConfig(data_storage="ram")

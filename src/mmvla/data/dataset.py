@@ -1,8 +1,14 @@
 """A PyTorch dataset over a LeRobot v3.0 dataset written by :mod:`mmvla.data.lerobot_format`.
 
-Every PNG is decoded once, at construction, into one uint8 array per camera held in memory
-(datasets here are ~300 episodes x 60 frames x 2 cameras x 64² ≈ 150 MB), so reads are array
-indexing: :meth:`VLADataset.get_batch` serves a whole batch with a few fancy-indexing operations.
+Every PNG is decoded once, at construction. With ``storage="memory"`` the images are one uint8 array
+per camera held in memory (datasets here are ~300 episodes x 60 frames x 2 cameras x 64² ≈ 150 MB), so
+reads are array indexing: :meth:`VLADataset.get_batch` serves a whole batch with a few fancy-indexing
+operations. With ``storage="disk"`` they are decoded once into one raw cache file per camera
+(:mod:`mmvla.data.image_cache`, under ``<root>/.mmvla_cache/`` by default, reused while the data files
+are unchanged) and batches are positional reads from it, so resident memory does not grow with the
+dataset; both modes return bit-identical items. ``storage="auto"`` (the default) picks disk when the
+decoded images would exceed a quarter of this machine's memory. State, actions and bookkeeping stay in
+memory in both modes (~100 bytes per frame).
 
 Item layout (T = history + 1, K = chunk_size)::
 
@@ -18,6 +24,9 @@ Item layout (T = history + 1, K = chunk_size)::
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +39,7 @@ import torch
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
+from mmvla.data.image_cache import CacheMismatch, ImageCache, ImageCacheWriter, cache_file_name
 from mmvla.data.lerobot_format import (
     ACTION_KEY,
     ENV_STATE_KEY,
@@ -46,6 +56,10 @@ from mmvla.data.lerobot_format import (
 )
 
 _BOOK_COLUMNS = ("frame_index", "episode_index", "index", "task_index")
+STORAGE_MODES = ("auto", "memory", "disk")
+AUTO_DISK_FRACTION = 0.25  # storage="auto" goes to disk when decoded images exceed this share of RAM
+CACHE_VERSION = 1
+log = logging.getLogger(__name__)
 
 
 def _vector_column(table: pa.Table, name: str, dim: int, path: Path) -> np.ndarray:
@@ -106,11 +120,20 @@ class VLADataset(Dataset[dict[str, Any]]):
         image_size: if given, the stored images must be this size (int or (H, W)); ValueError otherwise.
         episodes: restrict to these episode indices (e.g. a train/validation split); default all.
         progress: show a tqdm bar while decoding images.
+        storage: where decoded images live: ``"memory"`` (uint8 arrays in RAM), ``"disk"`` (a raw
+            uint8 cache file per camera read with positional reads; built on first use, ~N·3·H·W
+            bytes per camera, rebuilt when a data file's size, inode, modification or status-change
+            time differs or the file is corrupt, truncated or not a regular file) or ``"auto"`` (disk when the images would exceed
+            ``AUTO_DISK_FRACTION`` of physical memory). Items are bit-identical in both modes.
+        cache_dir: folder of the disk cache (default ``<root>/.mmvla_cache``).
 
     Attributes:
         meta: ``meta/info.json``.
         stats: feature -> statistic -> float64 array (images (3, 1, 1) in [0, 1] units).
         tasks: instruction strings by task_index.
+        storage: ``"memory"`` or ``"disk"``, the mode in use (``"auto"`` resolved).
+        images: camera -> uint8 (N, 3, H, W): an array in memory, or an
+            :class:`~mmvla.data.image_cache.ImageCache` (indexing returns a new array) on disk.
         episodes: column -> list, one entry per loaded episode (including mmvla extras such as
             ``family``, ``split``, ``seed``).
     """
@@ -124,7 +147,11 @@ class VLADataset(Dataset[dict[str, Any]]):
         image_size: int | tuple[int, int] | None = None,
         episodes: Sequence[int] | None = None,
         progress: bool = True,
+        storage: str = "auto",
+        cache_dir: str | Path | None = None,
     ) -> None:
+        if storage not in STORAGE_MODES:
+            raise ValueError(f"VLADataset: storage must be one of {STORAGE_MODES}, got {storage!r}")
         if chunk_size < 1:
             raise ValueError(f"VLADataset: chunk_size must be >= 1, got {chunk_size}")
         if history < 0:
@@ -132,6 +159,7 @@ class VLADataset(Dataset[dict[str, Any]]):
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset directory not found: {self.root}")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".mmvla_cache"
         self.chunk_size = int(chunk_size)
         self.history = int(history)
         self.meta: dict[str, Any] = read_info(self.root)
@@ -200,11 +228,11 @@ class VLADataset(Dataset[dict[str, Any]]):
                 raise ValueError(f"{self.root}: episode(s) {missing} not in the dataset (0..{total - 1})")
             keep = sorted({pos[e] for e in episodes})
         self.episodes: dict[str, list[Any]] = {k: [v[i] for i in keep] for k, v in all_eps.items()}
-        self._load_frames(progress)
+        self._load_frames(progress, storage)
 
     # -- loading --------------------------------------------------------------------------------------
 
-    def _load_frames(self, progress: bool) -> None:
+    def _load_frames(self, progress: bool, storage: str) -> None:
         eps = self.episodes
         n_ep = len(eps["episode_index"])
         lengths = np.asarray(eps["length"], dtype=np.int64)
@@ -233,18 +261,26 @@ class VLADataset(Dataset[dict[str, Any]]):
                     f"data file {path} holds {n_rows} rows but the episodes table ('length') puts {claimed} "
                     f"frames in it: episode {over} and later do not fit (truncated or inconsistent)"
                 )
-        per_frame = (
-            len(self.cameras) * 3 * h * w + 4 * (self.state_dim + self.action_dim + self.env_state_dim) + 48
-        )
+        image_bytes = n * len(self.cameras) * 3 * h * w
+        vector_bytes = n * (4 * (self.state_dim + self.action_dim + self.env_state_dim) + 48)
         ram = physical_memory_bytes()
-        if ram and n * per_frame > ram:
+        if storage == "auto":
+            storage = "disk" if ram and image_bytes > AUTO_DISK_FRACTION * ram else "memory"
+        self.storage = storage
+        in_ram = vector_bytes + (image_bytes if storage == "memory" else 0)
+        if ram and in_ram > ram:
             raise ValueError(
                 f"{self.root}: {n} frames of {len(self.cameras)} camera(s) at {h}x{w} need "
-                f"{n * per_frame / 2**30:.1f} GiB decoded, more than this machine's {ram / 2**30:.1f} GiB"
+                f"{in_ram / 2**30:.1f} GiB decoded, more than this machine's {ram / 2**30:.1f} GiB"
+                + (" (storage='disk' keeps the images in a file)" if storage == "memory" else "")
             )
-        self.images: dict[str, np.ndarray] = {
-            cam: np.empty((n, 3, h, w), dtype=np.uint8) for cam in self.cameras
-        }  # (N, 3, H, W)
+        self.images: dict[str, np.ndarray | ImageCache] = {}  # camera -> (N, 3, H, W)
+        writers: dict[str, ImageCacheWriter] = {}
+        if storage == "memory":
+            self.images = {cam: np.empty((n, 3, h, w), dtype=np.uint8) for cam in self.cameras}
+        else:
+            writers = self._open_caches(paths, (n, 3, h, w))
+        decode = storage == "memory" or bool(writers)
         self.state = np.empty((n, self.state_dim), dtype=np.float32)  # (N, S)
         self.action = np.empty((n, self.action_dim), dtype=np.float32)  # (N, A)
         self.env_state = np.empty((n, self.env_state_dim), dtype=np.float32)  # (N, E), E may be 0
@@ -254,8 +290,10 @@ class VLADataset(Dataset[dict[str, Any]]):
 
         offsets = np.concatenate([[0], np.cumsum(lengths)])
         env_cols = [ENV_STATE_KEY] if self.env_state_dim else []
-        columns = [*self.image_keys.values(), STATE_KEY, ACTION_KEY, *env_cols, *_BOOK_COLUMNS]
-        bar = tqdm(total=n, desc=f"decoding {self.root.name}", unit="frame", disable=not progress)
+        image_cols = [self.image_keys[cam] for cam in self.cameras if storage == "memory" or cam in writers]
+        columns = [*image_cols, STATE_KEY, ACTION_KEY, *env_cols, *_BOOK_COLUMNS]
+        what = "decoding" if storage == "memory" else "decoding into the image cache" if decode else "reading"
+        bar = tqdm(total=n, desc=f"{what} {self.root.name}", unit="frame", disable=not progress)
         try:
             for (chunk, file), ep_rows in sorted(by_file.items()):
                 path = paths[chunk, file]
@@ -268,7 +306,7 @@ class VLADataset(Dataset[dict[str, Any]]):
                     if self.env_state_dim
                     else None
                 )
-                for key in self.image_keys.values():
+                for key in image_cols:
                     typ = table.column(key).type
                     if not pa.types.is_struct(typ) or typ.get_field_index("bytes") < 0:
                         raise ValueError(
@@ -303,35 +341,25 @@ class VLADataset(Dataset[dict[str, Any]]):
                     self.episode_start[dst] = offsets[i]
                     self.episode_end[dst] = offsets[i + 1]
                     for cam, key in self.image_keys.items():
-                        blobs = table.column(key).take(pa.array(rows)).combine_chunks().field("bytes")
-                        out = self.images[cam]
-                        for frame, blob in enumerate(blobs.to_pylist()):
-                            if blob is None:
-                                raise ValueError(
-                                    f"data file {path}: feature '{key}' has no image bytes at episode "
-                                    f"{ep_idx} frame {frame}"
-                                )
-                            try:
-                                img = decode_png(blob, expected_hw=(h, w))
-                            except ImageSizeError as e:
-                                raise ValueError(
-                                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: {e} "
-                                    f"(meta/info.json declares shape {[h, w, 3]})"
-                                ) from e
-                            except Exception as e:
-                                raise ValueError(
-                                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "
-                                    f"image does not decode ({type(e).__name__}: {e})"
-                                ) from e
-                            if img.shape != (h, w, 3):
-                                raise ValueError(
-                                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "
-                                    f"image is {img.shape}, meta/info.json says {(h, w, 3)}"
-                                )
-                            out[dst.start + frame] = img.transpose(2, 0, 1)
+                        if cam in writers:  # one episode decoded at a time: bounded memory
+                            ep_images = np.empty((hi - lo, 3, h, w), dtype=np.uint8)
+                            self._decode_images(table, key, rows, path, ep_idx, ep_images)
+                            writers[cam].write(dst.start, ep_images)
+                        elif storage == "memory":
+                            out = self.images[cam]
+                            assert isinstance(out, np.ndarray)
+                            self._decode_images(table, key, rows, path, ep_idx, out[dst])
                     bar.update(hi - lo)
+            for writer in writers.values():
+                writer.commit()
         finally:
             bar.close()
+            for writer in writers.values():
+                writer.__exit__(None, None, None)  # removes the temporary file unless committed
+        for cam, writer in writers.items():
+            self.images[cam] = ImageCache(
+                writer.path, (n, 3, h, w), self._cache_key(cam, paths, (n, 3, h, w))
+            )
         bad_task = (book["task_index"] < 0) | (book["task_index"] >= len(self.tasks))
         if np.any(bad_task):
             raise ValueError(
@@ -342,6 +370,95 @@ class VLADataset(Dataset[dict[str, Any]]):
         self.episode_index = book["episode_index"]  # (N,)
         self.global_index = book["index"]  # (N,)
         self.task_index = book["task_index"]  # (N,)
+
+    def _decode_images(
+        self, table: pa.Table, key: str, rows: np.ndarray, path: Path, ep_idx: int, out: np.ndarray
+    ) -> None:
+        """Decode column ``key`` at table ``rows`` (R,) into ``out`` uint8 (R, 3, H, W)."""
+        h, w = self.image_shape
+        blobs = table.column(key).take(pa.array(rows)).combine_chunks().field("bytes")
+        for frame, blob in enumerate(blobs.to_pylist()):
+            if blob is None:
+                raise ValueError(
+                    f"data file {path}: feature '{key}' has no image bytes at episode {ep_idx} frame {frame}"
+                )
+            try:
+                img = decode_png(blob, expected_hw=(h, w))
+            except ImageSizeError as e:
+                raise ValueError(
+                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: {e} "
+                    f"(meta/info.json declares shape {[h, w, 3]})"
+                ) from e
+            except Exception as e:
+                raise ValueError(
+                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "
+                    f"image does not decode ({type(e).__name__}: {e})"
+                ) from e
+            if img.shape != (h, w, 3):
+                raise ValueError(
+                    f"data file {path}: feature '{key}' episode {ep_idx} frame {frame}: "
+                    f"image is {img.shape}, meta/info.json says {(h, w, 3)}"
+                )
+            out[frame] = img.transpose(2, 0, 1)
+
+    def _cache_key(
+        self, cam: str, paths: dict[tuple[int, int], Path], shape: tuple[int, int, int, int]
+    ) -> dict[str, Any]:
+        """What a camera's cache file must have been built from: the data files (relative path, size,
+        inode, modification and status-change times in ns), the selected episodes and their frame ranges,
+        the feature and shape. The status-change time is set by the kernel, not by an archive."""
+        sources = []
+        for path in sorted(set(paths.values())):
+            st = path.stat()
+            rel = path.relative_to(self.root).as_posix()
+            sources.append([rel, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino])
+        eps = self.episodes
+        selection = [
+            eps["episode_index"],
+            eps["dataset_from_index"],
+            eps["dataset_to_index"],
+            eps["data/chunk_index"],
+            eps["data/file_index"],
+        ]
+
+        def digest(obj: Any) -> str:
+            return hashlib.sha256(json.dumps(obj, default=int).encode()).hexdigest()
+
+        return {
+            "version": CACHE_VERSION,
+            "feature": self.image_keys[cam],
+            "shape": list(shape),
+            "episodes": digest(selection),
+            "sources": digest(sources),
+        }
+
+    def _open_caches(
+        self, paths: dict[tuple[int, int], Path], shape: tuple[int, int, int, int]
+    ) -> dict[str, ImageCacheWriter]:
+        """Open each camera's valid cache file into :attr:`images`; a writer for each one to (re)build."""
+        if self.cache_dir.is_symlink():  # a dataset from elsewhere must not make us write outside it
+            raise ValueError(
+                f"{self.cache_dir} is a symlink: pass cache_dir= a real folder or storage='memory'"
+            )
+        writers: dict[str, ImageCacheWriter] = {}
+        for cam in self.cameras:
+            key = self._cache_key(cam, paths, shape)
+            file = self.cache_dir / cache_file_name(self.image_keys[cam], key)
+            try:
+                self.images[cam] = ImageCache(file, shape, key)
+            except CacheMismatch as e:
+                if file.exists():
+                    log.warning("%s; rebuilding it", e)
+                try:
+                    writers[cam] = ImageCacheWriter(file, shape, key)
+                except OSError as err:
+                    for writer in writers.values():
+                        writer.__exit__(None, None, None)
+                    raise OSError(
+                        f"{self.root}: cannot write the image cache in {self.cache_dir} ({err}); pass "
+                        "cache_dir= a writable folder or storage='memory'"
+                    ) from err
+        return writers
 
     # -- access ---------------------------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from mmvla.core.io import read_json
 from mmvla.core.keys import CAMERA_FAILURES
+from mmvla.data.dataset import STORAGE_MODES
 from mmvla.policy import PolicyConfig
 
 CONFIG_SECTIONS = ("policy", "train")
@@ -51,6 +52,10 @@ class TrainConfig:
         camera_failure_prob: probability that a sample's camera fails.
         camera_failure_camera: the camera that fails.
         camera_failure_window: frames per window for a memoryless policy (>= 2).
+        data_storage: where the dataset's decoded images live (``VLADataset(storage=...)``): "memory",
+            "disk" (a uint8 cache file per camera read by row: resident memory independent of the dataset
+            size; the first epoch decodes into it) or "auto" (disk above a quarter of RAM).
+        data_cache_dir: folder of the disk cache ("" = ``<dataset>/.mmvla_cache``).
     """
 
     steps: int = 3000
@@ -75,6 +80,8 @@ class TrainConfig:
     camera_failure_prob: float = 0.5
     camera_failure_camera: str = "front"
     camera_failure_window: int = 8
+    data_storage: str = "auto"
+    data_cache_dir: str = ""
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "log_every", "checkpoint_every")
@@ -106,6 +113,11 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: camera_failure_prob must be in [0, 1] and camera_failure_window >= 2, got "
                 f"{self.camera_failure_prob}, {self.camera_failure_window}"
+            )
+
+        if self.data_storage not in STORAGE_MODES:
+            raise ValueError(
+                f"TrainConfig.data_storage must be one of {STORAGE_MODES}, got {self.data_storage!r}"
             )
 
     @property

@@ -316,6 +316,8 @@ def train(
         chunk_size=policy_cfg.chunk_size,
         history=window_history,
         progress=progress and rank == 0,
+        storage=train_cfg.data_storage,
+        cache_dir=train_cfg.data_cache_dir or None,
     )
     policy_cfg = _fit_to_dataset(policy_cfg, dataset)
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
