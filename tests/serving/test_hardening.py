@@ -19,6 +19,7 @@ import pytest
 import torch
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from mmvla.cli.main import main as cli_main
 from mmvla.policy.observation import observation_to_batch
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.client import PolicyClient, open_connection
@@ -440,9 +441,7 @@ def test_per_ip_cap_without_idle_connections_refuses_with_503(checkpoint):
 
 
 def test_mmvla_serve_refuses_a_non_positive_switch_interval(checkpoint, capsys):
-    from mmvla.cli.main import main
-
     before = sys.getswitchinterval()
-    assert main(["serve", "--checkpoint", str(checkpoint), "--switch-interval-ms", "0"]) == 2
+    assert cli_main(["serve", "--checkpoint", str(checkpoint), "--switch-interval-ms", "0"]) == 2
     assert "--switch-interval-ms must be > 0" in capsys.readouterr().err
     assert sys.getswitchinterval() == before  # refused before anything process-wide was changed

@@ -355,11 +355,9 @@ class VLADataset(Dataset[dict[str, Any]]):
         finally:
             bar.close()
             for writer in writers.values():
-                writer.__exit__(None, None, None)  # removes the temporary file unless committed
+                writer.abort()  # removes the temporary file unless committed
         for cam, writer in writers.items():
-            self.images[cam] = ImageCache(
-                writer.path, (n, 3, h, w), self._cache_key(cam, paths, (n, 3, h, w))
-            )
+            self.images[cam] = ImageCache(writer.path, (n, 3, h, w), writer.key)
         bad_task = (book["task_index"] < 0) | (book["task_index"] >= len(self.tasks))
         if np.any(bad_task):
             raise ValueError(
@@ -453,7 +451,7 @@ class VLADataset(Dataset[dict[str, Any]]):
                     writers[cam] = ImageCacheWriter(file, shape, key)
                 except OSError as err:
                     for writer in writers.values():
-                        writer.__exit__(None, None, None)
+                        writer.abort()
                     raise OSError(
                         f"{self.root}: cannot write the image cache in {self.cache_dir} ({err}); pass "
                         "cache_dir= a writable folder or storage='memory'"

@@ -203,6 +203,7 @@ class ImageCacheWriter:
     def __init__(self, path: str | os.PathLike[str], shape: tuple[int, int, int, int], key: dict[str, Any]):
         self.path = Path(path)
         self.shape = tuple(int(s) for s in shape)
+        self.key = key
         self._row_bytes = int(np.prod(self.shape[1:]))
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.", suffix=".tmp")
@@ -211,7 +212,7 @@ class ImageCacheWriter:
             os.pwrite(fd, _encode_header(self.shape, key), 0)
             os.ftruncate(fd, HEADER_BYTES + self.shape[0] * self._row_bytes)
         except BaseException:
-            self._abort()
+            self.abort()
             raise
 
     def write(self, row: int, images: np.ndarray) -> None:
@@ -239,7 +240,8 @@ class ImageCacheWriter:
         os.replace(self._tmp, self.path)
         fsync_path(self.path.parent)
 
-    def _abort(self) -> None:
+    def abort(self) -> None:
+        """Close and remove the temporary file (no-op after :meth:`commit`)."""
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
@@ -251,4 +253,4 @@ class ImageCacheWriter:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is not None or self._fd >= 0:
-            self._abort()
+            self.abort()
