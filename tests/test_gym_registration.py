@@ -73,6 +73,10 @@ def test_gymnasium_imported_first_still_gets_the_ids() -> None:
             "mmvla/MetaWorld-MT10-v0",
             marks=pytest.mark.skipif(not HAVE_METAWORLD, reason="pip install 'mmvla[metaworld]'"),
         ),
+        pytest.param(
+            "mmvla/MetaWorld-MT50-v0",
+            marks=pytest.mark.skipif(not HAVE_METAWORLD, reason="pip install 'mmvla[metaworld]'"),
+        ),
     ],
 )
 def test_exit_without_close_prints_nothing(env_id: str) -> None:

@@ -28,7 +28,7 @@ METAWORLD_ENV_STATE: tuple[str, ...] = (
 )
 
 # Environments by name (their specs: mmvla.sim.registry).
-ENV_NAMES: tuple[str, ...] = ("tabletop", "metaworld-mt10")
+ENV_NAMES: tuple[str, ...] = ("tabletop", "metaworld-mt10", "metaworld-mt50")
 
 # Evaluation: the splits a policy is scored on, the controls, the wording sets.
 SPLITS: tuple[str, ...] = ("train", "unseen")

@@ -9,7 +9,7 @@ environment-specific they need comes from here, so adding a simulator is one spe
     expert = make_expert("metaworld-mt10", env, noise_std=0.1, seed=0)  # reset(), act(obs), last_clean_action
 
 ``"tabletop"`` is :class:`mmvla.sim.tabletop.env.TabletopEnv` (the default everywhere);
-``"metaworld-mt10"`` is :class:`mmvla.sim.metaworld.env.MetaWorldMT10Env` (needs
+``"metaworld-mt10"`` and ``"metaworld-mt50"`` are :class:`mmvla.sim.metaworld.env.MetaWorldEnv` (need
 ``pip install 'mmvla[metaworld]'``; Meta-World is imported only when that environment is built).
 """
 
@@ -22,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.keys import ENV_NAMES, METAWORLD_ENV_STATE, TABLETOP_ENV_STATE
+from mmvla.sim.metaworld.spec import MT50_SPEC as METAWORLD_MT50
 from mmvla.sim.metaworld.spec import SPEC as METAWORLD_MT10
 from mmvla.sim.spec import DatasetSchema, EnvSpec, Expert
 from mmvla.sim.tabletop.spec import SPEC as TABLETOP
 
-SPECS: dict[str, EnvSpec] = {s.name: s for s in (TABLETOP, METAWORLD_MT10)}
+SPECS: dict[str, EnvSpec] = {s.name: s for s in (TABLETOP, METAWORLD_MT10, METAWORLD_MT50)}
 assert tuple(SPECS) == ENV_NAMES, "mmvla.core.keys.ENV_NAMES and the registered specs disagree"
 
 __all__ = [
@@ -70,7 +71,7 @@ def default_cameras(name: str) -> tuple[str, ...]:
 
 
 def default_families(name: str) -> tuple[str, ...]:
-    """Task families (Meta-World: tasks) drawn when none are named: tabletop pick + push, all of MT10."""
+    """Task families (Meta-World: tasks) drawn when none are named: tabletop pick + push, all of MT10 or MT50."""
     return get_spec(name).families
 
 

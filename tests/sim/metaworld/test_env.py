@@ -1,4 +1,4 @@
-"""Meta-World MT10 through our interface: observation validation, instructions, action mapping against the
+"""Meta-World MT10 (and MT50's shared parts) through our interface: observation validation, instructions, action mapping against the
 simulator, upright cameras against a pinhole projection, experts, and a tiny collect -> train -> eval run.
 
 Skipped (with the reason) when the optional extra is not installed: ``pip install 'mmvla[metaworld]'``.
@@ -33,8 +33,8 @@ def test_missing_metaworld_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> N
 
 
 def test_instructions_map_to_tasks_one_to_one() -> None:
-    assert set(mwc.TASK_INSTRUCTIONS) == set(mwc.MT10_TASKS) and len(mwc.MT10_TASKS) == 10
-    every = [s for t in mwc.MT10_TASKS for s in mwc.TASK_INSTRUCTIONS[t]]
+    assert set(mwc.TASK_INSTRUCTIONS) == set(mwc.MT50_TASKS) and len(mwc.MT10_TASKS) == 10
+    every = [s for t in mwc.MT50_TASKS for s in mwc.TASK_INSTRUCTIONS[t]]
     assert len(every) == len(set(every))  # no phrasing names two tasks
     for task, texts in mwc.TASK_INSTRUCTIONS.items():
         assert texts, task
@@ -46,8 +46,11 @@ def test_instructions_map_to_tasks_one_to_one() -> None:
     with pytest.raises(ValueError, match="names no"):
         mwc.instruction_to_task("make coffee")
     assert mwc.canonical_task("reach") == "reach-v3"
-    with pytest.raises(ValueError, match="unknown Meta-World MT10 task"):
-        mwc.canonical_task("assembly-v3")
+    assert mwc.canonical_task("assembly") == "assembly-v3"  # an MT50 task
+    with pytest.raises(ValueError, match="unknown Meta-World task"):
+        mwc.canonical_task("stack-blocks")
+    with pytest.raises(ValueError, match="not MT10 tasks"):
+        mwc.MetaWorldConfig(tasks=("reach", "assembly"))
 
 
 def test_action_mapping_round_trip() -> None:
@@ -62,7 +65,7 @@ def test_action_mapping_round_trip() -> None:
 
 def test_config_validation() -> None:
     for bad in (
-        {"tasks": ()},
+        {"tasks": ("door-lock",)},  # an MT50 task in the MT10 suite
         {"cameras": ("front",)},
         {"max_steps": 501},
         {"action_dim": 5},
@@ -71,6 +74,7 @@ def test_config_validation() -> None:
     ):
         with pytest.raises(ValueError):
             mwc.MetaWorldConfig(**bad)  # type: ignore[arg-type]
+    assert mwc.MetaWorldConfig(tasks=()).tasks == mwc.MT10_TASKS  # empty: the suite's tasks
     cfg = mwc.MetaWorldConfig(tasks=("reach", "push"))
     assert cfg.tasks == ("reach-v3", "push-v3")
     assert [cfg.task_for_seed(s) for s in range(4)] == ["reach-v3", "push-v3"] * 2

@@ -1,4 +1,5 @@
-"""Meta-World MT10's tasks, instructions and :class:`MetaWorldConfig` (pure Python: no Meta-World, no MuJoCo).
+"""Meta-World's MT10 and MT50 tasks, instructions, difficulty groups and :class:`MetaWorldConfig` (pure
+Python: no Meta-World, no MuJoCo).
 
 The environment built from a config: :mod:`mmvla.sim.metaworld.env`.
 """
@@ -14,6 +15,7 @@ import numpy as np
 INSTALL_HINT = "pip install 'mmvla[metaworld]'"
 
 ENV_NAME = "metaworld-mt10"
+MT50_ENV_NAME = "metaworld-mt50"
 ROBOT_TYPE = "metaworld_sawyer"
 MT10_TASKS: tuple[str, ...] = (
     "reach-v3",
@@ -27,6 +29,75 @@ MT10_TASKS: tuple[str, ...] = (
     "window-open-v3",
     "window-close-v3",
 )
+#: Difficulty groups of MT50 (Seo et al. 2022, "Masked World Models"; the grouping LeRobot's Meta-World
+#: evaluation and the SmolVLA paper report by): easy 28, medium 11, hard 6, very hard 5.
+DIFFICULTY_GROUPS: dict[str, tuple[str, ...]] = {
+    "easy": (
+        "button-press-v3",
+        "button-press-topdown-v3",
+        "button-press-topdown-wall-v3",
+        "button-press-wall-v3",
+        "coffee-button-v3",
+        "dial-turn-v3",
+        "door-close-v3",
+        "door-lock-v3",
+        "door-open-v3",
+        "door-unlock-v3",
+        "drawer-close-v3",
+        "drawer-open-v3",
+        "faucet-close-v3",
+        "faucet-open-v3",
+        "handle-press-v3",
+        "handle-press-side-v3",
+        "handle-pull-v3",
+        "handle-pull-side-v3",
+        "lever-pull-v3",
+        "plate-slide-v3",
+        "plate-slide-back-v3",
+        "plate-slide-back-side-v3",
+        "plate-slide-side-v3",
+        "reach-v3",
+        "reach-wall-v3",
+        "window-close-v3",
+        "window-open-v3",
+        "peg-unplug-side-v3",
+    ),
+    "medium": (
+        "basketball-v3",
+        "bin-picking-v3",
+        "box-close-v3",
+        "coffee-pull-v3",
+        "coffee-push-v3",
+        "hammer-v3",
+        "peg-insert-side-v3",
+        "push-wall-v3",
+        "soccer-v3",
+        "sweep-v3",
+        "sweep-into-v3",
+    ),
+    "hard": (
+        "assembly-v3",
+        "hand-insert-v3",
+        "pick-out-of-hole-v3",
+        "pick-place-v3",
+        "push-v3",
+        "push-back-v3",
+    ),
+    "very_hard": (
+        "shelf-place-v3",
+        "disassemble-v3",
+        "stick-pull-v3",
+        "stick-push-v3",
+        "pick-place-wall-v3",
+    ),
+}
+#: All 50 tasks: MT10's first (in MT10 order, so a task's index, which seeds its goal sampler, is the
+#: same in both suites), then the other forty in alphabetical order.
+MT50_TASKS: tuple[str, ...] = MT10_TASKS + tuple(
+    sorted(t for group in DIFFICULTY_GROUPS.values() for t in group if t not in MT10_TASKS)
+)
+SUITES: dict[str, tuple[str, ...]] = {"mt10": MT10_TASKS, "mt50": MT50_TASKS}
+SUITE_ENV_NAMES: dict[str, str] = {"mt10": ENV_NAME, "mt50": MT50_ENV_NAME}
 #: Natural instructions per task; the first is canonical (the observation's "instruction"). Every
 #: instruction names exactly one task.
 TASK_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
@@ -40,6 +111,62 @@ TASK_INSTRUCTIONS: dict[str, tuple[str, ...]] = {
     "peg-insert-side-v3": ("insert the peg into the side hole", "put the peg in the hole"),
     "window-open-v3": ("open the window", "slide the window open"),
     "window-close-v3": ("close the window", "slide the window shut"),
+    # The other forty MT50 tasks.
+    "assembly-v3": ("put the nut onto the peg", "assemble the nut on the peg"),
+    "basketball-v3": ("dunk the ball into the basket", "put the basketball in the hoop"),
+    "bin-picking-v3": ("move the puck from one bin to the other bin", "pick the puck into the other bin"),
+    "box-close-v3": ("put the lid on the box", "close the box with its lid"),
+    "button-press-topdown-wall-v3": (
+        "press the button from the top behind the wall",
+        "reach over the wall and push the button down",
+    ),
+    "button-press-v3": ("press the button", "push the button in"),
+    "button-press-wall-v3": (
+        "press the button behind the wall",
+        "reach past the wall and push the button in",
+    ),
+    "coffee-button-v3": ("press the coffee machine button", "push the button on the coffee machine"),
+    "coffee-pull-v3": ("pull the mug away from the coffee machine", "take the mug out of the coffee machine"),
+    "coffee-push-v3": ("push the mug under the coffee machine", "slide the mug into the coffee machine"),
+    "dial-turn-v3": ("turn the dial", "rotate the dial half a turn"),
+    "disassemble-v3": ("take the nut off the peg", "lift the nut off the peg"),
+    "door-close-v3": ("close the door", "swing the door shut"),
+    "door-lock-v3": ("lock the door", "turn the door lock down"),
+    "door-unlock-v3": ("unlock the door", "turn the door lock up"),
+    "hand-insert-v3": ("put the gripper into the hole", "insert the hand into the hole"),
+    "faucet-open-v3": ("turn the faucet on", "rotate the faucet open"),
+    "faucet-close-v3": ("turn the faucet off", "rotate the faucet closed"),
+    "hammer-v3": ("hammer the nail into the wall", "drive the nail in with the hammer"),
+    "handle-press-side-v3": ("press the side handle down", "push the handle down from the side"),
+    "handle-press-v3": ("press the handle down", "push the handle down"),
+    "handle-pull-side-v3": ("pull the side handle up", "lift the handle up from the side"),
+    "handle-pull-v3": ("pull the handle up", "lift the handle up"),
+    "lever-pull-v3": ("pull the lever up", "raise the lever"),
+    "pick-place-wall-v3": (
+        "pick up the puck and place it at the goal behind the wall",
+        "lift the puck over the wall onto the goal",
+    ),
+    "pick-out-of-hole-v3": ("pick the puck out of the hole", "lift the puck out of the hole"),
+    "plate-slide-v3": ("slide the plate into the cabinet", "push the plate into the cabinet"),
+    "plate-slide-side-v3": (
+        "slide the plate into the cabinet from the side",
+        "push the plate sideways into the cabinet",
+    ),
+    "plate-slide-back-v3": ("slide the plate out of the cabinet", "pull the plate out of the cabinet"),
+    "plate-slide-back-side-v3": (
+        "slide the plate out of the cabinet sideways",
+        "pull the plate out of the cabinet to the side",
+    ),
+    "peg-unplug-side-v3": ("unplug the peg from the side", "pull the peg out of the side hole"),
+    "soccer-v3": ("kick the ball into the goal", "shoot the soccer ball into the net"),
+    "stick-push-v3": ("push the box with the stick", "use the stick to push the box"),
+    "stick-pull-v3": ("pull the box with the stick", "use the stick to pull the box"),
+    "push-wall-v3": ("push the puck to the goal around the wall", "slide the puck past the wall to the goal"),
+    "push-back-v3": ("push the puck back to the goal", "slide the puck back to the goal"),
+    "reach-wall-v3": ("reach the goal over the wall", "move the gripper past the wall to the goal"),
+    "shelf-place-v3": ("put the puck on the shelf", "place the puck onto the shelf"),
+    "sweep-into-v3": ("sweep the puck into the hole", "brush the puck into the hole"),
+    "sweep-v3": ("sweep the puck off the table", "brush the puck off the edge of the table"),
 }
 INSTRUCTION_CHARSET = string.ascii_lowercase + " -"
 INSTRUCTION_MAX_LENGTH = 64
@@ -71,11 +198,17 @@ HAND_HIGH = (0.525, 1.025, 0.7)
 
 
 def canonical_task(name: str) -> str:
-    """``"reach"`` or ``"reach-v3"`` -> ``"reach-v3"``; ValueError naming the MT10 tasks otherwise."""
+    """``"reach"`` or ``"reach-v3"`` -> ``"reach-v3"``; ValueError naming the MT50 tasks otherwise."""
     task = name if name.endswith("-v3") else f"{name}-v3"
     if task not in TASK_INSTRUCTIONS:
-        raise ValueError(f"unknown Meta-World MT10 task {name!r}; expected one of {', '.join(MT10_TASKS)}")
+        raise ValueError(f"unknown Meta-World task {name!r}; expected one of {', '.join(MT50_TASKS)}")
     return task
+
+
+def difficulty(task: str) -> str:
+    """The MT50 difficulty group of ``task`` (:data:`DIFFICULTY_GROUPS`): easy, medium, hard or very_hard."""
+    task = canonical_task(task)
+    return next(g for g, tasks in DIFFICULTY_GROUPS.items() if task in tasks)
 
 
 def instruction_to_task(text: str) -> str:
@@ -84,22 +217,23 @@ def instruction_to_task(text: str) -> str:
     for task, texts in TASK_INSTRUCTIONS.items():
         if key in texts:
             return task
-    raise ValueError(f"instruction {text!r} names no Meta-World MT10 task")
+    raise ValueError(f"instruction {text!r} names no Meta-World task")
 
 
-def all_instructions(canonical_only: bool = True) -> tuple[str, ...]:
-    """Every task's canonical instruction (MT10 order), or every phrasing with ``canonical_only=False``."""
+def all_instructions(canonical_only: bool = True, tasks: tuple[str, ...] = MT10_TASKS) -> tuple[str, ...]:
+    """Every task's canonical instruction (in ``tasks``' order), or every phrasing with ``canonical_only=False``."""
     if canonical_only:
-        return tuple(TASK_INSTRUCTIONS[t][0] for t in MT10_TASKS)
-    return tuple(s for t in MT10_TASKS for s in TASK_INSTRUCTIONS[t])
+        return tuple(TASK_INSTRUCTIONS[t][0] for t in tasks)
+    return tuple(s for t in tasks for s in TASK_INSTRUCTIONS[t])
 
 
 @dataclass
 class MetaWorldConfig:
-    """Everything that defines a :class:`MetaWorldMT10Env`.
+    """Everything that defines a :class:`~mmvla.sim.metaworld.env.MetaWorldEnv`.
 
     Attributes:
-        tasks: MT10 task names (v3; ``"reach"`` is accepted for ``"reach-v3"``) the seeds cycle through.
+        tasks: task names of the suite (v3; ``"reach"`` is accepted for ``"reach-v3"``) the seeds cycle
+            through; empty: all of the suite's tasks.
         cameras: Meta-World cameras rendered into the observation (:data:`CAMERAS`); an empty tuple
             renders nothing (fast expert-only runs).
         image_size: side of the square uint8 images, pixels.
@@ -112,10 +246,13 @@ class MetaWorldConfig:
             None keeps Meta-World's 2 cm.
         terminate_on_success: end the episode (terminated=True) at the first successful step.
         render_size: side of the image ``render()`` returns (first camera, or corner4), pixels.
-        split: always "train" (MT10 trains and tests on the same tasks; accepted for API symmetry).
+        split: always "train" (MT10 and MT50 train and test on the same tasks; accepted for API symmetry).
+        suite: "mt10" or "mt50": the task set ``tasks`` is drawn from and the environment's name.
+        lerobot_camera: move the ``corner2`` camera to LeRobot's Meta-World pose (position
+            [0.75, 0.075, 0.7], after Seo et al. 2022); its image is turned upright like every corner camera.
     """
 
-    tasks: tuple[str, ...] = MT10_TASKS
+    tasks: tuple[str, ...] = ()
     cameras: tuple[str, ...] = DEFAULT_CAMERAS
     image_size: int = 64
     max_steps: int = DEFAULT_MAX_STEPS
@@ -126,13 +263,20 @@ class MetaWorldConfig:
     terminate_on_success: bool = True
     render_size: int = 256
     split: str = "train"
+    suite: str = "mt10"
+    lerobot_camera: bool = False
 
     def __post_init__(self) -> None:
+        if self.suite not in SUITES:
+            raise ValueError(f"MetaWorldConfig.suite must be one of {sorted(SUITES)}, got {self.suite!r}")
         if isinstance(self.tasks, str):
             self.tasks = (self.tasks,)
-        self.tasks = tuple(canonical_task(t) for t in self.tasks)
-        if not self.tasks:
-            raise ValueError("MetaWorldConfig.tasks must not be empty")
+        self.tasks = tuple(canonical_task(t) for t in self.tasks) or SUITES[self.suite]
+        outside = [t for t in self.tasks if t not in SUITES[self.suite]]
+        if outside:
+            raise ValueError(
+                f"MetaWorldConfig.tasks {outside} are not {self.suite.upper()} tasks (use suite='mt50')"
+            )
         if len(set(self.tasks)) != len(self.tasks):
             raise ValueError(f"MetaWorldConfig.tasks has duplicates: {self.tasks}")
         if isinstance(self.cameras, str):
@@ -166,7 +310,9 @@ class MetaWorldConfig:
                 f"MetaWorldConfig.goal_marker_radius must be in (0, 0.1] metres or None, got {self.goal_marker_radius}"
             )
         if self.split != "train":
-            raise ValueError(f"Meta-World MT10 has only the 'train' split, got {self.split!r}")
+            raise ValueError(
+                f"Meta-World {self.suite.upper()} has only the 'train' split, got {self.split!r}"
+            )
 
     @property
     def state_names(self) -> tuple[str, ...]:
@@ -191,7 +337,7 @@ class MetaWorldConfig:
     def sampler_seed(self, task: str, seed: int) -> int:
         """The seed of Meta-World's goal/object sampler for ``task`` in episode ``seed`` (uint32)."""
         v = self.variation_for_seed(seed)
-        key = (self.variation_seed, MT10_TASKS.index(task), -1 if v is None else v, seed if v is None else 0)
+        key = (self.variation_seed, MT50_TASKS.index(task), -1 if v is None else v, seed if v is None else 0)
         return int(np.random.SeedSequence([k + 1 for k in key]).generate_state(1)[0])
 
     def to_dict(self) -> dict[str, Any]:
@@ -199,5 +345,14 @@ class MetaWorldConfig:
         d = asdict(self)
         d["tasks"] = list(self.tasks)
         d["cameras"] = list(self.cameras)
-        d["env"] = ENV_NAME
+        d["env"] = SUITE_ENV_NAMES[self.suite]
         return d
+
+
+def mt50_config(**fields: Any) -> MetaWorldConfig:
+    """A :class:`MetaWorldConfig` of MT50 under the peers' protocol (LeRobot, SmolVLA) unless ``fields``
+    say otherwise: all fifty tasks, positions re-drawn from every episode seed (``variations=None``),
+    Meta-World's own 500-step limit."""
+    fields.setdefault("variations", None)
+    fields.setdefault("max_steps", MW_MAX_PATH_LENGTH)
+    return MetaWorldConfig(suite="mt50", **fields)

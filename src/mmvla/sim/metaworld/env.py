@@ -1,8 +1,9 @@
-"""Meta-World MT10 behind the tabletop's observation/action interface (optional extra ``mmvla[metaworld]``).
+"""Meta-World MT10 and MT50 behind the tabletop's observation/action interface (optional extra ``mmvla[metaworld]``).
 
-The ten MT10 tasks (Meta-World 3.1.1, v3 environments) become one Gymnasium environment,
-``MetaWorldMT10Env``, whose observations and actions look like :class:`mmvla.sim.tabletop.env.TabletopEnv`'s, so
-``mmvla collect / train / eval --env metaworld-mt10`` run the same code as the tabletop.
+The ten MT10 tasks or all fifty MT50 tasks (Meta-World 3.1.1, v3 environments; ``config.suite``) become one
+Gymnasium environment, :class:`MetaWorldEnv`, whose observations and actions look like
+:class:`mmvla.sim.tabletop.env.TabletopEnv`'s, so ``mmvla collect / train / eval --env metaworld-mt10``
+(or ``metaworld-mt50``) run the same code as the tabletop.
 
 Observation (``gymnasium.spaces.Dict``):
     ``"corner4"`` (the cameras in ``config.cameras``): uint8 images, (H, W, 3), upright. Meta-World's
@@ -28,7 +29,7 @@ Action: float32 (4,) in [-1, 1] = [dx, dy, dz, gripper] (``config.action_dim = 4
 Tasks, goals and seeds: ``reset(seed=s)`` picks task ``config.tasks[s % n]`` (``options={"family": task}``
 or ``{"instruction": text}`` overrides it) and the task's goal variation ``(s // n) % config.variations``.
 Variation ``v`` of a task is Meta-World's own goal/object sampler (``_get_state_rand_vec`` with its rejection
-loops) seeded from ``(config.variation_seed, task index, v)``: like ``metaworld.MT10`` (50 fixed variations
+loops) seeded from ``(config.variation_seed, task index in MT50_TASKS, v)``: like ``metaworld.MT10`` (50 fixed variations
 per task; the same distribution, not the same numbers). ``variations=None`` draws a fresh variation from
 every episode seed instead (held-out goals). Everything else is deterministic: Meta-World's hand always
 starts at the task's ``hand_init_pos``.
@@ -73,7 +74,6 @@ from mmvla.sim.exit import close_at_exit
 from mmvla.sim.metaworld.config import (
     CAMERAS,
     CONTROL_HZ,
-    ENV_NAME,
     GOAL_MARKER_TASKS,
     HAND_HIGH,
     HAND_LOW,
@@ -86,6 +86,7 @@ from mmvla.sim.metaworld.config import (
     UPSIDE_DOWN_CAMERAS,
     MetaWorldConfig,
     canonical_task,
+    mt50_config,
     instruction_to_task,
 )
 
@@ -98,7 +99,7 @@ def _import_metaworld() -> Any:
         import metaworld
         import metaworld.policies
     except ImportError as e:  # metaworld, or one of its undeclared dependencies (packaging)
-        raise ImportError(f"the {ENV_NAME!r} environment needs Meta-World 3.1.1: {INSTALL_HINT} ({e})") from e
+        raise ImportError(f"Meta-World environments need Meta-World 3.1.1: {INSTALL_HINT} ({e})") from e
     return metaworld
 
 
@@ -111,13 +112,17 @@ def metaworld_available() -> bool:
     return True
 
 
+LEROBOT_CORNER2_POS = (0.75, 0.075, 0.7)  # LeRobot's Meta-World corner2 camera position, metres
+
+
 def orient_image(camera: str, image: np.ndarray) -> np.ndarray:
     """Turn a raw render of ``camera`` upright: the ``corner*`` cameras are rotated by 180 degrees."""
     return image[::-1, ::-1] if camera in UPSIDE_DOWN_CAMERAS else image
 
 
-class MetaWorldMT10Env(gym.Env[dict[str, Any], np.ndarray]):
-    """The MT10 tasks of Meta-World with the tabletop's observation/action interface (see the module doc).
+class MetaWorldEnv(gym.Env[dict[str, Any], np.ndarray]):
+    """The MT10 or MT50 tasks of Meta-World with the tabletop's observation/action interface (see the
+    module doc).
 
     Construct with a :class:`MetaWorldConfig` or its fields as keyword arguments (keywords override the
     config's fields when both are given). One Meta-World environment per task is built on first use and
@@ -296,6 +301,8 @@ class MetaWorldMT10Env(gym.Env[dict[str, Any], np.ndarray]):
             m.vis.quality.offsamples = 0
             if self.config.goal_marker_radius is not None and task in GOAL_MARKER_TASKS:
                 m.site_size[m.site("goal").id][0] = self.config.goal_marker_radius
+            if self.config.lerobot_camera:
+                m.cam_pos[m.camera("corner2").id] = LEROBOT_CORNER2_POS
             self._envs[task] = env
         return self._envs[task]
 
@@ -363,7 +370,7 @@ class MetaWorldExpert:
     into our action space.
 
     Args:
-        env: a :class:`MetaWorldMT10Env` (wrapped or not).
+        env: a :class:`MetaWorldEnv` (wrapped or not).
         noise_std: standard deviation of Gaussian noise added to the executed action (action units; the
             ignored rotation entries of a 7-D action stay 0).
         seed: seed of the noise generator.
@@ -379,13 +386,13 @@ class MetaWorldExpert:
 
     def __init__(self, env: gym.Env[Any, Any], noise_std: float = 0.0, seed: int | None = None) -> None:
         unwrapped = env.unwrapped
-        if not isinstance(unwrapped, MetaWorldMT10Env):
-            raise TypeError(f"MetaWorldExpert needs a MetaWorldMT10Env, got {type(unwrapped).__name__}")
+        if not isinstance(unwrapped, MetaWorldEnv):
+            raise TypeError(f"MetaWorldExpert needs a MetaWorldEnv, got {type(unwrapped).__name__}")
         if not (np.isfinite(noise_std) and noise_std >= 0):
             raise ValueError(f"noise_std must be a finite number >= 0, got {noise_std}")
         from metaworld.policies import ENV_POLICY_MAP  # optional: imported by _import_metaworld
 
-        self.env: MetaWorldMT10Env = unwrapped
+        self.env: MetaWorldEnv = unwrapped
         self.noise_std = float(noise_std)
         self._rng = np.random.default_rng(seed)
         self._policy_map: dict[str, Any] = dict(ENV_POLICY_MAP)
@@ -428,7 +435,7 @@ class MetaWorldExpert:
 
 
 def run_expert_episode(
-    env: MetaWorldMT10Env,
+    env: MetaWorldEnv,
     seed: int,
     task: str | None = None,
     noise_std: float = 0.0,
@@ -445,3 +452,16 @@ def run_expert_episode(
 def task_instruction_pairs(tasks: Sequence[str] = MT10_TASKS) -> Mapping[str, str]:
     """Canonical instruction -> task for ``tasks`` (for tables and the wrong-instruction control)."""
     return {TASK_INSTRUCTIONS[canonical_task(t)][0]: canonical_task(t) for t in tasks}
+
+
+def make_mt50_env(
+    config: MetaWorldConfig | None = None, *, render_mode: str | None = None, **fields: Any
+) -> MetaWorldEnv:
+    """All fifty MT50 tasks under the peers' protocol (:func:`~mmvla.sim.metaworld.config.mt50_config`;
+    ``fields`` override it); the entry point of ``gym.make("mmvla/MetaWorld-MT50-v0")``."""
+    config = mt50_config(**fields) if config is None else replace(config, **fields)
+    return MetaWorldEnv(config, render_mode=render_mode)
+
+
+#: The class's name before MT50 (kept: the Gymnasium entry point and user code may name it).
+MetaWorldMT10Env = MetaWorldEnv

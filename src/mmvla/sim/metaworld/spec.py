@@ -1,4 +1,10 @@
-"""Meta-World MT10's :class:`~mmvla.sim.spec.EnvSpec` (registered as ``"metaworld-mt10"``)."""
+"""Meta-World's :class:`~mmvla.sim.spec.EnvSpec` records: ``"metaworld-mt10"`` (:data:`SPEC`) and
+``"metaworld-mt50"`` (:data:`MT50_SPEC`).
+
+The two differ in their task set and defaults: MT10 keeps its 50 fixed goal variations per task and a
+200-step limit (the benchmark this project first reported); MT50 follows the peers' protocol (LeRobot,
+SmolVLA): positions re-drawn from every episode seed (``variations=None``) and Meta-World's own
+500-step limit."""
 
 from __future__ import annotations
 
@@ -8,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from mmvla.core.keys import METAWORLD_ENV_STATE
-from mmvla.sim import METAWORLD_MT10_ID
+from mmvla.sim import METAWORLD_MT10_ID, METAWORLD_MT50_ID
 from mmvla.sim.metaworld import config as mw
-from mmvla.sim.metaworld.env import MetaWorldExpert, MetaWorldMT10Env
+from mmvla.sim.metaworld.env import MetaWorldEnv, MetaWorldExpert
 from mmvla.sim.spec import DatasetSchema, EnvSpec, Expert
 
 
@@ -30,8 +36,24 @@ def _config(
     )
 
 
+def _mt50_config(
+    *,
+    cameras: Sequence[str],
+    image_size: int,
+    split: str,
+    families: Sequence[str],
+    max_steps: int | None,
+    **options: Any,
+) -> mw.MetaWorldConfig:
+    if max_steps is not None:
+        options["max_steps"] = max_steps
+    return mw.mt50_config(
+        tasks=tuple(families), cameras=tuple(cameras), image_size=image_size, split=split, **options
+    )
+
+
 def _env(config: mw.MetaWorldConfig) -> Any:
-    return MetaWorldMT10Env(config)
+    return MetaWorldEnv(config)
 
 
 def _expert(env: Any, noise_std: float, seed: int | None) -> Expert:
@@ -70,5 +92,20 @@ SPEC = EnvSpec(
     schema=_schema,
     env_state=environment_state,
     instructions=lambda split: mw.all_instructions(),
+    eval_cycles_families=True,
+)
+
+MT50_SPEC = EnvSpec(
+    name=mw.MT50_ENV_NAME,
+    gym_id=METAWORLD_MT50_ID,
+    splits=("train",),  # MT50 trains and tests on the same tasks (at different positions)
+    cameras=mw.DEFAULT_CAMERAS,
+    families=mw.MT50_TASKS,
+    config=_mt50_config,
+    env=_env,
+    expert=_expert,
+    schema=_schema,
+    env_state=environment_state,
+    instructions=lambda split: mw.all_instructions(tasks=mw.MT50_TASKS),
     eval_cycles_families=True,
 )
