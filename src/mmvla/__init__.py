@@ -1,7 +1,7 @@
 """mmvla: multimodal vision-language-action learning for robot control.
 
-Importing it registers the Gymnasium ids ``mmvla/Tabletop-v0`` and ``mmvla/MetaWorld-MT10-v0``
-(:mod:`mmvla.sim.gym_ids`) without importing MuJoCo or touching environment variables.
+Importing it registers the Gymnasium ids ``mmvla/Tabletop-v0``, ``mmvla/MetaWorld-MT10-v0`` and
+``mmvla/MetaWorld-MT50-v0`` (:mod:`mmvla.sim.gym_ids`) without importing MuJoCo or touching environment variables.
 """
 
 from mmvla.sim.gym_ids import register

@@ -16,7 +16,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--env",
         default="tabletop",
         choices=ENV_NAMES,
-        help="simulator (default tabletop; metaworld-mt10 needs pip install 'mmvla[metaworld]')",
+        help="simulator (default tabletop; metaworld-mt10/-mt50 need pip install 'mmvla[metaworld]')",
     )
     p.add_argument("--episodes", type=int, required=True, help="episodes to simulate (seeds S .. S+N-1)")
     p.add_argument("--workers", type=int, default=1, help="parallel simulation processes (default 1)")
@@ -27,13 +27,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--cameras",
         type=csv_list,
         default=None,
-        help="default front,wrist (tabletop), corner4 (metaworld-mt10)",
+        help="default front,wrist (tabletop), corner4 (metaworld-*)",
     )
     p.add_argument(
         "--families",
         type=csv_list,
         default=None,
-        help="task families; default pick,push (tabletop), all ten MT10 tasks (metaworld-mt10)",
+        help="task families; default pick,push (tabletop), every task of the suite (metaworld-mt10/-mt50)",
     )
     p.add_argument("--noise", type=float, default=None, help="expert action noise std (default 0.1)")
     p.add_argument(

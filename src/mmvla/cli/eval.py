@@ -30,7 +30,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--env",
         default="tabletop",
         choices=ENV_NAMES,
-        help="simulator (default tabletop); metaworld-mt10 cycles its ten tasks: --episodes 500 = 50 per task",
+        help="simulator (default tabletop); metaworld-mt10/-mt50 cycle their tasks: --episodes 500 = 50 per MT10 task",
     )
     p.add_argument("--episodes", type=int, default=100, help="episodes per split")
     p.add_argument(

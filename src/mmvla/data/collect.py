@@ -292,12 +292,12 @@ def collect_dataset(
         seed: base seed.
         split, image_size, cameras, families: environment settings (see ``TabletopConfig`` and
             ``MetaWorldConfig``; Meta-World's families are its task names); cameras/families None: the
-            environment's defaults (tabletop: front + wrist, pick + push; Meta-World: corner4, all MT10).
+            environment's defaults (tabletop: front + wrist, pick + push; Meta-World: corner4, every task of the suite).
         noise_std: std of the expert's action noise (the recorded label is its clean action).
         overwrite: replace an existing dataset (atomically, once the new one is complete).
         progress: show a tqdm bar over episodes.
         data_files_size_in_mb, compress_level: layout knobs (parquet file roll-over, PNG zlib level).
-        env: environment name (``mmvla.sim.registry.ENV_NAMES``): "tabletop" or "metaworld-mt10".
+        env: environment name (``mmvla.sim.registry.ENV_NAMES``): "tabletop", "metaworld-mt10" or "metaworld-mt50".
         env_options: further fields of that environment's config (e.g. Meta-World's ``variations``).
 
     Returns:

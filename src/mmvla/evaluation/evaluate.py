@@ -66,7 +66,7 @@ class EvalConfig:
             wordings) or "heldout" (words no training wording uses); one wording per episode, drawn from
             the episode seed (:func:`mmvla.sim.tabletop.wordings.wording_for_episode`). ``rephrase`` wins.
         max_steps: episode step limit (None: the environment's own).
-        env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop" or "metaworld-mt10").
+        env: simulator name in ``mmvla.sim.registry.ENV_NAMES`` ("tabletop", "metaworld-mt10" or "metaworld-mt50").
         env_options: further fields of that simulator's config (e.g. Meta-World's ``variations``).
         server: ``ws://host:port`` of ``mmvla serve``: workers act through a client of that server
             instead of loading the checkpoint (None: local policy).

@@ -86,8 +86,8 @@ from mmvla.sim.metaworld.config import (
     UPSIDE_DOWN_CAMERAS,
     MetaWorldConfig,
     canonical_task,
-    mt50_config,
     instruction_to_task,
+    mt50_config,
 )
 
 
