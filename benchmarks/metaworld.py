@@ -270,7 +270,7 @@ def main() -> None:
     r_["benchmark"] = (
         f"Meta-World {args.suite.upper()} (v3), one multi-task policy from {args.camera} images + state + instruction"
     )
-    r_["machine"] = {
+    r_["machine"] = r_.get("machine") or {  # the first invocation's (a resumed run keeps it)
         "cpu_count": os.cpu_count(),
         "load_average_at_start": list(os.getloadavg()),
         "python": platform.python_version(),
@@ -432,6 +432,17 @@ def _finish(result: dict[str, Any], t_start: float, out: Path) -> None:
         "eval": result.get("policy", {}).get("seconds"),
     }
     result["wall_seconds_this_invocation"] = time.perf_counter() - t_start
+    if "policy" in result:  # one row per task, for the guide's table: group, policy with interval, expert
+        result["table"] = {
+            task.removesuffix("-v3"): {
+                "group": next(g for g, ts in result["protocol"]["difficulty_groups"].items() if task in ts),
+                "policy": p["success"],
+                "lo": p["ci95"][0],
+                "hi": p["ci95"][1],
+                "expert": result["expert"]["per_task"][task]["success"],
+            }
+            for task, p in result["policy"]["per_task"].items()
+        }
     atomic_write_json(out, result)
     expert = result["expert"]["per_task"]
     policy = result.get("policy", {}).get("per_task", {})
