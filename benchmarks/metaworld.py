@@ -173,7 +173,6 @@ def group_summary(per_task: dict[str, Any], groups: dict[str, tuple[str, ...]]) 
         }
     out["average"] = float(np.mean([v["success"] for v in out["per_group"].values()]))
     out["mean_over_tasks"] = float(np.mean([r["success"] for r in per_task.values()]))
-    out["mean_success"] = out["mean_over_tasks"]  # the key earlier results used
     return out
 
 

@@ -8,7 +8,8 @@ SmolVLA): positions re-drawn from every episode seed (``variations=None``) and M
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -27,29 +28,13 @@ def _config(
     split: str,
     families: Sequence[str],
     max_steps: int | None,
+    make: Callable[..., mw.MetaWorldConfig] = mw.MetaWorldConfig,
     **options: Any,
 ) -> mw.MetaWorldConfig:
+    """The registry's config call -> ``make(...)`` (MT10: the dataclass; MT50: :func:`mw.mt50_config`)."""
     if max_steps is not None:
         options["max_steps"] = max_steps
-    return mw.MetaWorldConfig(
-        tasks=tuple(families), cameras=tuple(cameras), image_size=image_size, split=split, **options
-    )
-
-
-def _mt50_config(
-    *,
-    cameras: Sequence[str],
-    image_size: int,
-    split: str,
-    families: Sequence[str],
-    max_steps: int | None,
-    **options: Any,
-) -> mw.MetaWorldConfig:
-    if max_steps is not None:
-        options["max_steps"] = max_steps
-    return mw.mt50_config(
-        tasks=tuple(families), cameras=tuple(cameras), image_size=image_size, split=split, **options
-    )
+    return make(tasks=tuple(families), cameras=tuple(cameras), image_size=image_size, split=split, **options)
 
 
 def _env(config: mw.MetaWorldConfig) -> Any:
@@ -101,7 +86,7 @@ MT50_SPEC = EnvSpec(
     splits=("train",),  # MT50 trains and tests on the same tasks (at different positions)
     cameras=mw.DEFAULT_CAMERAS,
     families=mw.MT50_TASKS,
-    config=_mt50_config,
+    config=partial(_config, make=mw.mt50_config),
     env=_env,
     expert=_expert,
     schema=_schema,
