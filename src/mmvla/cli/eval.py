@@ -67,7 +67,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         default="canonical",
         metavar="SETS",
         help="comma-separated built-in wording sets: canonical, train, heldout (words training never "
-        "used); several sets run the same episodes each and are compared with the first (paired test)",
+        "used), heldout_fresh (a second such vocabulary), heldout_phrasing; several sets run the same "
+        "episodes each and are compared with the first (paired test)",
     )
     p.add_argument(
         "--shift",

@@ -14,6 +14,7 @@ from mmvla.sim.tabletop.wordings import (
     FUNCTION_WORDS,
     HELDOUT,
     HELDOUT_FILE,
+    HELDOUT_FRESH,
     TRAIN,
     content_words,
     generate_wording,
@@ -46,14 +47,29 @@ def test_heldout_file_shares_no_content_word_with_any_training_wording(train_set
     assert content_words(TRAIN).isdisjoint(content_words(HELDOUT))
 
 
+def test_fresh_heldout_vocabulary_shares_no_content_word_with_training_or_the_first_heldout(train_set):
+    """The second held-out set is unseen by training and by whoever tuned on the first one."""
+    fresh = wording_set("heldout_fresh", 8)
+    fresh_words = _words(w for ws in fresh.values() for w in ws) - FUNCTION_WORDS
+    train_words = _words(w for ws in train_set.values() for w in ws) - FUNCTION_WORDS
+    held_words = _words(w for ws in heldout_wordings().values() for w in ws) - FUNCTION_WORDS
+    assert fresh_words.isdisjoint(train_words), sorted(fresh_words & train_words)
+    assert fresh_words.isdisjoint(held_words), sorted(fresh_words & held_words)
+    assert content_words(HELDOUT_FRESH).isdisjoint(content_words(TRAIN) | content_words(HELDOUT))
+
+
 def test_canonical_words_are_training_words():
     canonical = _words(all_instructions("all")) - FUNCTION_WORDS
     assert canonical <= content_words(TRAIN)
 
 
-@pytest.mark.parametrize("vocabulary", ["train", "heldout"])
+@pytest.mark.parametrize("vocabulary", ["train", "heldout", "heldout_fresh"])
 def test_every_wording_parses_back_to_its_task_and_no_two_tasks_share_one(vocabulary, train_set):
-    sets = train_set if vocabulary == "train" else {k: list(v) for k, v in heldout_wordings().items()}
+    sets = {
+        "train": train_set,
+        "heldout": {k: list(v) for k, v in heldout_wordings().items()},
+        "heldout_fresh": wording_set("heldout_fresh", 8),
+    }[vocabulary]
     owner: dict[str, str] = {}
     for canonical, wordings in sets.items():
         assert len(wordings) >= 8
@@ -95,7 +111,7 @@ def test_generated_wordings_fit_the_environment_charset():
 
     rng = np.random.default_rng(0)
     for task in all_tasks("all")[::5]:
-        for vocabulary in ("train", "heldout"):
+        for vocabulary in ("train", "heldout", "heldout_fresh"):
             w = generate_wording(task, vocabulary, rng)
             assert len(w) <= INSTRUCTION_MAX_LENGTH
             assert set(w.lower()) <= set(INSTRUCTION_CHARSET), w

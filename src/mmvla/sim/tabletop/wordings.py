@@ -30,9 +30,8 @@ from importlib import resources
 
 import numpy as np
 
+from mmvla.core.keys import WORDING_SETS
 from mmvla.sim.tabletop.tasks import COLOURS, DIRECTIONS, SHAPES, TaskSpec, all_tasks, parse_instruction
-
-WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout", "heldout_phrasing")
 
 # Closed-class words shared by every wording: articles, pronouns, prepositions, auxiliaries, conjunctions.
 FUNCTION_WORDS: frozenset[str] = frozenset(
@@ -160,10 +159,40 @@ HELDOUT = Lexicon(
     fillers=("{x}", "{x}", "kindly {x}", "{x}, thanks", "could you {x} for me", "i need you to {x}"),
 )
 
+# A second held-out vocabulary, written before the lexical grounding (mmvla.modules.lexicon) was built
+# and never used to tune it: HELDOUT's words were seen while designing the grounding, these were not.
+# It shares no content word with TRAIN or HELDOUT.
+HELDOUT_FRESH = Lexicon(
+    pick=("snatch {np}", "seize {np}", "retrieve {np}", "elevate {np}", "pluck {np}", "{np}, snatch it"),
+    push=("propel {np} {dir}", "displace {np} {dir}", "bump {np} {dir}", "{np}, propel it {dir}"),
+    place=(
+        "position {np} on {base}",
+        "drop {np} onto {base}",
+        "situate {np} on {base}",
+        "{np}, drop it onto {base}",
+    ),
+    colours={
+        "red": ("maroon", "vermilion"),
+        "green": ("chartreuse", "mint"),
+        "blue": ("cerulean", "indigo"),
+        "yellow": ("amber", "saffron"),
+        "purple": ("mauve", "amethyst"),
+    },
+    shapes={"cube": ("cuboid", "crate"), "cylinder": ("column", "pipe"), "slab": ("board", "sheet")},
+    directions={"left": ("leftward", "to port"), "right": ("rightward", "to starboard")},
+    noun_phrases=("the {c} {s}", "a {c} {s}", "the {c} coloured {s}", "the {s} that looks {c}"),
+    fillers=("{x}", "{x}", "hey robot {x}", "{x} quickly", "do me a favour and {x}"),
+)
+
 # A diagnostic, not a held-out set: HELDOUT's verbs, fillers, directions and phrasings around TRAIN's
 # colour and shape words. Set beside "heldout", it separates unseen phrasing from unseen object words.
 HELDOUT_PHRASING = replace(HELDOUT, colours=TRAIN.colours, shapes=TRAIN.shapes)
-LEXICONS: dict[str, Lexicon] = {"train": TRAIN, "heldout": HELDOUT, "heldout_phrasing": HELDOUT_PHRASING}
+LEXICONS: dict[str, Lexicon] = {
+    "train": TRAIN,
+    "heldout": HELDOUT,
+    "heldout_phrasing": HELDOUT_PHRASING,
+    "heldout_fresh": HELDOUT_FRESH,
+}
 _SLOTS = ("pick", "push", "place", "noun_phrases", "fillers")
 
 
@@ -335,7 +364,8 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     "canonical": the instruction itself; "train": one of 32 training wordings; "heldout": one of the
     shipped held-out wordings; "heldout_phrasing": one of 8 wordings with held-out verbs, fillers,
     directions and phrasings but training colour and shape words (a diagnostic: which part of the
-    held-out set a policy cannot follow); chosen by the episode ``seed`` so every policy sees the same words.
+    held-out set a policy cannot follow); "heldout_fresh": one of 8 wordings of the second held-out
+    vocabulary (:data:`HELDOUT_FRESH`); chosen by the episode ``seed`` so every policy sees the same words.
     """
     if wordings not in WORDING_SETS:
         raise ValueError(f"unknown wording set {wordings!r}; expected one of {WORDING_SETS}")
@@ -431,6 +461,7 @@ __all__ = [
     "DIRECTIONS",
     "FUNCTION_WORDS",
     "HELDOUT",
+    "HELDOUT_FRESH",
     "SHAPES",
     "TRAIN",
     "WORDING_SETS",
