@@ -14,6 +14,7 @@ from mmvla.evaluation.evaluate import (
     read_rephrase_file,
 )
 from mmvla.evaluation.shifts import evaluate_shifts, format_shift_table, worst_axis
+from mmvla.modules.lexicon import LEXICONS
 from mmvla.policy.runtime import CHUNK_MODES
 from mmvla.sim.tabletop.shift import parse_axes, severity_value
 
@@ -102,6 +103,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "position, continue acting for at most --continue-steps steps, or hand over (stop the episode)",
     )
     p.add_argument("--continue-steps", type=int, default=8, help="N of --fallback continue (default 8)")
+    p.add_argument(
+        "--lexicon",
+        choices=LEXICONS,
+        help="how the local policy reads words training never showed it: wordnet (rewritten into the known "
+        "word WordNet relates them to) or none (read as given); default: the checkpoint's setting",
+    )
     p.add_argument("--quiet", action="store_true")
 
 
@@ -130,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         failure_start=_int_pair(args.failure_start, "--failure-start"),
         fallback=args.fallback,
         continue_steps=args.continue_steps,
+        lexicon=args.lexicon,
     )
     if args.shift:
         if not args.checkpoint:

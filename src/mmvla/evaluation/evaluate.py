@@ -33,6 +33,7 @@ from mmvla.core.pool import imap
 from mmvla.core.stats import mcnemar_exact, wilson_interval
 from mmvla.evaluation.controls import blank_cameras, swap_target, without_camera_fallback, wrong_instruction
 from mmvla.evaluation.video import write_episode_gif
+from mmvla.modules.lexicon import LEXICONS
 from mmvla.policy import VLAPolicy
 from mmvla.policy.checkpoint import checkpoint_id, load_config
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
@@ -79,6 +80,8 @@ class EvalConfig:
             on for at most ``continue_steps`` failed steps, then hold) or "handover" (stop the episode);
             None: the checkpoint's default ("hold"). A server's is set by ``mmvla serve``.
         continue_steps: N of the "continue" fallback.
+        lexicon: how the local policy reads words training never showed it: "wordnet" (grounded through
+            WordNet, :mod:`mmvla.modules.lexicon`) or "none"; None: the checkpoint's own setting.
     """
 
     episodes: int = 100
@@ -100,8 +103,13 @@ class EvalConfig:
     failure_start: tuple[int, int] = DEFAULT_START_RANGE
     fallback: str | None = None
     continue_steps: int = 8
+    lexicon: str | None = None
 
     def __post_init__(self) -> None:
+        if self.lexicon is not None and self.lexicon not in LEXICONS:
+            raise ValueError(f"EvalConfig.lexicon must be one of {LEXICONS} or None, got {self.lexicon!r}")
+        if self.lexicon is not None and self.server is not None:
+            raise ValueError("EvalConfig.lexicon applies to a local checkpoint, not a policy server")
         self.failure_start = (int(self.failure_start[0]), int(self.failure_start[1]))
         if self.camera_failure is not None:
             if self.camera_failure not in CAMERA_FAILURES:
@@ -224,6 +232,9 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
         if failure is not None and failure.camera not in pcfg.cameras:
             raise ValueError(f"camera failure of {failure.camera!r}: the policy reads {tuple(pcfg.cameras)}")
         env = wrapped
+    lexicon = opts.get("lexicon")
+    if lexicon is not None and lexicon != policy.lexicon:
+        policy.set_lexicon(lexicon)
     fallback = opts.get("fallback")
     if fallback is not None:  # the local policy's safety layer with this episode's fallback
         base = policy.safety.config if getattr(policy, "safety", None) is not None else SafetyConfig()
@@ -325,6 +336,7 @@ def _jobs(
         "env_name": cfg.env,
         "camera_failure": cfg.failure(),
         "fallback": None if cfg.fallback is None else (cfg.fallback, cfg.continue_steps),
+        "lexicon": cfg.lexicon,
     }
     for split in cfg.splits:
         for i in range(cfg.episodes):

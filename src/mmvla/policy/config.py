@@ -9,6 +9,7 @@ from typing import Any
 
 from mmvla.modules.fusion import FusionConfig, available_fusions
 from mmvla.modules.heads import HeadConfig
+from mmvla.modules.lexicon import LEXICONS
 
 CONFIG_VERSION = 1
 
@@ -42,6 +43,11 @@ class PolicyConfig:
             ``observation.environment_state`` (tabletop: the named object's position) from the pooled
             fused feature: training-time supervision for grounding; the policy never reads it when acting.
         env_state_dim: width E of that state (filled from the dataset when the loss is on).
+        lexicon: ``"wordnet"``: every instruction word outside ``vocabulary`` is rewritten into the known
+            word WordNet relates it to before the language encoder reads it ("fetch the cobalt drum" ->
+            "take the blue cylinder"; :mod:`mmvla.modules.lexicon`); ``"none"``: words are read as given.
+        vocabulary: the words training showed the policy (filled by the trainer from the instructions
+            and the wording pool); empty: derived from ``instructions`` and their training wordings.
     """
 
     cameras: tuple[str, ...] = ("front", "wrist")
@@ -63,10 +69,15 @@ class PolicyConfig:
     action_norm: str = "mean_std"
     aux_state_weight: float = 0.0
     env_state_dim: int = 0
+    lexicon: str = "none"
+    vocabulary: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         self.cameras = tuple(self.cameras)
         self.instructions = tuple(self.instructions)
+        self.vocabulary = tuple(self.vocabulary)
+        if self.lexicon not in LEXICONS:
+            raise ValueError(f"PolicyConfig.lexicon must be one of {LEXICONS}, got {self.lexicon!r}")
         if not self.cameras or len(set(self.cameras)) != len(self.cameras):
             raise ValueError(f"PolicyConfig.cameras must be non-empty and unique, got {self.cameras}")
         if self.image_size < 16:

@@ -41,6 +41,7 @@ from mmvla.modules.language import (
     build_language_encoder,
     normalize_instruction,
 )
+from mmvla.modules.lexicon import LEXICONS, LexicalGrounding
 from mmvla.modules.memory import MemoryConfig, TemporalMemory
 from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
@@ -51,6 +52,7 @@ from mmvla.policy.observation import observation_to_batch, validate_observation
 from mmvla.policy.protocol import Policy
 from mmvla.policy.runtime import ActionChunker
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
+from mmvla.sim.tabletop.wordings import TRAIN_PER_TASK, training_vocabulary
 
 
 def _build_dataclass(cls: Any, options: Mapping[str, Any], **forced: Any) -> Any:
@@ -110,6 +112,24 @@ class VLAPolicy(nn.Module):
         self.chunk_mode = "ensemble"  # run-time chunk use: "ensemble" or "execute" (see ActionChunker)
         # Run-time safety layer of act() (validation, hold-position fallback, clamps); None switches it off.
         self.safety: SafetyMonitor | None = SafetyMonitor(SafetyConfig())
+        # Run-time reading of words training never showed (PolicyConfig.lexicon; set_lexicon switches it).
+        self.grounding: LexicalGrounding | None = None
+        self.set_lexicon(cfg.lexicon)
+
+    def set_lexicon(self, lexicon: str) -> None:
+        """How instructions are read: "wordnet" rewrites each word outside the training vocabulary into the
+        known word WordNet relates it to (:mod:`mmvla.modules.lexicon`); "none" reads words as given."""
+        if lexicon not in LEXICONS:
+            raise ValueError(f"unknown lexicon {lexicon!r}; expected one of {LEXICONS}")
+        vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
+        self.grounding = LexicalGrounding(vocabulary) if lexicon == "wordnet" else None
+        self.lexicon = lexicon
+
+    def read_instructions(self, instructions: Sequence[str]) -> list[str]:
+        """What the language encoder reads: normalised text (case, punctuation, spacing), unseen words
+        grounded when a lexicon is on. ``"Fetch the cobalt drum."`` -> ``"take the blue cylinder"``."""
+        texts = [normalize_instruction(t) for t in instructions]
+        return texts if self.grounding is None else [self.grounding.rewrite(t) for t in texts]
 
     # ---------------------------------------------------------------- encoding
     def encode(
@@ -136,7 +156,7 @@ class VLAPolicy(nn.Module):
         B, C = x.shape[:2]
         x = x.float() / 255.0 if not torch.is_floating_point(x) else x.float()
         # Case, punctuation and spacing never change what an instruction means ("Pick up the red cube.").
-        lang = self.language([normalize_instruction(t) for t in instructions])
+        lang = self.language(self.read_instructions(instructions))
         # The sentence summary first, then the word tokens; the summary is valid when any word is.
         lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
         lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)

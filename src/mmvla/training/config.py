@@ -14,6 +14,7 @@ from mmvla.core.io import read_json
 from mmvla.core.keys import CAMERA_FAILURES
 from mmvla.data.dataset import STORAGE_MODES
 from mmvla.policy import PolicyConfig
+from mmvla.sim.tabletop.wordings import TRAIN_PER_TASK
 
 CONFIG_SECTIONS = ("policy", "train")
 TRAIN_CAMERA_FAILURES = ("none", *CAMERA_FAILURES, "both")
@@ -75,7 +76,7 @@ class TrainConfig:
     threads: int = 0
     device: str = "auto"
     wording_augment: float = 0.0
-    wordings_per_task: int = 32
+    wordings_per_task: int = TRAIN_PER_TASK
     camera_failure: str = "none"
     camera_failure_prob: float = 0.5
     camera_failure_camera: str = "front"

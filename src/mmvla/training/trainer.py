@@ -16,6 +16,7 @@ with the same weights as an uninterrupted one.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import math
 import os
@@ -43,7 +44,7 @@ from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.checkpoint import load_state_strict, write_policy_files
 from mmvla.policy.init import init_from_directory
 from mmvla.policy.normalize import Normalizer
-from mmvla.sim.tabletop.wordings import wordings_for
+from mmvla.sim.tabletop.wordings import training_vocabulary, wordings_for
 from mmvla.training.config import TrainConfig
 from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
 
@@ -320,6 +321,10 @@ def train(
         cache_dir=train_cfg.data_cache_dir or None,
     )
     policy_cfg = _fit_to_dataset(policy_cfg, dataset)
+    if not policy_cfg.vocabulary:  # the words training shows (lexical grounding rewrites any other)
+        per_task = train_cfg.wordings_per_task if train_cfg.wording_augment > 0 else 1
+        vocabulary = training_vocabulary(policy_cfg.instructions, per_task)
+        policy_cfg = dataclasses.replace(policy_cfg, vocabulary=vocabulary)
     torch.manual_seed(train_cfg.seed)  # identical initial weights on every rank
     policy = VLAPolicy(policy_cfg, dataset_normalizer(dataset, policy_cfg)).to(device)
     initialised = 0

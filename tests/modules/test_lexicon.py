@@ -1,0 +1,116 @@
+"""Lexical grounding: unseen words rewritten into known ones by WordNet's own relations."""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import string
+
+import pytest
+
+from mmvla.modules.language import normalize_instruction
+from mmvla.modules.lexicon import STOP_WORDS, LexicalGrounding, one_edit, wordnet
+from mmvla.sim.tabletop import wordings as W
+from mmvla.sim.tabletop.wordings import heldout_wordings, parse_wording, wording_set
+
+
+@pytest.fixture(scope="module")
+def train_pool():
+    return wording_set("train", W.TRAIN_PER_TASK)
+
+
+@pytest.fixture(scope="module")
+def grounding(train_pool):
+    return LexicalGrounding([w for ws in train_pool.values() for w in ws])
+
+
+def _edit_distance(a: str, b: str) -> int:
+    """Optimal-string-alignment distance (insert, delete, substitute, adjacent swap), plain DP."""
+    d = [[0] * (len(b) + 1) for _ in range(len(a) + 1)]
+    for i in range(len(a) + 1):
+        d[i][0] = i
+    for j in range(len(b) + 1):
+        d[0][j] = j
+    for i in range(1, len(a) + 1):
+        for j in range(1, len(b) + 1):
+            d[i][j] = min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + (a[i - 1] != b[j - 1]))
+            if i > 1 and j > 1 and a[i - 1] == b[j - 2] and a[i - 2] == b[j - 1]:
+                d[i][j] = min(d[i][j], d[i - 2][j - 2] + 1)
+    return d[len(a)][len(b)]
+
+
+def test_one_edit_is_exactly_the_strings_at_distance_one():
+    word = "cube"
+    edits = one_edit(word)
+    for n in (3, 4, 5):  # every string of length 3..5 over a small alphabet, against the DP distance
+        alphabet = "bceu" + "x"
+        for chars in itertools.product(alphabet, repeat=n):
+            s = "".join(chars)
+            assert (s in edits) == (_edit_distance(s, word) == 1), s
+    assert all(set(e) <= set(string.ascii_lowercase) for e in edits)
+
+
+def test_known_words_and_training_wordings_pass_through_unchanged(grounding, train_pool):
+    for ws in list(train_pool.values())[::5]:
+        for w in ws:
+            text = normalize_instruction(w)
+            assert grounding.rewrite(text) == text or any(
+                word not in grounding.known for word in text.split()
+            ), text
+    for word in sorted(grounding.known)[:50]:
+        assert grounding.ground(word) is None
+    assert all(grounding.ground(w) is None for w in STOP_WORDS)
+
+
+def test_rewrites_follow_wordnet_relations(grounding):
+    wn = wordnet()
+    # "nudge" is a kind of push (its first verb sense's hypernym is push.v.01)
+    assert any("push" in h.lemma_names() for s in wn.synsets("nudge", "v")[:1] for h in s.hypernyms())
+    assert grounding.ground("nudge") == "push"
+    # "dice" is a die, a kind of cube
+    assert grounding.ground("dice") == "cube"
+    # "lay" shares put.v.01 with "place", "put" and "set": the rewrite is one of them
+    assert grounding.ground("lay") in {k for k in ("place", "put", "set") if k in grounding.known}
+    # a word with no relation to any known word stays as it is
+    assert grounding.ground("thanks") is None and grounding.rewrite("thanks") == "thanks"
+    # every reported rewrite has evidence at or above the threshold
+    for word in ("nudge", "dice", "lay", "hoist", "jade"):
+        best = grounding.explain(word)[0]
+        assert best[0] == grounding.ground(word) and best[1] >= grounding.min_score
+
+
+def test_misspellings_and_derived_forms_reach_the_known_word(grounding):
+    typos = [t for t in ("cylindar", "cylinxer", "cylinderr") if t not in grounding.known]
+    assert typos and all(grounding.ground(t) == "cylinder" for t in typos)  # one edit from a known word
+    assert grounding.ground("cubes") == "cube"  # inflection
+    assert grounding.ground("leftwards") == "left"  # derivation
+    assert grounding.ground("reddish") == "red"
+
+
+def test_grounding_makes_heldout_wordings_readable_with_training_words(grounding, monkeypatch):
+    """Parsed with the training lexicon alone (what a policy learned), held-out wordings are unreadable
+    as given and a large share becomes readable once grounded; training-vocabulary phrasings stay."""
+    every = {
+        "heldout": {k: list(v) for k, v in heldout_wordings().items()},
+        "phrasing": wording_set("heldout_phrasing", 4),
+    }
+    monkeypatch.setattr(W, "LEXICONS", {"train": W.TRAIN})
+    W._phrase_table.cache_clear()
+    try:
+        rates = {}
+        for name, sets in every.items():
+            for ground in (False, True):
+                ok = total = 0
+                for canonical, ws in list(sets.items())[::3]:
+                    for w in ws:
+                        text = normalize_instruction(w)
+                        text = grounding.rewrite(text) if ground else text
+                        with contextlib.suppress(ValueError):  # unparsable: not its task
+                            ok += parse_wording(text).instruction == canonical
+                        total += 1
+                rates[name, ground] = ok / total
+    finally:
+        W._phrase_table.cache_clear()
+    assert rates["heldout", False] < 0.02
+    assert rates["heldout", True] > 0.25, rates
+    assert rates["phrasing", True] >= rates["phrasing", False] - 0.02, rates
