@@ -33,7 +33,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--families",
         type=csv_list,
         default=None,
-        help="task families; default pick,push (tabletop), every task of the suite (metaworld-mt10/-mt50)",
+        help="task families; default pick,push,place (tabletop), every task of the suite (metaworld-mt10/-mt50)",
     )
     p.add_argument("--noise", type=float, default=None, help="expert action noise std (default 0.1)")
     p.add_argument(

@@ -17,7 +17,16 @@ IMAGE_PREFIX = "observation.images."
 ROBOT_TYPE = "mmvla_tabletop"
 STATE_NAMES: tuple[str, ...] = ("x", "y", "z", "yaw", "gripper")
 ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
-TABLETOP_ENV_STATE: tuple[str, ...] = ("target_dx", "target_dy", "target_dz", "grasp_cos", "grasp_sin")
+TABLETOP_ENV_STATE: tuple[str, ...] = (
+    "target_dx",
+    "target_dy",
+    "target_dz",
+    "grasp_cos",
+    "grasp_sin",
+    "goal_dx",
+    "goal_dy",
+    "goal_dz",
+)
 METAWORLD_ENV_STATE: tuple[str, ...] = (
     "object_dx",
     "object_dy",

@@ -55,7 +55,7 @@ class CollectConfig:
     split: str = "train"
     image_size: int = 64
     cameras: tuple[str, ...] = ("front", "wrist")
-    families: tuple[str, ...] = ("pick", "push")
+    families: tuple[str, ...] = ("pick", "push", "place")
     noise_std: float = DEFAULT_NOISE_STD
     compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     env: str = "tabletop"  # a name in mmvla.sim.registry.ENV_NAMES

@@ -350,7 +350,7 @@ def attention_maps_for_checkpoint(
         cameras=cfg.cameras,
         image_size=cfg.image_size,
         split="all",
-        families=tuple(f for f in FAMILIES if f in families) or ("pick", "push"),
+        families=tuple(f for f in FAMILIES if f in families) or ("pick", "push", "place"),
     )
     try:
         obs, _ = env.reset(seed=seed, options={"instruction": instruction} if instruction else None)

@@ -71,7 +71,7 @@ def default_cameras(name: str) -> tuple[str, ...]:
 
 
 def default_families(name: str) -> tuple[str, ...]:
-    """Task families (Meta-World: tasks) drawn when none are named: tabletop pick + push, all of MT10 or MT50."""
+    """Task families (Meta-World: tasks) drawn when none are named: tabletop pick, push and place, all of MT10 or MT50."""
     return get_spec(name).families
 
 

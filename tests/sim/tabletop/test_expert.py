@@ -151,14 +151,16 @@ def test_environment_state_is_the_target_offset_and_grasp_alignment():
     for seed in range(6):
         obs, info = env.reset(seed=seed)
         state = environment_state("tabletop", env)
-        assert state is not None and state.shape == (5,) and state.dtype == np.float32
+        assert state is not None and state.shape == (8,) and state.dtype == np.float32
         target = env.target
         assert target is not None
         want = env.object_position(target) - env.ee_state()[:3]
         np.testing.assert_allclose(state[:3], want, atol=1e-6)
         relative = env.hand_rotation().T @ env.object_rotation(target)  # object in the hand frame
         angle = order[target.shape] * math.atan2(relative[1, 0], relative[0, 0])
-        np.testing.assert_allclose(state[3:], [math.cos(angle), math.sin(angle)], atol=1e-4)
+        np.testing.assert_allclose(state[3:5], [math.cos(angle), math.sin(angle)], atol=1e-4)
+        lift = env.object_position(target) + np.array([0.0, 0.0, 0.05]) - env.ee_state()[:3]
+        np.testing.assert_allclose(state[5:], lift, atol=1e-6)  # pick: 5 cm above the start
         expert.reset(seed=seed)
         done = False
         while not done:
@@ -167,4 +169,35 @@ def test_environment_state_is_the_target_offset_and_grasp_alignment():
         assert info["success"]
         final = environment_state("tabletop", env)
         assert final is not None and np.linalg.norm(final[:3]) < 0.02 and final[3] > 0.95
+    env.close()
+
+
+@pytest.mark.parametrize("family", ["push", "place"])
+def test_environment_state_goal_is_where_success_puts_the_target(family):
+    """At the expert's successful last step the target's centre sits at the goal the state named (the
+    simulator's own positions): pushed its distance (within the slack success allows), or on the base."""
+    from mmvla.sim.registry import environment_state
+
+    env = TabletopEnv(cameras=(), families=(family,))
+    expert = ScriptedExpert(env, noise_std=0.0, seed=0)
+    for seed in range(4):
+        obs, info = env.reset(seed=seed)
+        first = environment_state("tabletop", env)
+        if family == "place":  # the goal is on the base: the base's centre plus both half heights
+            base, target = env.base, env.target
+            want = env.object_position(base) + np.array([0, 0, base.half_extents[2] + target.half_extents[2]])
+            np.testing.assert_allclose(first[5:], want - env.ee_state()[:3], atol=1e-6)
+        expert.reset(seed=seed)
+        done = False
+        while not done:
+            obs, _, terminated, truncated, info = env.step(expert.act(obs))
+            done = terminated or truncated
+        assert info["success"]
+        final = environment_state("tabletop", env)
+        offset = final[5:] - final[:3]  # goal minus the target's centre, both relative to the hand
+        if family == "place":
+            assert np.linalg.norm(offset[:2]) <= 0.025 and abs(offset[2]) <= 0.01
+        else:  # pushed at least the distance: the goal is at or behind the target along the push
+            sign = 1.0 if env.task.direction == "right" else -1.0
+            assert sign * offset[0] <= 1e-6 and abs(offset[2]) < 0.01
     env.close()

@@ -39,7 +39,7 @@ class TabletopConfig:
     cameras: tuple[str, ...] = ("front", "wrist")
     image_size: int = 64
     split: str = "train"
-    families: tuple[str, ...] = ("pick", "push")
+    families: tuple[str, ...] = ("pick", "push", "place")
     num_objects: int | tuple[int, int] = (3, 5)
     max_steps: int | None = None
     max_delta_pos: float = 0.02

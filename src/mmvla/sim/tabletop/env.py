@@ -623,6 +623,23 @@ class TabletopEnv(gym.Env[dict[str, Any], np.ndarray]):
             and not any(self.finger_contacts(target))
         )
 
+    def goal_position(self) -> np.ndarray:
+        """(3,) world position (m) the target's centre must reach for success: pick, ``LIFT_HEIGHT`` above
+        its start; push, ``PUSH_DISTANCE`` from its start in the named direction; place, resting centred
+        on the base (the base's centre raised by both half heights)."""
+        task, target = self.task, self.target
+        assert task is not None and target is not None
+        start = self.initial_positions[0]
+        if task.family == "pick":
+            return start + np.array([0.0, 0.0, LIFT_HEIGHT])
+        if task.family == "push":
+            sign = 1.0 if task.direction == "right" else -1.0
+            return start + np.array([sign * PUSH_DISTANCE, 0.0, 0.0])
+        base = self.base
+        assert base is not None
+        bpos = self.data.xpos[base.body_id]
+        return bpos + np.array([0.0, 0.0, base.half_extents[2] + target.half_extents[2]])
+
     def finger_contacts(self, obj: SceneObject) -> tuple[bool, bool]:
         """Whether each finger (left, right) touches ``obj`` at all."""
         d = self.data

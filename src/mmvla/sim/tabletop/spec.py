@@ -53,10 +53,12 @@ def _schema(config: TabletopConfig) -> DatasetSchema:
 
 
 def environment_state(env: Any) -> np.ndarray:
-    """float32 (5,): the named object's centre relative to the grasp point (metres, world axes), then its
+    """float32 (8,): the named object's centre relative to the grasp point (metres, world axes), then its
     yaw relative to the hand's as (cos, sin) of ``period_factor * (object_yaw - hand_yaw)`` with the factor
     4 for cubes and 2 for slabs (their footprints' symmetry), so every grasp the shape allows maps to
-    (1, 0) and the target is continuous in both yaws; cylinders are always (1, 0).
+    (1, 0) and the target is continuous in both yaws; cylinders are always (1, 0); then where the object
+    must end (``TabletopEnv.goal_position``: lifted, pushed, or resting on the place base) relative to
+    the grasp point, so a place policy is asked to find the second named object too.
 
     Relative, not absolute: the grasp point and yaw are in the proprioceptive state, so an absolute
     target would let a network answer "where the hand is" (the expert's hand sits on the target in most
@@ -68,7 +70,10 @@ def environment_state(env: Any) -> np.ndarray:
     ee = sim.ee_state()
     period = scene.SHAPE_YAW_PERIOD[target.shape]
     rel = (2 * np.pi / period) * (sim.object_yaw(target) - ee[3]) if period else 0.0
-    return np.asarray([*(sim.object_position(target) - ee[:3]), np.cos(rel), np.sin(rel)], dtype=np.float32)
+    goal = sim.goal_position() - ee[:3]
+    return np.asarray(
+        [*(sim.object_position(target) - ee[:3]), np.cos(rel), np.sin(rel), *goal], dtype=np.float32
+    )
 
 
 SPEC = EnvSpec(
@@ -76,7 +81,7 @@ SPEC = EnvSpec(
     gym_id=ENV_ID,
     splits=SPLITS,
     cameras=("front", "wrist"),
-    families=("pick", "push"),
+    families=("pick", "push", "place"),
     config=_config,
     env=_env,
     expert=_expert,
