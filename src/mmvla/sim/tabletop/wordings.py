@@ -321,9 +321,25 @@ def wording_set(
     return {t.instruction: wordings_for(t.instruction, vocabulary, n, seed) for t in all_tasks("all", fams)}
 
 
+def training_vocabulary(instructions: Sequence[str], per_task: int = 1) -> tuple[str, ...]:
+    """Sorted words of ``instructions`` and of ``per_task`` training wordings of each (:func:`wordings_for`);
+    an instruction the wording model does not know (Meta-World's) gives its own words only."""
+    words: set[str] = set()
+    for text in instructions:
+        words.update(split_plain(text))
+        try:
+            pool = wordings_for(text, "train", per_task) if per_task > 1 else []
+        except ValueError:
+            pool = []
+        for w in pool:
+            words.update(split_plain(w))
+    return tuple(sorted(words))
+
+
 # --------------------------------------------------------------------------------------- shipped set
 HELDOUT_FILE = "heldout_wordings.tsv"
 HELDOUT_PER_TASK = 8
+TRAIN_PER_TASK = 32  # training wordings per task (TrainConfig.wordings_per_task's default)
 
 
 @cache
@@ -355,7 +371,9 @@ def heldout_file_text(seed: int = 0) -> str:
 
 @cache
 def _episode_pool(canonical: str, wordings: str) -> tuple[str, ...]:
-    return tuple(wordings_for(canonical, wordings, 32 if wordings == "train" else HELDOUT_PER_TASK))
+    return tuple(
+        wordings_for(canonical, wordings, TRAIN_PER_TASK if wordings == "train" else HELDOUT_PER_TASK)
+    )
 
 
 def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
@@ -464,12 +482,14 @@ __all__ = [
     "HELDOUT_FRESH",
     "SHAPES",
     "TRAIN",
+    "TRAIN_PER_TASK",
     "WORDING_SETS",
     "Lexicon",
     "content_words",
     "generate_wording",
     "heldout_wordings",
     "parse_wording",
+    "training_vocabulary",
     "wording_for_episode",
     "wording_set",
     "wordings_for",
