@@ -292,3 +292,38 @@ def test_minilm_attention_pool_matches_a_float64_loop_and_ignores_padding() -> N
 def test_minilm_pool_is_validated() -> None:
     with pytest.raises(ValueError, match="minilm_pool"):
         LanguageConfig(kind="minilm", minilm_pool="max")
+
+
+@needs_minilm
+def test_minilm_segments_match_a_float64_loop_over_the_model_s_own_hidden_states() -> None:
+    torch.manual_seed(0)
+    enc = build_language_encoder(
+        LanguageConfig(kind="minilm", dim=16, minilm_tokens=False, minilm_segments=3)
+    )
+    a, b = "put the blue cylinder on the purple cube", "put the purple cube on the blue cylinder"
+    out = enc([a, b])
+    # zero-initialised: a new encoder's pooled vector is the projected sentence embedding alone
+    torch.testing.assert_close(out.pooled, enc.proj(enc.sentence_embeddings([a, b])), atol=1e-6, rtol=0)
+    torch.nn.init.normal_(enc.segment_proj.weight)
+    out = enc([a, b])
+    tok = enc.hf_tokenizer([a, b], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        hidden = enc.model(**tok).last_hidden_state.double()  # (2, T, 384), recomputed here
+        for row, text in enumerate((a, b)):
+            n = int(tok["attention_mask"][row].sum())
+            words = hidden[row, 1 : n - 1]  # between [CLS] and [SEP]
+            n_words = len(words)  # tensor_split: the first n % 3 runs are one longer
+            bounds = [i * (n_words // 3) + min(i, n_words % 3) for i in range(4)]
+            runs = [words[bounds[i] : bounds[i + 1]].mean(0) for i in range(3)]
+            seg = torch.cat(runs) @ enc.segment_proj.weight.double().T + enc.segment_proj.bias.double()
+            sent = enc._cache[text][0].double() @ enc.proj.weight.double().T + enc.proj.bias.double()
+            torch.testing.assert_close(out.pooled[row].double(), sent + seg, atol=1e-4, rtol=0)
+    # the segments tell the swapped roles apart far better than the sentence mean does
+    means = enc.segment_means([a, b])
+    sents = enc.sentence_embeddings([a, b])
+    assert (
+        torch.cosine_similarity(means[0], means[1], dim=0)
+        < torch.cosine_similarity(sents[0], sents[1], dim=0) - 0.05
+    )
+    with pytest.raises(ValueError, match="minilm_segments"):
+        LanguageConfig(kind="minilm", minilm_segments=-1)

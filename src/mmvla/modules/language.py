@@ -175,6 +175,11 @@ class LanguageConfig:
         minilm_pool: ``"minilm"``'s pooled vector: ``"mean"`` = the projected sentence embedding;
             ``"attention"`` adds ``num_heads`` learned queries attending over the projected token states
             (so the summary can pick out the words that name the object, not the sentence's overall gist).
+        minilm_segments: ``"minilm"``: K > 0 adds to the pooled vector a learned projection of K
+            position segments' mean hidden states (the wordpieces between [CLS] and [SEP] cut into K
+            contiguous runs). A mean over the whole sentence barely tells "put the blue cylinder on the
+            purple cube" from "put the purple cube on the blue cylinder" (cosine 0.994); the segments
+            keep which object was named first. 0: the sentence embedding alone.
     """
 
     kind: str = "lstm"
@@ -190,8 +195,11 @@ class LanguageConfig:
     minilm_path: str | None = None
     minilm_tokens: bool = True
     minilm_pool: str = "mean"
+    minilm_segments: int = 0
 
     def __post_init__(self) -> None:
+        if not 0 <= self.minilm_segments <= 8:
+            raise ValueError(f"LanguageConfig: minilm_segments must be in [0, 8], got {self.minilm_segments}")
         if self.minilm_pool not in ("mean", "attention"):
             raise ValueError(
                 f"LanguageConfig: minilm_pool must be 'mean' or 'attention', got {self.minilm_pool!r}"
@@ -360,6 +368,10 @@ class MiniLMTextEncoder(LanguageEncoder):
         self._model = [AutoModel.from_pretrained(path, local_files_only=True).eval().requires_grad_(False)]
         self.hidden_size = int(self._model[0].config.hidden_size)
         self.proj = nn.Linear(self.hidden_size, cfg.dim)
+        if cfg.minilm_segments:
+            self.segment_proj = nn.Linear(cfg.minilm_segments * self.hidden_size, cfg.dim)
+            nn.init.zeros_(self.segment_proj.weight)  # starts as the sentence embedding alone
+            nn.init.zeros_(self.segment_proj.bias)
         if cfg.minilm_pool == "attention":
             self.pool_queries = nn.Parameter(torch.randn(cfg.num_heads, cfg.dim) * cfg.dim**-0.5)  # (Q, D)
             self.pool_out = nn.Linear(cfg.num_heads * cfg.dim, cfg.dim)
@@ -401,6 +413,8 @@ class MiniLMTextEncoder(LanguageEncoder):
         dev = self.proj.weight.device
         sent = self.sentence_embeddings(texts).to(dev)  # (B, H)
         pooled = self.proj(sent)  # (B, D)
+        if self.cfg.minilm_segments:
+            pooled = pooled + self.segment_proj(self.segment_means(texts).to(dev))
         attend = self.cfg.minilm_pool == "attention"
         if not self.cfg.minilm_tokens and not attend:
             mask = torch.ones(len(texts), 1, dtype=torch.bool, device=dev)
@@ -420,6 +434,18 @@ class MiniLMTextEncoder(LanguageEncoder):
             one = torch.ones(len(texts), 1, dtype=torch.bool, device=dev)
             return LanguageOutput(tokens=pooled[:, None], mask=one, pooled=pooled)
         return LanguageOutput(tokens=tokens, mask=mask, pooled=pooled)
+
+    def segment_means(self, texts: Sequence[str]) -> Tensor:
+        """(B, K·384): each text's wordpieces between [CLS] and [SEP] cut into K contiguous runs (as equal
+        as the length allows), the mean frozen hidden state of each run, concatenated (an empty run: 0).
+        The texts must be cached (:meth:`sentence_embeddings` first)."""
+        k = self.cfg.minilm_segments
+        rows = []
+        for t in texts:
+            words = self._cache[t][1][1:-1]  # (T - 2, H) without [CLS] and [SEP]
+            runs = torch.tensor_split(words, k) if len(words) else [words] * k
+            rows.append(torch.cat([r.mean(0) if len(r) else words.new_zeros(self.hidden_size) for r in runs]))
+        return torch.stack(rows)
 
     def attention_pool(self, tokens: Tensor, mask: Tensor) -> Tensor:
         """Learned-query attention over token states: (B, T, D) tokens, (B, T) keep-mask -> (B, D).
