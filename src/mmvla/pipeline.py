@@ -201,7 +201,7 @@ def evaluate_step(
     controls: int,
     *,
     workers: int = 1,
-    wordings: Sequence[str] = ("canonical", "heldout"),
+    wordings: Sequence[str] = ("canonical", "heldout", "heldout_fresh"),
     video_episodes: int = 3,
     progress: bool = False,
     log: Log = print,
@@ -237,8 +237,8 @@ def write_summary(
     controls: Mapping[str, Mapping[str, float]],
     timings: Mapping[str, float],
 ) -> Path:
-    """``summary.json`` (read by the report): design, steps, success per split (canonical and held-out
-    wordings), each control's success per split, and the stage timings in seconds; returns its path."""
+    """``summary.json`` (read by the report): design, steps, success per split (canonical and both held-out
+    wording sets), each control's success per split, and the stage timings in seconds; returns its path."""
     path = RunPaths(run_dir).summary
     atomic_write_json(
         path,
@@ -248,8 +248,10 @@ def write_summary(
             "steps": steps,
             **{f"success_{k}": round(v, 3) for k, v in metrics["success"].items()},
             **{
-                f"success_heldout_wordings_{k}": round(v, 3)
-                for k, v in metrics["wordings"]["heldout"]["success"].items()
+                f"success_{name}_wordings_{k}": round(v, 3)
+                for name in ("heldout", "heldout_fresh")
+                if name in metrics["wordings"]
+                for k, v in metrics["wordings"][name]["success"].items()
             },
             **{
                 f"control_{control}_{k}": round(v, 3)

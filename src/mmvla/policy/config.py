@@ -44,8 +44,8 @@ class PolicyConfig:
             fused feature: training-time supervision for grounding; the policy never reads it when acting.
         env_state_dim: width E of that state (filled from the dataset when the loss is on).
         lexicon: ``"wordnet"``: every instruction word outside ``vocabulary`` is rewritten into the known
-            word WordNet relates it to before the language encoder reads it ("fetch the cobalt drum" ->
-            "take the blue cylinder"; :mod:`mmvla.modules.lexicon`); ``"none"``: words are read as given.
+            word WordNet relates it to before the language encoder reads it ("nudge the cobalt drum" ->
+            "push the blue cylinder"; :mod:`mmvla.modules.lexicon`); ``"none"``: words are read as given.
         vocabulary: the words training showed the policy (filled by the trainer from the instructions
             and the wording pool); empty: derived from ``instructions`` and their training wordings.
     """

@@ -127,7 +127,7 @@ class VLAPolicy(nn.Module):
 
     def read_instructions(self, instructions: Sequence[str]) -> list[str]:
         """What the language encoder reads: normalised text (case, punctuation, spacing), unseen words
-        grounded when a lexicon is on. ``"Fetch the cobalt drum."`` -> ``"take the blue cylinder"``."""
+        grounded when a lexicon is on. ``"Nudge the cobalt drum!"`` -> ``"push the blue cylinder"``."""
         texts = [normalize_instruction(t) for t in instructions]
         return texts if self.grounding is None else [self.grounding.rewrite(t) for t in texts]
 

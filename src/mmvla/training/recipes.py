@@ -46,7 +46,9 @@ def demo_configs(steps: int = 8000, seed: int = 0) -> tuple[PolicyConfig, TrainC
     Channels 16-32-64 train at 1,067 samples/s against 630 for 32-64-64, with the same loss curve over
     the first 1,500 steps. What makes it follow instructions worded in other ways than the 36 canonical
     ones: wording augmentation (3 of 4 samples carry one of 32 training wordings of their task;
-    benchmarks/language.py, docs/guide/language-robustness.md).
+    benchmarks/language.py, docs/guide/language-robustness.md). What lets it read words no training
+    wording has: lexical grounding through WordNet ("nudge the cobalt drum" is read as "push the blue
+    cylinder"; :mod:`mmvla.modules.lexicon`, benchmarks/lexicon.py).
     """
     policy = PolicyConfig(
         cameras=("front", "wrist"),
@@ -59,6 +61,7 @@ def demo_configs(steps: int = 8000, seed: int = 0) -> tuple[PolicyConfig, TrainC
         head={"kind": "regression", "chunk_size": 4, "loss": "l1"},
         camera_dropout=0.1,
         aux_state_weight=1.0,
+        lexicon="wordnet",
     )
     train = TrainConfig(
         steps=steps,
