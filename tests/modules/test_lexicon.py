@@ -114,3 +114,14 @@ def test_grounding_makes_heldout_wordings_readable_with_training_words(grounding
     assert rates["heldout", False] < 0.02
     assert rates["heldout", True] > 0.25, rates
     assert rates["phrasing", True] >= rates["phrasing", False] - 0.02, rates
+
+
+def test_a_word_s_place_in_the_sentence_picks_its_part_of_speech(grounding):
+    """"plank" the verb (WordNet: set down) is a place verb; "plank" the noun (a board) names no known
+    word. Before an article a word reads as a verb, after one as a noun."""
+    wn = wordnet()
+    assert {s.pos() for s in wn.synsets("plank")} >= {"n", "v"}
+    assert grounding.ground("plank", "verb") in {"place", "put", "set"}
+    assert grounding.ground("plank", "noun") is None
+    assert grounding.rewrite("plank the red cube on the blue slab").split()[0] in {"place", "put", "set"}
+    assert grounding.rewrite("lift the red plank") == "lift the red plank"

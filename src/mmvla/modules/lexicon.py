@@ -135,6 +135,11 @@ HYPERNYM_DEPTH = 3
 RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
 DOMINANT_SENSES = 6  # a known word is reached only through one of its most frequent senses
 SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ly", "y")
+ROLE_PENALTY = 0.7  # a sense of another part of speech than the word's place suggests
+_DETERMINERS = frozenset("the a an this that these those my your some".split())
+_OBJECT_START = _DETERMINERS | {"it"}  # a verb's object starts here: "grasp the ...", "lift it"
+# ... and a noun phrase ends at the sentence's end, a preposition or a relative pronoun.
+_AFTER_NOUN = frozenset("on onto upon atop to in into with for from of which that".split()) | {""}
 _WORD_RE = re.compile(r"[a-z]+")
 # A gloss's genus ends where its differentia begins ("rectangular block | of clay ...").
 _GENUS_END = frozenset(
@@ -202,24 +207,39 @@ class LexicalGrounding:
         self.known: frozenset[str] = frozenset(words)
         self.targets: tuple[str, ...] = tuple(sorted(w for w in words if w not in STOP_WORDS and len(w) > 2))
         self.min_score = float(min_score)
-        self._memo: dict[str, str | None] = {}
+        self._memo: dict[tuple[str, str | None], str | None] = {}
         self._dominant: dict[str, frozenset[str]] = {}
 
     def rewrite(self, text: str) -> str:
-        """``text`` (a normalised instruction: lower case, single spaces) with unknown words grounded."""
-        return " ".join(self.ground(w) or w for w in text.split(" "))
+        """``text`` (a normalised instruction: lower case, single spaces) with unknown words grounded.
 
-    def ground(self, word: str) -> str | None:
-        """The known word ``word`` stands for, or None (known, a stop word, or no evidence)."""
+        Each word's place in the sentence hints at its part of speech: before an article or "it" it is
+        read as a verb ("grasp the ..."), after an article, before a preposition or last as a noun or
+        adjective ("the ruby ...", "... plank on ...");
+        senses of the other parts of speech then count for less (:data:`ROLE_PENALTY`).
+        """
+        words = text.split(" ")
+        out = []
+        for i, w in enumerate(words):
+            after = words[i + 1] if i + 1 < len(words) else ""
+            before = words[i - 1] if i else ""
+            noun = before in _DETERMINERS or after in _AFTER_NOUN
+            role = "verb" if after in _OBJECT_START else "noun" if noun else None
+            out.append(self.ground(w, role) or w)
+        return " ".join(out)
+
+    def ground(self, word: str, role: str | None = None) -> str | None:
+        """The known word ``word`` stands for, or None (known, a stop word, or no evidence); ``role``
+        ("verb", "noun" or None) prefers senses of that part of speech."""
         if word in self.known or word in STOP_WORDS or not word.isalpha():
             return None
-        if word not in self._memo:
-            self._memo[word] = self._nearest(word)
-        return self._memo[word]
+        if (word, role) not in self._memo:
+            self._memo[word, role] = self._nearest(word, role)
+        return self._memo[word, role]
 
-    def explain(self, word: str) -> list[tuple[str, float, str]]:
+    def explain(self, word: str, role: str | None = None) -> list[tuple[str, float, str]]:
         """Every (known word, score, evidence) WordNet gives for ``word``, best first (for inspection)."""
-        return sorted(self._evidence(word), key=lambda e: -e[1])
+        return sorted(self._evidence(word, role), key=lambda e: -e[1])
 
     # ------------------------------------------------------------------------------------------
     def _spelling_of_known(self, word: str) -> str | None:
@@ -236,12 +256,12 @@ class LexicalGrounding:
                         return k
         return None
 
-    def _nearest(self, word: str) -> str | None:
+    def _nearest(self, word: str, role: str | None) -> str | None:
         spelt = self._spelling_of_known(word)
         if spelt is not None:
             return spelt
         best: dict[str, float] = {}
-        for known, score, _ in self._evidence(word):
+        for known, score, _ in self._evidence(word, role):
             best[known] = max(best.get(known, 0.0), score)
         if not best:
             return None
@@ -267,7 +287,7 @@ class LexicalGrounding:
         names = {n.lower() for n in synset.lemma_names()}
         return [k for k in self.targets if k in names and synset.name() in self._dominant_senses(k)]
 
-    def _evidence(self, word: str) -> list[tuple[str, float, str]]:
+    def _evidence(self, word: str, role: str | None = None) -> list[tuple[str, float, str]]:
         wn = wordnet()
         senses = self._senses(word)
         if not senses and len(word) >= 4:  # a misspelt word WordNet knows one edit away
@@ -278,6 +298,8 @@ class LexicalGrounding:
         out: list[tuple[str, float, str]] = []
         for rank, s in enumerate(senses):
             decay = 1.0 - RANK_DECAY * rank
+            if role is not None and (s.pos() == "v") != (role == "verb"):
+                decay *= ROLE_PENALTY
             out += [(k, SYNONYM * decay, f"synonym in {s.name()}") for k in self._lemma_hits(s)]
             if s.pos() != "v":  # "sky-blue", "canary_yellow": the compound's head is the known word
                 for name in s.lemma_names():
