@@ -68,7 +68,7 @@ def main() -> None:
     else:
         result["train"] = read_json(args.out).get("train") if Path(args.out).is_file() else None
     t1 = time.perf_counter()
-    # The same episodes worded canonically and with held-out words, then the blind controls.
+    # The same episodes worded canonically and with both held-out vocabularies, then the blind controls.
     metrics, controls = evaluate_step(
         run.policy,
         run.root,
@@ -80,9 +80,11 @@ def main() -> None:
         log=lambda line: None,
     )
     result["success"] = success_by_split(metrics)
-    result["heldout_wordings"] = success_by_split(metrics["wordings"]["heldout"]) | {
-        "paired_vs_canonical": metrics["wordings"]["heldout"]["paired"]
-    }
+    for name in ("heldout", "heldout_fresh"):  # both held-out vocabularies, paired with canonical
+        result[f"{name}_wordings"] = success_by_split(metrics["wordings"][name]) | {
+            "retained": metrics["wordings"][name]["retained"],
+            "paired_vs_canonical": metrics["wordings"][name]["paired"],
+        }
     swap = evaluate(
         run.policy,
         EvalConfig(

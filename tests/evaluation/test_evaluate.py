@@ -61,3 +61,23 @@ def test_summarise_camera_failure_and_config_validation():
     assert EvalConfig(camera_failure="freeze").failure().start_for(7) == EvalConfig(
         camera_failure="blank"
     ).failure().start_for(7)
+
+
+@pytest.mark.parametrize("which, role", [(0, "named"), (1, "base"), (2, "other")])
+def test_first_moved_role_reads_the_simulator_s_objects(which, role):
+    """Move one object of a place scene in the simulator itself: the first-moved index and its role
+    name that object (target 0, base 1, any other a distractor)."""
+    mujoco = pytest.importorskip("mujoco")
+    from mmvla.evaluation.evaluate import _first_moved, _role
+    from mmvla.sim.tabletop.env import TabletopEnv
+
+    env = TabletopEnv(cameras=(), families=("place",), num_objects=(3, 3))
+    env.reset(seed=3)
+    assert _first_moved(env) is None  # nothing moved yet
+    obj = env.objects[which]
+    env.data.qpos[obj.qpos_adr] += 0.05  # 5 cm along x
+    mujoco.mj_forward(env.model, env.data)
+    assert _first_moved(env) == which
+    assert _role(_first_moved(env), env.base is not None) == role
+    assert _role(1, has_base=False) == "other" and _role(None, True) is None
+    env.close()

@@ -187,6 +187,7 @@ class EpisodeResult:
     blind_steps: int = 0  # steps whose action was computed from an observation with the failed camera
     blind_motion_steps: int = 0  # of those, steps in which the hand moved > BLIND_MOTION_M
     handed_over: bool = False  # the safety layer's "handover" fallback stopped the episode
+    first_moved_role: str | None = None  # tabletop: that object was "named", the place "base", or "other"
 
 
 def read_rephrase_file(path: str | os.PathLike[str]) -> dict[str, str]:
@@ -307,6 +308,7 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
             int(blind["steps"]),
             int(blind["moved"]),
             handed_over,
+            _role(first_moved[0], getattr(sim, "base", None) is not None),
         )
     finally:
         env.close()
@@ -314,6 +316,13 @@ def _run_episode(job: tuple[str, int, str | None, dict[str, Any], bool]) -> Epis
 
 def _quiet_safety_log(_level: int, _kind: str, _reason: str) -> None:
     """Evaluation counts the safety layer's decisions itself; one log line per blind step is noise."""
+
+
+def _role(index: int | None, has_base: bool) -> str | None:
+    """The role of the first moved object's index in ``sim.objects`` (target first, then a place base)."""
+    if index is None:
+        return None
+    return "named" if index == 0 else "base" if index == 1 and has_base else "other"
 
 
 def _first_moved(sim: Any) -> int | None:

@@ -136,10 +136,12 @@ RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
 DOMINANT_SENSES = 6  # a known word is reached only through one of its most frequent senses
 SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ly", "y")
 ROLE_PENALTY = 0.7  # a sense of another part of speech than the word's place suggests
-_DETERMINERS = frozenset("the a an this that these those my your some".split())
+_DETERMINERS = frozenset(["the", "a", "an", "this", "that", "these", "those", "my", "your", "some"])
 _OBJECT_START = _DETERMINERS | {"it"}  # a verb's object starts here: "grasp the ...", "lift it"
 # ... and a noun phrase ends at the sentence's end, a preposition or a relative pronoun.
-_AFTER_NOUN = frozenset("on onto upon atop to in into with for from of which that".split()) | {""}
+_AFTER_NOUN = frozenset(
+    ["on", "onto", "upon", "atop", "to", "in", "into", "with", "for", "from", "of", "which", "that"]
+) | {""}
 _WORD_RE = re.compile(r"[a-z]+")
 # A gloss's genus ends where its differentia begins ("rectangular block | of clay ...").
 _GENUS_END = frozenset(
