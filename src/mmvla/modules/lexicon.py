@@ -7,21 +7,24 @@ in a lexical database. This module reads Princeton WordNet 3.0 (shipped inside t
 0.0.23; nothing is downloaded) and, for each word of an instruction that is outside the policy's
 training vocabulary, looks for a known word that WordNet relates to it:
 
-========================  =====  ===========================================================
-evidence                  score  example
-========================  =====  ===========================================================
-same word, one typo       1.00   "cylnder" -> "cylinder" (adjacent swap, dropped/added/changed letter)
-synonym in a sense        0.95   "hoist" -> "lift" (a lemma of the same synset)
-compound lemma            0.90   "canary" -> "yellow" ("canary_yellow" is a WordNet lemma)
-hypernym (depth d)        0.9-0.1(d-1)  "ruby" -> "red" (crimson.n.01 is a kind of red.n.01)
-word of a sense's gloss   0.60   "barrel" -> "cylinder" ("a cylindrical container ...")
-========================  =====  ===========================================================
+| evidence | score | example |
+|---|---|---|
+| a known word misspelt, inflected or derived | taken as is | "cylindar", "cubes", "leftwards" |
+| synonym in one of its senses | 0.95 | "lay" -> "place" (both lemmas of put.v.01) |
+| head of a compound lemma | 0.85 | "canary" -> "yellow" (its sense canary_yellow.n.01) |
+| hypernym at depth d <= 3 | 0.9 - 0.1 (d - 1) | "dice" -> "cube" (die.n.01 is a kind of cube.n.05) |
+| sister term | 0.62 | "panel" -> "plate" (both kinds of sheet.n.06) |
+| genus of a sense's gloss | 0.60 | "brick" -> "block" ("rectangular block of clay ...") |
+| compound "word_known", only when no sense of the word is grounded | 0.70 | "cobalt" -> "blue" |
 
-Each sense's score is multiplied by ``1 - 0.03 * rank`` (WordNet orders senses by frequency), the best
-known word wins if it scores at least :attr:`LexicalGrounding.min_score`, and otherwise the word is
-left as it is. Words already known are never touched, so a policy's training inputs pass through
-unchanged: grounding only changes what it has not seen. A misspelt unknown word is first corrected to
-the WordNet lemma one edit away ("cobatl" -> "cobalt").
+Senses are ranked by their SemCor frequency and each one's scores multiplied by ``1 - 0.05 * rank``;
+a sense of another part of speech than the word's place in the sentence suggests (a verb before an
+article, a noun after one) counts 0.7 times; a known word is reached only through one of its own six
+most frequent senses. The best known word wins if it scores at least
+:attr:`LexicalGrounding.min_score`; otherwise the word is left as it is. Words already known are never
+touched, so a policy's training inputs pass through unchanged: grounding only changes what it has not
+seen. A misspelt unknown word is first corrected to the WordNet lemma one edit away ("cobatl" ->
+"cobalt").
 
 The rewriting is per word: phrases such as "to the west" are not mapped to "to the left" (WordNet
 does not relate them), and an ambiguous word takes its most frequent grounded sense.
