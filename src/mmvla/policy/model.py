@@ -121,8 +121,10 @@ class VLAPolicy(nn.Module):
         known word WordNet relates it to (:mod:`mmvla.modules.lexicon`); "none" reads words as given."""
         if lexicon not in LEXICONS:
             raise ValueError(f"unknown lexicon {lexicon!r}; expected one of {LEXICONS}")
-        vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
-        self.grounding = LexicalGrounding(vocabulary) if lexicon == "wordnet" else None
+        self.grounding = None
+        if lexicon == "wordnet":
+            vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
+            self.grounding = LexicalGrounding(vocabulary)
         self.lexicon = lexicon
 
     def read_instructions(self, instructions: Sequence[str]) -> list[str]:
