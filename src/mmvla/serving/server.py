@@ -63,6 +63,7 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 
 from mmvla import __version__
+from mmvla.modules.lexicon import wordnet
 from mmvla.policy.checkpoint import checkpoint_id
 from mmvla.policy.model import VLAPolicy
 from mmvla.policy.observation import ObservationError, observation_to_batch
@@ -402,6 +403,8 @@ class PolicyServer:
     def from_checkpoint(cls, directory: str | os.PathLike[str], **kwargs: Any) -> PolicyServer:
         """Load ``directory`` (``save_pretrained``) and build a server whose metadata carries its sha256."""
         policy = VLAPolicy.from_pretrained(directory)
+        if policy.grounding is not None:
+            wordnet()  # read WordNet (~4 s) now, not inside the first request with an unseen word
         return cls(policy, checkpoint=checkpoint_id(directory), **kwargs)
 
     # ------------------------------------------------------------------ description
