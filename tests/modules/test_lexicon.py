@@ -117,7 +117,7 @@ def test_grounding_makes_heldout_wordings_readable_with_training_words(grounding
 
 
 def test_a_word_s_place_in_the_sentence_picks_its_part_of_speech(grounding):
-    """"plank" the verb (WordNet: set down) is a place verb; "plank" the noun (a board) names no known
+    """ "plank" the verb (WordNet: set down) is a place verb; "plank" the noun (a board) names no known
     word. Before an article a word reads as a verb, after one as a noun."""
     wn = wordnet()
     assert {s.pos() for s in wn.synsets("plank")} >= {"n", "v"}
