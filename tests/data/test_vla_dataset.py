@@ -259,3 +259,20 @@ def test_missing_tasks_and_episodes(dataset_root: Path) -> None:
 def test_missing_dataset_dir(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="dataset directory"):
         VLADataset(tmp_path / "nope", progress=False)
+
+
+@pytest.mark.parametrize("p", [1, 3])
+def test_past_state_matches_naive_reference(dataset_root: Path, episodes: list[Episode], p: int) -> None:
+    ds = VLADataset(dataset_root, chunk_size=2, state_history=p, progress=False)
+    batch = ds.get_batch(np.arange(len(ds)))
+    assert batch["past_state"].shape == (len(ds), p, 5) and batch["state"].shape == (len(ds), 5)
+    row = 0
+    for e in episodes:
+        for t in range(e.length):
+            want = np.stack([e.state[max(t - p + j, 0)] for j in range(p)])  # t-p .. t-1, clamped to 0
+            np.testing.assert_array_equal(batch["past_state"][row].numpy(), want)
+            np.testing.assert_array_equal(ds[row]["past_state"].numpy(), want)
+            row += 1
+    assert "past_state" not in VLADataset(dataset_root, progress=False)[0]
+    with pytest.raises(ValueError, match="state_history"):
+        VLADataset(dataset_root, state_history=-1, progress=False)

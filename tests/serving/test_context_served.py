@@ -45,9 +45,9 @@ def _spy_fuse(policy: VLAPolicy) -> list[np.ndarray]:
     frames: list[np.ndarray] = []
     original = policy.fuse
 
-    def fuse(images, instructions, state):  # type: ignore[no-untyped-def]
+    def fuse(images, instructions, state, past_state=None):  # type: ignore[no-untyped-def]
         frames.extend(x.permute(1, 2, 0).numpy().copy() for x in images["front"])
-        return original(images, instructions, state)
+        return original(images, instructions, state, past_state)
 
     policy.fuse = fuse  # type: ignore[method-assign]
     return frames
@@ -132,16 +132,21 @@ def test_hold_is_reported_and_handover_stops_the_episode_on_both_paths(checkpoin
         assert client.last_reply["safety"]["decision"] == "fallback_blank"
 
 
-def test_batched_connections_keep_their_own_memory(tiny_dataset):
+@pytest.mark.parametrize(
+    "context",
+    [{"temporal": {"context": 3, "reader": "lstm"}}, {"state_history": 2}],
+    ids=["memory", "states"],
+)
+def test_batched_connections_keep_their_own_memory(tiny_dataset, context):
     """Two connections, one with a failing camera, stepped together through one server with a temporal
-    policy: each stream's actions equal that stream run alone on a local policy."""
+    policy (a memory of fused features, or of recent states): each stream's actions equal that stream
+    run alone on a local policy."""
     ds = VLADataset(tiny_dataset, chunk_size=3, progress=False)
-    cfg = PolicyConfig.from_dict(
-        small_policy_dict(temporal={"context": 3, "reader": "lstm"}, camera_dropout=0.0)
-    )
+    cfg = PolicyConfig.from_dict(small_policy_dict(**context, camera_dropout=0.0))
     torch.manual_seed(0)
     policy = VLAPolicy(cfg, dataset_normalizer(ds, cfg)).eval()
-    torch.nn.init.normal_(policy.memory_proj.weight, std=0.5)  # make the memory matter
+    if policy.memory_proj is not None:
+        torch.nn.init.normal_(policy.memory_proj.weight, std=0.5)  # make the memory matter
     steps = 6
     streams = []
     for i, mode in enumerate(("blank", None)):

@@ -16,6 +16,8 @@ Item layout (T = history + 1, K = chunk_size)::
     state         float32 (5,), or (T, 5) with history > 0
     history_mask  bool (T,), True = a real frame (only with history > 0; frames before the episode
                   start repeat its first frame and are False)
+    past_state    float32 (P, 5): states t-P .. t-1, oldest first (only with state_history = P > 0;
+                  before the episode start, its first state)
     action        float32 (K, 7): actions t .. t+K-1 of the same episode, past its end repeating the last
     action_mask   bool (K,), True = a real action of this episode
     instruction   str
@@ -117,6 +119,7 @@ class VLADataset(Dataset[dict[str, Any]]):
         cameras: cameras to load (default: every image feature, in schema order).
         chunk_size: K, the number of future actions per item (>= 1).
         history: number of past frames added to images/state (>= 0).
+        state_history: P, the number of past robot states added as ``past_state`` (>= 0; no images).
         image_size: if given, the stored images must be this size (int or (H, W)); ValueError otherwise.
         episodes: restrict to these episode indices (e.g. a train/validation split); default all.
         progress: show a tqdm bar while decoding images.
@@ -144,6 +147,7 @@ class VLADataset(Dataset[dict[str, Any]]):
         cameras: Sequence[str] | None = None,
         chunk_size: int = 1,
         history: int = 0,
+        state_history: int = 0,
         image_size: int | tuple[int, int] | None = None,
         episodes: Sequence[int] | None = None,
         progress: bool = True,
@@ -156,12 +160,15 @@ class VLADataset(Dataset[dict[str, Any]]):
             raise ValueError(f"VLADataset: chunk_size must be >= 1, got {chunk_size}")
         if history < 0:
             raise ValueError(f"VLADataset: history must be >= 0, got {history}")
+        if state_history < 0:
+            raise ValueError(f"VLADataset: state_history must be >= 0, got {state_history}")
         self.root = Path(root)
         if not self.root.is_dir():
             raise FileNotFoundError(f"dataset directory not found: {self.root}")
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.root / ".mmvla_cache"
         self.chunk_size = int(chunk_size)
         self.history = int(history)
+        self.state_history = int(state_history)
         self.meta: dict[str, Any] = read_info(self.root)
         feats = self.meta["features"]
         available = image_features(self.meta)
@@ -492,6 +499,9 @@ class VLADataset(Dataset[dict[str, Any]]):
             start = self.episode_start[idx][:, None]
             out["history_mask"] = hist >= start
             out["history"] = np.maximum(hist, start)
+        if self.state_history:
+            past = idx[:, None] + np.arange(-self.state_history, 0)[None, :]  # (B, P)
+            out["past_state"] = np.maximum(past, self.episode_start[idx][:, None])
         return out
 
     def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, Any]:
@@ -518,6 +528,8 @@ class VLADataset(Dataset[dict[str, Any]]):
         }
         if self.history:
             batch["history_mask"] = torch.from_numpy(rows["history_mask"])  # (B, T)
+        if self.state_history:
+            batch["past_state"] = torch.from_numpy(self.state[rows["past_state"]])  # (B, P, S)
         if self.env_state_dim:
             batch["environment_state"] = torch.from_numpy(self.env_state[idx])  # (B, E), current frame
         return batch
@@ -542,6 +554,8 @@ class VLADataset(Dataset[dict[str, Any]]):
         }
         if self.history:
             item["history_mask"] = torch.from_numpy(rows["history_mask"][0])
+        if self.state_history:
+            item["past_state"] = torch.from_numpy(self.state[rows["past_state"][0]])
         return item
 
     def episode_rows(self, episode_index: int) -> slice:

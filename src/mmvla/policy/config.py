@@ -12,6 +12,7 @@ from mmvla.modules.heads import HeadConfig
 from mmvla.modules.lexicon import LEXICONS
 
 CONFIG_VERSION = 1
+MAX_STATE_HISTORY = 16  # past robot states the proprio encoder may read
 
 
 @dataclass
@@ -36,6 +37,11 @@ class PolicyConfig:
         head: HeadConfig fields (kind: regression | bins | flow, chunk_size, ...).
         temporal: MemoryConfig fields (context K, reader lstm | attention) for a per-episode memory of
             the last K fused features, or None for a memoryless policy.
+        state_history: P > 0: the proprio encoder also reads how the robot state changed over the last P
+            steps (``state_t - state_{t-j}``, j = 1..P; the observation horizon of Diffusion Policy, for
+            the state only). A memoryless policy cannot tell a gripper rising with an object (pick) from one
+            lowering it onto another (place) at the same height; the last step's motion can. ``act`` keeps the
+            episode's last P states; 0: the current state alone.
         camera_dropout: training-time probability of dropping each camera of a sample.
         instruction_dropout: training-time probability of dropping the instruction of a sample.
         action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
@@ -64,6 +70,7 @@ class PolicyConfig:
     use_proprio: bool = True
     head: dict[str, Any] = field(default_factory=lambda: {"kind": "regression", "chunk_size": 4})
     temporal: dict[str, Any] | None = None
+    state_history: int = 0
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
     action_norm: str = "mean_std"
@@ -85,6 +92,15 @@ class PolicyConfig:
         if self.fusion not in available_fusions():
             raise ValueError(
                 f"PolicyConfig.fusion: unknown fusion {self.fusion!r}; available: {', '.join(available_fusions())}"
+            )
+        if not 0 <= self.state_history <= MAX_STATE_HISTORY:
+            raise ValueError(
+                f"PolicyConfig.state_history must be in [0, {MAX_STATE_HISTORY}], got {self.state_history}"
+            )
+        if self.state_history and (self.temporal or not self.use_proprio):
+            raise ValueError(
+                "PolicyConfig.state_history needs use_proprio and no temporal memory (the memory already "
+                "reads past frames, states included)"
             )
         for name in ("camera_dropout", "instruction_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:

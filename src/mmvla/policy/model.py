@@ -5,6 +5,7 @@
     images {cam: (B,3,H,W) uint8} ─► shared vision encoder ─► + camera embedding ─┐ "vision" (B, C·(1+N), D)
     instruction [str] * B ─────────► language encoder ─────────────────────────────┤ "language" (B, 1+L, D)
     state (B, S) ─► normalise ─────► proprio MLP ──────────────────────────────────┤ "proprio" (B, 1, D)
+    [+ past states (B, P, S): motion state_t - state_{t-j}, j = 1..P, read by the same MLP]
                                                                                     ▼
                                                 fusion (registry name) ─► FusionOutput
                                                                                     ▼
@@ -54,6 +55,10 @@ from mmvla.policy.runtime import ActionChunker
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 from mmvla.sim.tabletop.wordings import TRAIN_PER_TASK, training_vocabulary
 
+# Motion since a past step, in state standard deviations, is scaled by this before the proprio MLP: one
+# control step moves the tabletop gripper ~0.1-0.4 standard deviations.
+STATE_MOTION_GAIN = 5.0
+
 
 def _build_dataclass(cls: Any, options: Mapping[str, Any], **forced: Any) -> Any:
     """Instantiate config dataclass ``cls`` from ``options`` plus ``forced`` fields; unknown keys are named."""
@@ -94,7 +99,9 @@ class VLAPolicy(nn.Module):
             _build_dataclass(LanguageConfig, cfg.language, dim=D), tokenizer
         )
         self.proprio = (
-            ProprioEncoder(ProprioConfig(state_dim=cfg.state_dim, dim=D)) if cfg.use_proprio else None
+            ProprioEncoder(ProprioConfig(state_dim=cfg.state_dim * (1 + cfg.state_history), dim=D))
+            if cfg.use_proprio
+            else None
         )
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
         self.memory = (
@@ -135,7 +142,11 @@ class VLAPolicy(nn.Module):
 
     # ---------------------------------------------------------------- encoding
     def encode(
-        self, images: Mapping[str, Tensor], instructions: Sequence[str], state: Tensor
+        self,
+        images: Mapping[str, Tensor],
+        instructions: Sequence[str],
+        state: Tensor,
+        past_state: Tensor | None = None,
     ) -> ModalityTokens:
         """Encode one time step of every modality.
 
@@ -143,6 +154,8 @@ class VLAPolicy(nn.Module):
             images: camera -> (B, 3, H, W) uint8 (or float in [0, 1]); every camera of the config.
             instructions: B instruction strings.
             state: (B, S) raw robot state.
+            past_state: (B, P, S) raw states of the P steps before, oldest first (``state_history = P``);
+                ``None`` reads as a robot that has not moved.
         Returns:
             ModalityTokens with "vision" (B, C·(1 + N), D) (per camera: pooled token, then the N grid
             tokens; N = 0 with ``vision_tokens="pooled"``), "language" (B, 1 + L, D) (sentence
@@ -184,12 +197,34 @@ class VLAPolicy(nn.Module):
         tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·(1 + N), D), (B, 1 + L, D)
         masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
         if self.proprio is not None:
-            tokens["proprio"] = self.proprio(self.normalizer.normalize(STATE_KEY, state.float()))  # (B, 1, D)
+            tokens["proprio"] = self.proprio(self._proprio_input(state, past_state))  # (B, 1, D)
         return ModalityTokens(tokens=tokens, masks=masks)
 
-    def fuse(self, images: Mapping[str, Tensor], instructions: Sequence[str], state: Tensor) -> FusionOutput:
+    def _proprio_input(self, state: Tensor, past_state: Tensor | None) -> Tensor:
+        """(B, S) state [+ (B, P, S) past states] -> (B, S·(1 + P)): the normalised state, then the
+        normalised motion since each past step times :data:`STATE_MOTION_GAIN`, most recent last."""
+        x = self.normalizer.normalize(STATE_KEY, state.float())  # (B, S)
+        P = self.cfg.state_history
+        if not P:
+            return x
+        if past_state is None:
+            return torch.cat([x, x.new_zeros(x.shape[0], P * x.shape[1])], dim=1)
+        if past_state.shape != (x.shape[0], P, x.shape[1]):
+            raise ValueError(
+                f"past_state must be {(x.shape[0], P, x.shape[1])}, got {tuple(past_state.shape)}"
+            )
+        past = self.normalizer.normalize(STATE_KEY, past_state.float())  # (B, P, S)
+        return torch.cat([x, ((x[:, None] - past) * STATE_MOTION_GAIN).flatten(1)], dim=1)
+
+    def fuse(
+        self,
+        images: Mapping[str, Tensor],
+        instructions: Sequence[str],
+        state: Tensor,
+        past_state: Tensor | None = None,
+    ) -> FusionOutput:
         """Encode and fuse one time step -> FusionOutput (pooled (B, D), tokens (B, N, D))."""
-        return self.fusion(self.encode(images, instructions, state))
+        return self.fusion(self.encode(images, instructions, state, past_state))
 
     # ---------------------------------------------------------------- temporal context
     @property
@@ -208,7 +243,7 @@ class VLAPolicy(nn.Module):
         "history_mask" (B, T): every frame is fused, the memory reads the pooled window and the
         result is the current (last) frame's FusionOutput with context added."""
         if self.memory is None:
-            return self.fuse(batch["images"], batch["instruction"], batch["state"])
+            return self.fuse(batch["images"], batch["instruction"], batch["state"], batch.get("past_state"))
         state = batch["state"]  # (B, T, S)
         B, T = state.shape[:2]
         images = {c: x.flatten(0, 1) for c, x in batch["images"].items()}  # (B·T, 3, H, W)
@@ -281,13 +316,15 @@ class VLAPolicy(nn.Module):
             self.chunk_mode = chunk_mode
         self._chunker = ActionChunker(self.cfg.chunk_size, mode=self.chunk_mode)
         self._episode_start = True
+        self._past_states: list[np.ndarray] = []  # this episode's last 1 + P states (S,), oldest first
         if self.memory is not None:
             self.memory.reset()
         if self.safety is not None:
             self.safety.reset()
 
     def runtime_state(self) -> dict[str, Any]:
-        """A snapshot of the per-episode run-time state (chunk mode, chunker, safety monitor, memory).
+        """A snapshot of the per-episode run-time state (chunk mode, chunker, safety monitor, memory,
+        recent states).
 
         With :meth:`set_runtime_state` one set of weights serves several independent control streams
         (:mod:`mmvla.serving.server` swaps one state per connection in and out around each step).
@@ -301,12 +338,14 @@ class VLAPolicy(nn.Module):
             "safety": self.safety,
             "episode_start": self._episode_start,
             "memory": mem,
+            "past_states": list(self._past_states),
         }
 
     def set_runtime_state(self, state: Mapping[str, Any]) -> None:
         """Install a state returned by :meth:`runtime_state`."""
         self.chunk_mode, self._chunker, self.safety = state["chunk_mode"], state["chunker"], state["safety"]
         self._episode_start = state["episode_start"]
+        self._past_states = list(state["past_states"])
         if self.memory is not None:
             self.memory.history, self.memory.valid = state["memory"]
 
@@ -324,10 +363,26 @@ class VLAPolicy(nn.Module):
             raise RuntimeError("act() needs eval mode: call policy.eval() first")
         return hold
 
+    def _observe_state(self, observation: Mapping[str, Any]) -> None:
+        """Keep this step's robot state for ``state_history`` (every step, acted on or not)."""
+        if self.cfg.state_history:
+            self._past_states.append(np.asarray(observation["state"], dtype=np.float32).copy())
+            del self._past_states[: -(1 + self.cfg.state_history)]
+
+    def _past_window(self) -> Tensor | None:
+        """(1, P, S) states of the P steps before the current one, oldest first; before the episode's
+        first step its first state (as :class:`mmvla.data.VLADataset` pads); None without state history."""
+        P = self.cfg.state_history
+        if not P or not self._past_states:
+            return None
+        past = self._past_states[:-1]
+        rows = [past[0] if past else self._past_states[0]] * (P - len(past)) + past
+        return torch.from_numpy(np.stack(rows))[None]
+
     def _fuse_step(self, observation: Mapping[str, Any]) -> FusionOutput:
         """Fuse one observation; with memory, append it to the episode's window and add the read-out."""
         images, texts, state = observation_to_batch(observation, self.cfg.cameras)
-        fused = self.fuse(images, texts, state)
+        fused = self.fuse(images, texts, state, self._past_window())
         if self.memory is not None:
             start = torch.tensor([self._episode_start])
             fused = self._with_context(fused, self.memory.step(fused.pooled, start))
@@ -353,6 +408,7 @@ class VLAPolicy(nn.Module):
         "handover" fallback fires (stop the episode).
         """
         hold = self._check(observation)
+        self._observe_state(observation)
         if hold is not None:
             self._chunker.reset()  # plans made before the failure are stale once it recovers
             self._raise_handover(hold)
@@ -374,6 +430,7 @@ class VLAPolicy(nn.Module):
         only the frames chunks are requested for.
         """
         hold = self._check(observation)
+        self._observe_state(observation)
         if hold is not None:
             self._raise_handover(hold)
             return np.repeat(hold[None], self.cfg.chunk_size, axis=0)

@@ -492,6 +492,7 @@ class PolicyServer:
                 p.set_runtime_state(s.state)
                 try:
                     hold = p._check(job.observation)
+                    p._observe_state(job.observation)
                 except ObservationError as e:
                     replies[i] = self._error_reply(s, "invalid_observation", str(e))
                     continue
@@ -528,7 +529,16 @@ class PolicyServer:
         images = {c: torch.cat([r[0][c] for r in rows]) for c in cams}  # (B, 3, H, W)
         texts = [r[1][0] for r in rows]
         state = torch.cat([r[2] for r in rows])  # (B, S)
-        fused = p.fuse(images, texts, state)
+        past = None
+        if p.cfg.state_history:  # each connection's own recent states
+            windows: list[torch.Tensor] = []
+            for i in forward:
+                p.set_runtime_state(jobs[i].session.state)  # type: ignore[arg-type]
+                window = p._past_window()
+                assert window is not None  # _run_batch kept this request's state
+                windows.append(window)
+            past = torch.cat(windows)  # (B, P, S)
+        fused = p.fuse(images, texts, state, past)
         if p.memory is not None:
             contexts = []
             for b, i in enumerate(forward):

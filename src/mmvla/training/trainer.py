@@ -316,6 +316,7 @@ def train(
         cameras=cameras,
         chunk_size=policy_cfg.chunk_size,
         history=window_history,
+        state_history=policy_cfg.state_history,
         progress=progress and rank == 0,
         storage=train_cfg.data_storage,
         cache_dir=train_cfg.data_cache_dir or None,
@@ -407,8 +408,10 @@ def train(
                 batch["state"] = batch["state"][:, -1]
                 del batch["history_mask"]
         batch["images"] = {k: v.to(device) for k, v in batch["images"].items()}
-        extra_keys = (("history_mask",) if history else ()) + (
-            ("environment_state",) if "environment_state" in batch else ()
+        extra_keys = (
+            (("history_mask",) if history else ())
+            + (("environment_state",) if "environment_state" in batch else ())
+            + (("past_state",) if "past_state" in batch else ())
         )
         for key in ("state", "action", "action_mask", *extra_keys):
             batch[key] = batch[key].to(device)
