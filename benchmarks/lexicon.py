@@ -10,9 +10,13 @@ worded with held-out words (another object becomes the target: does the gripper 
 Writes benchmarks/results/lexicon.json: success per lexicon, wording set and split (Wilson 95%),
 held-out success as a fraction of canonical, exact McNemar tests (wordnet vs none on the same
 episodes; each wording set vs canonical), and a text-level check: the share of wordings whose
-grounded text the training lexicon alone parses back to its own task.
+grounded text the training lexicon alone parses back to its own task, and a word-level check: the
+share of each vocabulary's colour, shape, verb and direction words grounded to a training word of the
+same meaning (``dev`` is the vocabulary the grounding's rules were developed on, not a held-out one).
+``--text-only`` runs the two checks alone (seconds) and writes benchmarks/results/lexicon_text.json.
 
     .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy   # ~10 min on 2 cores
+    .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy --text-only
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from mmvla.core.io import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "lexicon.json"
+TEXT_RESULTS = ROOT / "benchmarks" / "results" / "lexicon_text.json"
 os.environ.setdefault("MUJOCO_GL", "egl")
 LEXICONS = ("none", "wordnet")
 WORDINGS = ("canonical", "heldout", "heldout_fresh")
@@ -46,6 +51,7 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
     sets = {
         "heldout": {k: list(v) for k, v in W.heldout_wordings().items()},
         "heldout_fresh": W.wording_set("heldout_fresh", W.HELDOUT_PER_TASK),
+        "dev": W.wording_set("dev", W.HELDOUT_PER_TASK),
     }
     vocabulary = cfg.vocabulary or W.training_vocabulary(cfg.instructions, W.TRAIN_PER_TASK)
     grounding = LexicalGrounding(vocabulary)
@@ -71,6 +77,50 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
     return out
 
 
+def word_check(policy_dir: Path) -> dict[str, Any]:
+    """Per vocabulary: the share of its colour and shape words (read as nouns), verbs (the first word of
+    each verb phrase, read as verbs) and direction words (the last word of each direction phrase)
+    that grounding maps to a training word of the same meaning, with and without grounding."""
+    from mmvla.modules.lexicon import LexicalGrounding
+    from mmvla.policy.checkpoint import load_config
+    from mmvla.sim.tabletop import wordings as W
+
+    cfg, _ = load_config(policy_dir)
+    grounding = LexicalGrounding(cfg.vocabulary or W.training_vocabulary(cfg.instructions, W.TRAIN_PER_TASK))
+
+    def verbs(phrases: tuple[str, ...]) -> list[str]:
+        return [p.split()[0] for p in phrases if not p.startswith("{")]
+
+    def last_words(table: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
+        return {k: [p.split()[-1] for p in v] for k, v in table.items()}
+
+    def classes(lex: Any) -> dict[str, dict[str, list[str]]]:
+        return {
+            "colour": {k: list(v) for k, v in lex.colours.items()},
+            "shape": {k: list(v) for k, v in lex.shapes.items()},
+            "verb": {f: verbs(getattr(lex, f)) for f in ("pick", "push", "place")},
+            "direction": last_words(lex.directions),
+        }
+
+    train = classes(W.TRAIN)
+    out: dict[str, Any] = {}
+    for name in ("dev", "heldout", "heldout_fresh"):
+        rows: dict[str, Any] = {}
+        for kind, table in classes(W.LEXICONS[name]).items():
+            role = {"colour": "noun", "shape": "noun", "verb": "verb"}.get(kind)
+            words = [(w, meaning) for meaning, ws in table.items() for w in dict.fromkeys(ws)]
+            right = sum((grounding.ground(w, role) or w) in train[kind][meaning] for w, meaning in words)
+            given = sum(w in train[kind][meaning] for w, meaning in words)
+            rows[kind] = {"words": len(words), "none": given / len(words), "wordnet": right / len(words)}
+        total = sum(r["words"] for r in rows.values())
+        rows["all"] = {
+            "words": total,
+            **{k: sum(r[k] * r["words"] for r in rows.values()) / total for k in ("none", "wordnet")},
+        }
+        out[name] = rows
+    return out
+
+
 def main() -> None:
     from mmvla.evaluation.evaluate import (
         EvalConfig,
@@ -86,8 +136,24 @@ def main() -> None:
     p.add_argument("--episodes", type=int, default=100, help="episodes per split and wording set")
     p.add_argument("--controls", type=int, default=50, help="episodes per split of each control")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--text-only", action="store_true", help="the text and word checks alone (seconds)")
     args = p.parse_args()
     t0 = time.perf_counter()
+    if args.text_only:
+        checks = {
+            "benchmark": "lexicon_text",
+            "checkpoint": str(args.checkpoint),
+            "text": text_check(Path(args.checkpoint)),
+            "words": word_check(Path(args.checkpoint)),
+        }
+        atomic_write_json(TEXT_RESULTS, checks)
+        for name, rows in checks["words"].items():
+            print(
+                f"{name:<14} text {checks['text'][name]['none']:.0%} -> {checks['text'][name]['wordnet']:.0%}; words "
+                + ", ".join(f"{k} {r['none']:.0%} -> {r['wordnet']:.0%}" for k, r in rows.items())
+            )
+        print(f"wrote {TEXT_RESULTS}")
+        return
     out = Path(args.out)
     result: dict[str, Any] = {
         "benchmark": "lexicon",
@@ -96,6 +162,7 @@ def main() -> None:
         "control_episodes_per_split": args.controls,
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
         "text": text_check(Path(args.checkpoint)),
+        "words": word_check(Path(args.checkpoint)),
         "lexicons": {},
     }
     for lex in LEXICONS:

@@ -125,3 +125,30 @@ def test_a_word_s_place_in_the_sentence_picks_its_part_of_speech(grounding):
     assert grounding.ground("plank", "noun") is None
     assert grounding.rewrite("plank the red cube on the blue slab").split()[0] in {"place", "put", "set"}
     assert grounding.rewrite("lift the red plank") == "lift the red plank"
+
+
+def test_rewrites_produce_real_words_and_read_real_words_by_meaning():
+    """A typo the wording model put into a training wording ("plaet") is never a target, and a real
+    word one edit from a known one ("heft", WordNet: lift with effort; "left" is one edit away) is read
+    by its meaning, not as a misspelling; a non-word still is ("cylindar")."""
+    wn = wordnet()
+    g = LexicalGrounding(["plaet", "place", "lift", "left", "cylinder", "pick", "up"])
+    assert not wn.synsets("plaet") and "plaet" in one_edit("plant")
+    assert g.ground("plant", "verb") == "place" and "plaet" not in g.targets
+    assert wn.synsets("heft") and "left" in one_edit("heft")
+    assert g.ground("heft", "verb") == "lift"
+    assert g.ground("cylindar") == "cylinder"
+
+
+def test_phrasal_verbs_adjective_glosses_and_derived_forms():
+    """ "scoop up the ..." reads "scoop" as a verb (a particle follows); an adjective is grounded by the
+    words of its gloss ("sinistral": "of or on the left"); a derived form WordNet lists only by its stem
+    ("sinistrally") takes the stem's senses; a generic word of the task language ("colored") is never
+    the answer."""
+    wn = wordnet()
+    g = LexicalGrounding(["pick", "up", "the", "red", "cube", "left", "yellow", "colored"])
+    assert g.rewrite("scoop up the red cube") == "pick up the red cube"
+    assert any("left" in s.definition() for s in wn.synsets("sinistral"))
+    assert g.ground("sinistral") == "left"
+    assert not wn.synsets("sinistrally") and g.ground("sinistrally") == "left"
+    assert "color" in wn.synsets("flaxen")[0].definition() and g.ground("flaxen", "noun") == "yellow"

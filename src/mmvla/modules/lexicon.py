@@ -9,7 +9,7 @@ training vocabulary, looks for a known word that WordNet relates to it:
 
 | evidence | score | example |
 |---|---|---|
-| a known word misspelt, inflected or derived | taken as is | "cylindar", "cubes", "leftwards" |
+| a known word misspelt (a non-word one edit away), inflected or derived | taken as is | "cylindar", "cubes", "leftwards" |
 | synonym in one of its senses | 0.95 | "lay" -> "place" (both lemmas of put.v.01) |
 | head of a compound lemma | 0.85 | "canary" -> "yellow" (its sense canary_yellow.n.01) |
 | hypernym at depth d <= 3 | 0.9 - 0.1 (d - 1) | "dice" -> "cube" (die.n.01 is a kind of cube.n.05) |
@@ -19,8 +19,10 @@ training vocabulary, looks for a known word that WordNet relates to it:
 
 Senses are ranked by their SemCor frequency and each one's scores multiplied by ``1 - 0.05 * rank``;
 a sense of another part of speech than the word's place in the sentence suggests (a verb before an
-article, a noun after one) counts 0.7 times; a known word is reached only through one of its own six
-most frequent senses. The best known word wins if it scores at least
+article, "it" or a particle, a noun after an article) counts 0.7 times; a known word is reached only
+through one of its own six most frequent senses. Rewrites only ever produce real words: a training
+word WordNet does not know (a typo the wording model put into a training wording) is never a target,
+and a real English word is read by its meaning, never as a misspelling ("heft" is not "left"). The best known word wins if it scores at least
 :attr:`LexicalGrounding.min_score`; otherwise the word is left as it is. Words already known are never
 touched, so a policy's training inputs pass through unchanged: grounding only changes what it has not
 seen. A misspelt unknown word is first corrected to the WordNet lemma one edit away ("cobatl" ->
@@ -133,6 +135,9 @@ STOP_WORDS: frozenset[str] = frozenset(
         "just",
     ]
 )
+# Words of the task language that name no colour, shape, direction or action: never a rewrite's target
+# ("flaxen" is glossed "of hair color; pale yellowish ...": yellow, not "colored").
+GENERIC_WORDS: frozenset[str] = frozenset(["color", "colour", "colored", "coloured", "side", "top", "thing"])
 SYNONYM, HEAD, SISTER, GLOSS, COMPOUND = 0.95, 0.85, 0.62, 0.60, 0.70
 HYPERNYM_DEPTH = 3
 RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
@@ -141,6 +146,7 @@ SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ly", "y")
 ROLE_PENALTY = 0.7  # a sense of another part of speech than the word's place suggests
 _DETERMINERS = frozenset(["the", "a", "an", "this", "that", "these", "those", "my", "your", "some"])
 _OBJECT_START = _DETERMINERS | {"it"}  # a verb's object starts here: "grasp the ...", "lift it"
+_PARTICLES = frozenset(["up", "down", "out", "off", "away", "over"])  # "scoop up ...": a phrasal verb
 # ... and a noun phrase ends at the sentence's end, a preposition or a relative pronoun.
 _AFTER_NOUN = frozenset(
     ["on", "onto", "upon", "atop", "to", "in", "into", "with", "for", "from", "of", "which", "that"]
@@ -187,6 +193,17 @@ def one_edit(word: str) -> set[str]:
     return (dropped | swapped | changed | added) - {word}
 
 
+def _stems(word: str) -> list[str]:
+    """Candidate stems of ``word`` for each suffix it ends with ("cubes" -> "cube", "cub"; "reddish" ->
+    "redd", "reddde", "red")."""
+    out = []
+    for suffix in SUFFIXES:
+        stem = word[: -len(suffix)]
+        if word.endswith(suffix) and len(stem) >= 3:
+            out += [stem, stem + "e"] + ([stem[:-1]] if len(stem) > 3 and stem[-1] == stem[-2] else [])
+    return out
+
+
 def _parts(lemma_name: str) -> list[str]:
     return lemma_name.lower().replace("-", "_").split("_")
 
@@ -210,7 +227,8 @@ class LexicalGrounding:
     def __init__(self, vocabulary: Iterable[str], min_score: float = 0.6) -> None:
         words = {w for text in vocabulary for w in _WORD_RE.findall(text.lower())}
         self.known: frozenset[str] = frozenset(words)
-        self.targets: tuple[str, ...] = tuple(sorted(w for w in words if w not in STOP_WORDS and len(w) > 2))
+        self._candidates = tuple(sorted(w for w in words if w not in STOP_WORDS and len(w) > 2))
+        self._targets: tuple[str, ...] | None = None
         self.min_score = float(min_score)
         self._memo: dict[tuple[str, str | None], str | None] = {}
         self._dominant: dict[str, frozenset[str]] = {}
@@ -229,7 +247,7 @@ class LexicalGrounding:
             after = words[i + 1] if i + 1 < len(words) else ""
             before = words[i - 1] if i else ""
             noun = before in _DETERMINERS or after in _AFTER_NOUN
-            role = "verb" if after in _OBJECT_START else "noun" if noun else None
+            role = "verb" if after in _OBJECT_START or after in _PARTICLES else "noun" if noun else None
             out.append(self.ground(w, role) or w)
         return " ".join(out)
 
@@ -246,20 +264,23 @@ class LexicalGrounding:
         """Every (known word, score, evidence) WordNet gives for ``word``, best first (for inspection)."""
         return sorted(self._evidence(word, role), key=lambda e: -e[1])
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The known words a rewrite may produce: content words WordNet knows (training typos excluded)."""
+        if self._targets is None:
+            wn = wordnet()
+            self._targets = tuple(w for w in self._candidates if w not in GENERIC_WORDS and wn.synsets(w))
+        return self._targets
+
     # ------------------------------------------------------------------------------------------
     def _spelling_of_known(self, word: str) -> str | None:
-        """A known word ``word`` misspells (one edit) or inflects/derives ("cubes", "reddish", "leftward")."""
-        if len(word) >= 4:
-            hits = sorted(w for w in self.known & one_edit(word) if len(w) >= 4 and w not in STOP_WORDS)
+        """A known word ``word`` misspells (one edit; only a non-word) or inflects/derives ("cubes",
+        "reddish", "leftward")."""
+        if len(word) >= 4 and not wordnet().synsets(word):
+            hits = sorted(w for w in set(self.targets) & one_edit(word) if len(w) >= 4)
             if hits:
                 return hits[0]
-        for suffix in SUFFIXES:
-            stem = word[: -len(suffix)]
-            if word.endswith(suffix) and len(stem) >= 3:
-                for k in (stem, stem + "e", stem[:-1] if len(stem) > 3 and stem[-1] == stem[-2] else ""):
-                    if k in self.targets:
-                        return k
-        return None
+        return next((k for k in _stems(word) if k in self.targets), None)
 
     def _nearest(self, word: str, role: str | None) -> str | None:
         spelt = self._spelling_of_known(word)
@@ -295,10 +316,16 @@ class LexicalGrounding:
     def _evidence(self, word: str, role: str | None = None) -> list[tuple[str, float, str]]:
         wn = wordnet()
         senses = self._senses(word)
+        if not senses:  # a derived form WordNet lists by its stem ("sinistrally" -> "sinistral")
+            stem = next((w for w in _stems(word) if wn.synsets(w)), None)
+            if stem is not None:
+                word, senses = stem, self._senses(stem)
         if not senses and len(word) >= 4:  # a misspelt word WordNet knows one edit away
             fixed = next((w for w in sorted(one_edit(word)) if wn.synsets(w)), None)
             if fixed is not None:
                 word, senses = fixed, self._senses(fixed)
+        if role is not None:  # frequency ranks the senses of the part of speech the word's place suggests
+            senses = sorted(senses, key=lambda s: (s.pos() == "v") != (role == "verb"))
         targets = set(self.targets)
         out: list[tuple[str, float, str]] = []
         for rank, s in enumerate(senses):
@@ -328,7 +355,9 @@ class LexicalGrounding:
                 for k in self._lemma_hits(c)
             ]
             genus = []
-            for g in _WORD_RE.findall(s.definition().lower().split(";")[0]):
+            if s.pos() in ("a", "s"):  # an adjective is glossed by the property it names: every word
+                genus = _WORD_RE.findall(s.definition().lower())  # "of or on the left", "pale yellowish"
+            for g in [] if genus else _WORD_RE.findall(s.definition().lower().split(";")[0]):
                 if g in _GENUS_END:
                     break
                 genus.append(g)

@@ -11,6 +11,7 @@ import pytest
 from mmvla.modules.language import normalize_instruction
 from mmvla.sim.tabletop.tasks import all_instructions, all_tasks
 from mmvla.sim.tabletop.wordings import (
+    DEV,
     FUNCTION_WORDS,
     HELDOUT,
     HELDOUT_FILE,
@@ -58,17 +59,24 @@ def test_fresh_heldout_vocabulary_shares_no_content_word_with_training_or_the_fi
     assert content_words(HELDOUT_FRESH).isdisjoint(content_words(TRAIN) | content_words(HELDOUT))
 
 
+def test_development_vocabulary_shares_no_content_word_with_any_other():
+    """The grounding may be tuned on DEV, so DEV must not leak into training or either held-out set."""
+    others = content_words(TRAIN) | content_words(HELDOUT) | content_words(HELDOUT_FRESH)
+    assert not content_words(DEV) & others, sorted(content_words(DEV) & others)
+
+
 def test_canonical_words_are_training_words():
     canonical = _words(all_instructions("all")) - FUNCTION_WORDS
     assert canonical <= content_words(TRAIN)
 
 
-@pytest.mark.parametrize("vocabulary", ["train", "heldout", "heldout_fresh"])
+@pytest.mark.parametrize("vocabulary", ["train", "heldout", "heldout_fresh", "dev"])
 def test_every_wording_parses_back_to_its_task_and_no_two_tasks_share_one(vocabulary, train_set):
     sets = {
         "train": train_set,
         "heldout": {k: list(v) for k, v in heldout_wordings().items()},
         "heldout_fresh": wording_set("heldout_fresh", 8),
+        "dev": wording_set("dev", 8),
     }[vocabulary]
     owner: dict[str, str] = {}
     for canonical, wordings in sets.items():

@@ -184,6 +184,34 @@ HELDOUT_FRESH = Lexicon(
     fillers=("{x}", "{x}", "hey robot {x}", "{x} quickly", "do me a favour and {x}"),
 )
 
+# A development vocabulary for the lexical grounding (mmvla.modules.lexicon): its rules may be tuned on
+# these words, so results on it are not held-out results. Written after HELDOUT_FRESH; shares no content
+# word with TRAIN, HELDOUT or HELDOUT_FRESH.
+DEV = Lexicon(
+    pick=("grip {np}", "nab {np}", "clutch {np}", "scoop up {np}", "heft {np}", "{np}, grip it"),
+    push=("shunt {np} {dir}", "drag {np} {dir}", "thrust {np} {dir}", "{np}, shunt it {dir}"),
+    place=(
+        "plant {np} on {base}",
+        "settle {np} onto {base}",
+        "load {np} onto {base}",
+        "{np}, plant it on {base}",
+    ),
+    colours={
+        "red": ("carmine", "rust"),
+        "green": ("sage", "moss"),
+        "blue": ("ultramarine", "denim"),
+        "yellow": ("honey", "flaxen"),
+        "purple": ("aubergine", "orchid"),
+    },
+    shapes={"cube": ("die", "square"), "cylinder": ("tin", "rod"), "slab": ("wafer", "tablet")},
+    directions={
+        "left": ("sinistrally", "at the sinistral end"),
+        "right": ("dextrally", "at the dextral end"),
+    },
+    noun_phrases=("the {c} {s}", "a {c} {s}", "the {s} painted {c}", "that {c} {s}"),
+    fillers=("{x}", "{x}", "you should {x}", "time to {x}"),
+)
+
 # A diagnostic, not a held-out set: HELDOUT's verbs, fillers, directions and phrasings around TRAIN's
 # colour and shape words. Set beside "heldout", it separates unseen phrasing from unseen object words.
 HELDOUT_PHRASING = replace(HELDOUT, colours=TRAIN.colours, shapes=TRAIN.shapes)
@@ -192,6 +220,7 @@ LEXICONS: dict[str, Lexicon] = {
     "heldout": HELDOUT,
     "heldout_phrasing": HELDOUT_PHRASING,
     "heldout_fresh": HELDOUT_FRESH,
+    "dev": DEV,
 }
 _SLOTS = ("pick", "push", "place", "noun_phrases", "fillers")
 
