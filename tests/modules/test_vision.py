@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from mmvla.modules.vision import (
+    KEYPOINT_POOLS,
     EfficientNetEncoder,
     VisionConfig,
     build_vision_encoder,
@@ -29,6 +30,7 @@ CASES = [
     ("cnn", {"multi_scale": True}),
     ("cnn", {"pool": "attention"}),
     ("cnn", {"pool": "keypoints", "condition": True}),
+    ("cnn", {"pool": "keypoint_features", "condition": True, "multi_scale": True}),
     ("cnn", {"pool": "mean", "coord_channels": False}),
     ("patch", {}),
     ("patch", {"pool": "spatial_softmax", "patch_size": 16}),
@@ -60,7 +62,7 @@ def test_shapes_and_grids(case: tuple[str, dict[str, object]], hw: tuple[int, in
         assert len(out.grids) == 2
         (h0, w0), (h1, w1) = out.grids
         assert (h1, w1) == (math.ceil(h0 / 2), math.ceil(w0 / 2))
-    if enc.cfg.pool in ("spatial_softmax", "keypoints"):
+    if enc.cfg.pool in KEYPOINT_POOLS:
         assert out.keypoints is not None and out.keypoints.shape == (2, 4 * len(out.grids), 2)
         assert out.keypoints.abs().max() <= 1.0
     else:
@@ -313,3 +315,32 @@ def test_keypoints_pool_reads_only_the_keypoints() -> None:
     assert out.keypoints is not None
     pool = enc.pool
     torch.testing.assert_close(out.pooled, pool.norm(pool.mlp(out.keypoints.flatten(1))))
+
+
+def test_keypoint_features_pool_reads_features_where_each_keypoint_looks() -> None:
+    """pool="keypoint_features": per keypoint, the projected token features averaged under its own
+    softmax map, against a float64 loop over cells; then keypoints and those reads through the MLP."""
+    from mmvla.modules.vision import KEYPOINT_FEATURES
+
+    torch.manual_seed(0)
+    enc = build_vision_encoder(
+        VisionConfig(
+            kind="cnn", dim=16, channels=(8,), strides=(2,), pool="keypoint_features", num_keypoints=3
+        )
+    )
+    images = torch.rand(2, 3, 16, 16)
+    out = enc(images)
+    pool = enc.pool
+    tokens = out.tokens.double()  # (B, 64, D): an 8x8 grid
+    logits = tokens @ pool.keypoint_logits[0].weight.double().T + pool.keypoint_logits[0].bias.double()
+    temperature = float(pool.log_temperature.exp())
+    values = tokens @ pool.feature_proj.weight.double().T + pool.feature_proj.bias.double()  # (B, N, F)
+    reads = torch.zeros(2, 3, KEYPOINT_FEATURES, dtype=torch.float64)
+    for b in range(2):
+        for k in range(3):
+            w = torch.exp(logits[b, :, k] / temperature)
+            w = w / w.sum()
+            for n in range(tokens.shape[1]):
+                reads[b, k] += w[n] * values[b, n]
+    want = pool.norm(pool.mlp(torch.cat([out.keypoints.flatten(1), reads.flatten(1).float()], dim=1)))
+    torch.testing.assert_close(out.pooled, want, rtol=1e-4, atol=1e-4)

@@ -41,8 +41,9 @@ from mmvla.modules.attention import TransformerBlock
 
 # kind -> encoder class, filled by the @VISION_ENCODERS.register decorators below.
 VISION_ENCODERS: Registry[type[VisionEncoder]] = Registry("vision encoder")
-POOLS = ("spatial_softmax", "keypoints", "attention", "mean")
-KEYPOINT_POOLS = ("spatial_softmax", "keypoints")
+POOLS = ("spatial_softmax", "keypoints", "keypoint_features", "attention", "mean")
+KEYPOINT_POOLS = ("spatial_softmax", "keypoints", "keypoint_features")
+KEYPOINT_FEATURES = 4  # "keypoint_features": feature channels read where each keypoint looks
 
 # ---------------------------------------------------------------------------------------------------
 # Outputs and config
@@ -79,7 +80,10 @@ class VisionConfig:
         pool: pooled-vector design: ``"spatial_softmax"`` (learned keypoints' expected (x, y) per
             scale + the mean token, through an MLP: keeps *where* as well as *what*), ``"keypoints"``
             (the keypoints alone through the MLP: only *where*, which leaves less to memorise a scene
-            by; pairs with ``condition``), ``"attention"``
+            by; pairs with ``condition``), ``"keypoint_features"`` (the keypoints and, per keypoint,
+            :data:`KEYPOINT_FEATURES` learned feature channels averaged under its softmax map: *what
+            it looks at*, e.g. an object's edges and so its orientation, without the whole scene),
+            ``"attention"``
             (a learned query attends over the tokens) or ``"mean"``.
         num_keypoints: keypoints K per scale for ``"spatial_softmax"`` and ``"keypoints"``.
         keypoint_temperature: initial softmax temperature of the keypoint maps (learned from there);
@@ -327,6 +331,9 @@ class _Pool(nn.Module):
             self.keypoint_logits = nn.ModuleList(nn.Linear(dim, num_keypoints) for _ in range(num_scales))
             self.log_temperature = nn.Parameter(torch.tensor(math.log(temperature)))
             width = 2 * num_keypoints * num_scales + (dim if kind == "spatial_softmax" else 0)
+            if kind == "keypoint_features":
+                self.feature_proj = nn.Linear(dim, KEYPOINT_FEATURES)
+                width += KEYPOINT_FEATURES * num_keypoints * num_scales
             self.mlp = nn.Sequential(nn.Linear(width, dim), nn.GELU(), nn.Linear(dim, dim))
         elif kind == "attention":
             self.query = nn.Parameter(torch.randn(1, 1, dim) * 0.02)
@@ -362,14 +369,25 @@ class _Pool(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, d)  # (B, D)
             return self.norm(self.out(y)), None
         temperature = self.log_temperature.exp()
+        all_logits = list(self._keypoint_logits(tokens, grids))
         kps = [
             spatial_softmax_keypoints(logits, grid, temperature)  # (B, K, 2)
-            for logits, grid in zip(self._keypoint_logits(tokens, grids), grids, strict=True)
+            for logits, grid in zip(all_logits, grids, strict=True)
         ]
         keypoints = torch.cat(kps, dim=1)  # (B, S*K, 2)
         feat = keypoints.flatten(1)  # (B, 2SK)
         if self.kind == "spatial_softmax":
             feat = torch.cat([feat, tokens.mean(dim=1)], dim=-1)  # (B, 2SK + D)
+        elif self.kind == "keypoint_features":
+            values = self.feature_proj(tokens).float()  # (B, N, F)
+            reads, start = [], 0
+            for logits, (h, w) in zip(all_logits, grids, strict=True):
+                maps = spatial_softmax_maps(logits, temperature)  # (B, h*w, K)
+                reads.append(torch.einsum("bnk,bnf->bkf", maps, values[:, start : start + h * w]))
+                start += h * w
+            feat = torch.cat(
+                [feat, torch.cat(reads, dim=1).flatten(1).to(feat.dtype)], dim=-1
+            )  # (B, 2SK + FSK)
         return self.norm(self.mlp(feat)), keypoints
 
 
