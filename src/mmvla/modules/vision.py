@@ -85,7 +85,7 @@ class VisionConfig:
             it looks at*, e.g. an object's edges and so its orientation, without the whole scene),
             ``"attention"``
             (a learned query attends over the tokens) or ``"mean"``.
-        num_keypoints: keypoints K per scale for ``"spatial_softmax"`` and ``"keypoints"``.
+        num_keypoints: keypoints K per scale for the keypoint pools (:data:`KEYPOINT_POOLS`).
         keypoint_temperature: initial softmax temperature of the keypoint maps (learned from there);
             below 1 sharpens the maps at the start, so keypoints follow the image from the first steps.
         multi_scale: return tokens from two resolutions (fine and 2× coarser), each with a learned
@@ -369,10 +369,12 @@ class _Pool(nn.Module):
             y = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, d)  # (B, D)
             return self.norm(self.out(y)), None
         temperature = self.log_temperature.exp()
-        all_logits = list(self._keypoint_logits(tokens, grids))
-        kps = [
-            spatial_softmax_keypoints(logits, grid, temperature)  # (B, K, 2)
-            for logits, grid in zip(all_logits, grids, strict=True)
+        maps = [  # per scale (B, h*w, K): where each keypoint looks, computed once
+            spatial_softmax_maps(logits, temperature) for logits in self._keypoint_logits(tokens, grids)
+        ]
+        kps = [  # (B, K, 2) expected (x, y), as spatial_softmax_keypoints computes them
+            torch.einsum("bnk,nc->bkc", m, grid_coords(h, w, tokens.device)).to(tokens.dtype)
+            for m, (h, w) in zip(maps, grids, strict=True)
         ]
         keypoints = torch.cat(kps, dim=1)  # (B, S*K, 2)
         feat = keypoints.flatten(1)  # (B, 2SK)
@@ -381,9 +383,8 @@ class _Pool(nn.Module):
         elif self.kind == "keypoint_features":
             values = self.feature_proj(tokens).float()  # (B, N, F)
             reads, start = [], 0
-            for logits, (h, w) in zip(all_logits, grids, strict=True):
-                maps = spatial_softmax_maps(logits, temperature)  # (B, h*w, K)
-                reads.append(torch.einsum("bnk,bnf->bkf", maps, values[:, start : start + h * w]))
+            for m, (h, w) in zip(maps, grids, strict=True):
+                reads.append(torch.einsum("bnk,bnf->bkf", m, values[:, start : start + h * w]))
                 start += h * w
             feat = torch.cat(
                 [feat, torch.cat(reads, dim=1).flatten(1).to(feat.dtype)], dim=-1
