@@ -35,16 +35,16 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "lexicon.json"
 TEXT_RESULTS = ROOT / "benchmarks" / "results" / "lexicon_text.json"
 os.environ.setdefault("MUJOCO_GL", "egl")
-LEXICONS = ("none", "wordnet")
+LEXICONS = ("none", "wordnet", "wordnet_task")
 WORDINGS = ("canonical", "heldout", "heldout_fresh")
 
 
 def text_check(policy_dir: Path) -> dict[str, Any]:
-    """Share of each held-out set's wordings that parse (training lexicon only) to their own task,
-    as given and after grounding with the checkpoint's vocabulary."""
-    from mmvla.modules.language import normalize_instruction
-    from mmvla.modules.lexicon import LexicalGrounding
+    """Per lexicon, the share of each held-out set's wordings whose reading (what the encoder reads)
+    parses with the training lexicon alone to its own task, and the share read as exactly the
+    canonical instruction."""
     from mmvla.policy.checkpoint import load_config
+    from mmvla.policy.reading import InstructionReader
     from mmvla.sim.tabletop import wordings as W
 
     cfg, _ = load_config(policy_dir)
@@ -54,26 +54,25 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
         "dev": W.wording_set("dev", W.HELDOUT_PER_TASK),
     }
     vocabulary = cfg.vocabulary or W.training_vocabulary(cfg.instructions, W.TRAIN_PER_TASK)
-    grounding = LexicalGrounding(vocabulary)
-    saved = W.LEXICONS
-    W.LEXICONS = {"train": W.TRAIN}  # what the policy learned: the training vocabulary only
-    W._phrase_table.cache_clear()
+    readers = {lex: InstructionReader(lex, vocabulary) for lex in LEXICONS}
     out: dict[str, Any] = {}
-    try:
-        for name, table in sets.items():
-            counts = {"none": 0, "wordnet": 0}
-            total = 0
-            for canonical, ws in table.items():
-                for w in ws:
-                    text = normalize_instruction(w)
-                    for lex, t in (("none", text), ("wordnet", grounding.rewrite(text))):
-                        with contextlib.suppress(ValueError):  # unparsable: not its task
-                            counts[lex] += W.parse_wording(t).instruction == canonical
-                    total += 1
-            out[name] = {"wordings": total, **{k: v / total for k, v in counts.items()}}
-    finally:
-        W.LEXICONS = saved
-        W._phrase_table.cache_clear()
+    for name, table in sets.items():
+        parsed = dict.fromkeys(LEXICONS, 0)
+        exact = dict.fromkeys(LEXICONS, 0)
+        total = 0
+        for canonical, ws in table.items():
+            for w in ws:
+                for lex, reader in readers.items():
+                    text = reader.read(w)
+                    exact[lex] += text == canonical
+                    with contextlib.suppress(ValueError):  # unparsable: not its task
+                        parsed[lex] += W.parse_wording(text, ("train",)).instruction == canonical
+                total += 1
+        out[name] = {
+            "wordings": total,
+            **{k: v / total for k, v in parsed.items()},
+            "canonical": {k: v / total for k, v in exact.items()},
+        }
     return out
 
 

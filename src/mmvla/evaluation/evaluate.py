@@ -81,7 +81,8 @@ class EvalConfig:
             None: the checkpoint's default ("hold"). A server's is set by ``mmvla serve``.
         continue_steps: N of the "continue" fallback.
         lexicon: how the local policy reads words training never showed it: "wordnet" (grounded through
-            WordNet, :mod:`mmvla.modules.lexicon`) or "none"; None: the checkpoint's own setting.
+            WordNet, :mod:`mmvla.modules.lexicon`), "wordnet_task" (grounded, then read as the task its
+            slots name) or "none"; None: the checkpoint's own setting.
     """
 
     episodes: int = 100

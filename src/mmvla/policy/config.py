@@ -51,7 +51,10 @@ class PolicyConfig:
         env_state_dim: width E of that state (filled from the dataset when the loss is on).
         lexicon: ``"wordnet"``: every instruction word outside ``vocabulary`` is rewritten into the known
             word WordNet relates it to before the language encoder reads it ("nudge the cobalt drum" ->
-            "push the blue cylinder"; :mod:`mmvla.modules.lexicon`); ``"none"``: words are read as given.
+            "push the blue cylinder"; :mod:`mmvla.modules.lexicon`); ``"wordnet_task"``: so rewritten, then
+            an instruction that held such a word is read as the canonical instruction of the task its
+            slots name, when they name one (``VLAPolicy.read_instructions``); ``"none"``: words are read
+            as given.
         vocabulary: the words training showed the policy (filled by the trainer from the instructions
             and the wording pool); empty: derived from ``instructions`` and their training wordings.
     """

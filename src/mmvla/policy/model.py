@@ -40,9 +40,8 @@ from mmvla.modules.language import (
     LanguageConfig,
     WordTokenizer,
     build_language_encoder,
-    normalize_instruction,
 )
-from mmvla.modules.lexicon import LEXICONS, LexicalGrounding
+from mmvla.modules.lexicon import LexicalGrounding
 from mmvla.modules.memory import MemoryConfig, TemporalMemory
 from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
@@ -51,6 +50,7 @@ from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import Normalizer
 from mmvla.policy.observation import observation_to_batch, validate_observation
 from mmvla.policy.protocol import Policy
+from mmvla.policy.reading import InstructionReader
 from mmvla.policy.runtime import ActionChunker
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 from mmvla.sim.tabletop.wordings import TRAIN_PER_TASK, training_vocabulary
@@ -120,25 +120,26 @@ class VLAPolicy(nn.Module):
         # Run-time safety layer of act() (validation, hold-position fallback, clamps); None switches it off.
         self.safety: SafetyMonitor | None = SafetyMonitor(SafetyConfig())
         # Run-time reading of words training never showed (PolicyConfig.lexicon; set_lexicon switches it).
-        self.grounding: LexicalGrounding | None = None
         self.set_lexicon(cfg.lexicon)
 
     def set_lexicon(self, lexicon: str) -> None:
-        """How instructions are read: "wordnet" rewrites each word outside the training vocabulary into the
-        known word WordNet relates it to (:mod:`mmvla.modules.lexicon`); "none" reads words as given."""
-        if lexicon not in LEXICONS:
-            raise ValueError(f"unknown lexicon {lexicon!r}; expected one of {LEXICONS}")
-        self.grounding = None
-        if lexicon == "wordnet":
-            vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
-            self.grounding = LexicalGrounding(vocabulary)
+        """How instructions are read (:mod:`mmvla.policy.reading`): "wordnet" rewrites each word outside
+        the training vocabulary into the known word WordNet relates it to; "wordnet_task" does so, then
+        reads an instruction that held such a word as the task its slots name; "none" reads words as given."""
+        vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
+        self.reader = InstructionReader(lexicon, vocabulary if lexicon != "none" else ())
         self.lexicon = lexicon
+
+    @property
+    def grounding(self) -> LexicalGrounding | None:
+        """The WordNet grounding of unseen words, None with ``lexicon="none"``."""
+        return self.reader.grounding
 
     def read_instructions(self, instructions: Sequence[str]) -> list[str]:
         """What the language encoder reads: normalised text (case, punctuation, spacing), unseen words
-        grounded when a lexicon is on. ``"Nudge the cobalt drum!"`` -> ``"push the blue cylinder"``."""
-        texts = [normalize_instruction(t) for t in instructions]
-        return texts if self.grounding is None else [self.grounding.rewrite(t) for t in texts]
+        grounded when a lexicon is on (:class:`~mmvla.policy.reading.InstructionReader`).
+        ``"Nudge the cobalt drum!"`` -> ``"push the blue cylinder"``."""
+        return self.reader(instructions)
 
     # ---------------------------------------------------------------- encoding
     def encode(

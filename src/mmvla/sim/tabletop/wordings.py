@@ -429,18 +429,46 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
 
 # ------------------------------------------------------------------------------------------ parsing
 @cache
-def _phrase_table(kind: str) -> tuple[tuple[tuple[str, ...], str], ...]:
-    """(words of a phrase, value) for every colour / shape / direction phrase of every lexicon,
-    longest phrase first (computed once per kind)."""
+def _phrase_table(
+    kind: str, vocabularies: tuple[str, ...] | None = None
+) -> tuple[tuple[tuple[str, ...], str], ...]:
+    """(words of a phrase, value) for every colour / shape / direction phrase of the ``vocabularies``
+    lexicons (None: every lexicon), longest phrase first (computed once per kind and vocabularies)."""
+    lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
     rows = {
         (tuple(split_plain(p)), value)
-        for lex in LEXICONS.values()
+        for lex in lexicons
         for value, phrases in {"colour": lex.colours, "shape": lex.shapes, "direction": lex.directions}[
             kind
         ].items()
         for p in phrases
     }
     return tuple(sorted(rows, key=lambda r: (-len(r[0]), r)))
+
+
+@cache
+def _relation_words(vocabularies: tuple[str, ...] | None = None) -> frozenset[str]:
+    """The words that introduce a place task's base in the ``vocabularies`` lexicons (None: every one)."""
+    lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
+    return frozenset(w for lex in lexicons for p in lex.place for w in split_plain(p) if w in _RELATIONS)
+
+
+_RELATIONS = ("on", "onto", "atop", "upon")
+
+
+@cache
+def verb_families(vocabularies: tuple[str, ...] | None = None) -> dict[str, frozenset[str]]:
+    """Each verb word of the ``vocabularies`` lexicons' task phrases -> the families it words ("put" ->
+    {"place"}); function words and placeholders excluded."""
+    lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
+    out: dict[str, set[str]] = {}
+    for lex in lexicons:
+        for family in ("pick", "push", "place"):
+            for phrase in getattr(lex, family):
+                for w in split_plain(re.sub(r"\{\w+\}", " ", phrase)):
+                    if w not in FUNCTION_WORDS and w not in _RELATIONS and w != "top":
+                        out.setdefault(w, set()).add(family)
+    return {w: frozenset(f) for w, f in out.items()}
 
 
 def _close(word: str, known: str) -> bool:
@@ -462,17 +490,29 @@ def _close(word: str, known: str) -> bool:
     return False
 
 
-def parse_wording(text: str) -> TaskSpec:
-    """The task a wording (training or held-out vocabulary) asks for; ``ValueError`` if none.
+def parse_wording(text: str, vocabularies: Sequence[str] | None = None) -> TaskSpec:
+    """The task a wording asks for; ``ValueError`` if none.
 
     Finds the colour and shape words (the i-th colour goes with the i-th shape), a direction phrase
-    (push) and a relation word (place: the noun phrase after "on"/"onto"/"atop"/"upon" is the base).
+    (push) and, with two objects, the base (place): the object after the first relation word of the
+    vocabularies ("on", "onto", "atop", "upon"), or the one named last when there is none ("lay X upon Y"
+    read with the training vocabulary, which lacks "upon"). Words it does not know are skipped ("kindly", "thanks").
+
+    Args:
+        vocabularies: the lexicons (:data:`LEXICONS` names) whose colour, shape and direction phrases it
+            reads. None (default): every one, the simulator's ground truth for tests; ``("train",)``:
+            only what a policy was trained on (:mod:`mmvla.sim.tabletop.reader`).
     """
+    if vocabularies is not None:
+        unknown = [v for v in vocabularies if v not in LEXICONS]
+        if unknown:
+            raise ValueError(f"unknown wording vocabularies {unknown}; expected some of {tuple(LEXICONS)}")
+    key = None if vocabularies is None else tuple(vocabularies)
     words = split_plain(text)
     found: dict[str, list[tuple[int, str]]] = {"colour": [], "shape": [], "direction": []}
     for kind in found:
         used: set[int] = set()
-        for phrase, value in _phrase_table(kind):
+        for phrase, value in _phrase_table(kind, key):
             for i in range(len(words) - len(phrase) + 1):
                 span = range(i, i + len(phrase))
                 if not used.intersection(span) and all(
@@ -486,16 +526,19 @@ def parse_wording(text: str) -> TaskSpec:
     if len(colours) != len(shapes) or not colours or len(colours) > 2:
         raise ValueError(f"cannot parse wording {text!r}: colours {colours}, shapes {shapes}")
     combos = list(zip(colours, shapes, strict=True))
-    if len(combos) == 2:
-        relation = [i for i, w in enumerate(words) if w in ("on", "onto", "atop", "upon")]
-        if not relation:
-            raise ValueError(f"cannot parse wording {text!r}: two objects but no relation word")
-        after = [k for k, pos in enumerate(shape_pos) if pos > relation[0]]
-        if not after:
-            raise ValueError(f"cannot parse wording {text!r}: no object after the relation word")
-        base_i = after[0]
-        return TaskSpec("place", combos[1 - base_i], base=combos[base_i])
     directions = {v for _, v in found["direction"]}
+    if len(combos) == 1 and _relation_words(key).intersection(words):
+        raise ValueError(f"cannot parse wording {text!r}: a relation word but one object")
+    if len(combos) == 2:
+        if directions:
+            raise ValueError(f"cannot parse wording {text!r}: two objects and a direction")
+        relations = _relation_words(key)
+        relation = [i for i, w in enumerate(words) if w in relations]
+        after = [k for k, pos in enumerate(shape_pos) if relation and pos > relation[0]]
+        if relation and not after:
+            raise ValueError(f"cannot parse wording {text!r}: no object after the relation word")
+        base_i = after[0] if after else 1
+        return TaskSpec("place", combos[1 - base_i], base=combos[base_i])
     if len(directions) > 1:
         raise ValueError(f"cannot parse wording {text!r}: directions {sorted(directions)}")
     if directions:
@@ -519,6 +562,7 @@ __all__ = [
     "heldout_wordings",
     "parse_wording",
     "training_vocabulary",
+    "verb_families",
     "wording_for_episode",
     "wording_set",
     "wordings_for",
