@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import os
 import platform
 import time
@@ -147,8 +148,11 @@ def main() -> None:
         }
         atomic_write_json(TEXT_RESULTS, checks)
         for name, rows in checks["words"].items():
+            text = checks["text"][name]
             print(
-                f"{name:<14} text {checks['text'][name]['none']:.0%} -> {checks['text'][name]['wordnet']:.0%}; words "
+                f"{name:<14} text "
+                + " -> ".join(f"{text[lex]:.0%}" for lex in LEXICONS)
+                + f" (read as the canonical instruction: {text['canonical']['wordnet_task']:.0%}); words "
                 + ", ".join(f"{k} {r['none']:.0%} -> {r['wordnet']:.0%}" for k, r in rows.items())
             )
         print(f"wrote {TEXT_RESULTS}")
@@ -181,36 +185,39 @@ def main() -> None:
             m = evaluate(args.checkpoint, c_cfg, out / lex / f"{control}_{wording}", progress=True)
             controls[f"{control}_{wording}"] = {"success": m["success"], "ci95": m["ci95"]}
         result["lexicons"][lex] = {"wordings": section, "controls": controls}
-    # wordnet vs none on the same episodes, per wording set and split
-    paired: dict[str, Any] = {}
-    for wording in WORDINGS:
-        rel = Path() if wording == WORDINGS[0] else Path("wordings") / wording
-        first, second = read_episodes(out / "none" / rel), read_episodes(out / "wordnet" / rel)
-        paired[wording] = {
-            split: paired_comparison(
-                [r for r in first if r.split == split], [r for r in second if r.split == split]
-            )
-            for split in ("train", "unseen")
-        }
-    result["wordnet_vs_none"] = paired
+    # each lexicon against the one before it, on the same episodes, per wording set and split
+    for before, after in itertools.pairwise(LEXICONS):
+        paired: dict[str, Any] = {}
+        for wording in WORDINGS:
+            rel = Path() if wording == WORDINGS[0] else Path("wordings") / wording
+            first, second = read_episodes(out / before / rel), read_episodes(out / after / rel)
+            paired[wording] = {
+                split: paired_comparison(
+                    [r for r in first if r.split == split], [r for r in second if r.split == split]
+                )
+                for split in ("train", "unseen")
+            }
+        result[f"{after}_vs_{before}"] = paired
     result["wall_seconds"] = round(time.perf_counter() - t0, 1)
     atomic_write_json(RESULTS, result)
-    print(f"{'lexicon':<8} {'wording':<14} {'train':>7} {'unseen':>7} {'kept/canon':>11}")
+    print(f"{'lexicon':<12} {'wording':<14} {'train':>7} {'unseen':>7} {'kept/canon':>11}")
     for lex, sec in result["lexicons"].items():
         for wording, w in sec["wordings"].items():
             kept = "/".join(f"{v:.0%}" if v is not None else "-" for v in w["retained"].values())
             print(
-                f"{lex:<8} {wording:<14} {w['success']['train']:>7.0%} {w['success']['unseen']:>7.0%} {kept:>11}"
+                f"{lex:<12} {wording:<14} {w['success']['train']:>7.0%} {w['success']['unseen']:>7.0%} {kept:>11}"
             )
         for name, c in sec["controls"].items():
-            print(f"{lex:<8} {name:<14} {c['success']['train']:>7.0%} {c['success']['unseen']:>7.0%}")
-    for wording, splits in paired.items():
-        print(
-            f"wordnet vs none, {wording}: "
-            + ", ".join(
-                f"{s} p={v['p_value']:.3g} ({v['only_first']}/{v['only_second']})" for s, v in splits.items()
+            print(f"{lex:<12} {name:<14} {c['success']['train']:>7.0%} {c['success']['unseen']:>7.0%}")
+    for before, after in itertools.pairwise(LEXICONS):
+        for wording, splits in result[f"{after}_vs_{before}"].items():
+            print(
+                f"{after} vs {before}, {wording}: "
+                + ", ".join(
+                    f"{s} p={v['p_value']:.3g} ({v['only_first']}/{v['only_second']})"
+                    for s, v in splits.items()
+                )
             )
-        )
     print(f"text check: {result['text']}")
     print(f"wrote {RESULTS} in {result['wall_seconds'] / 60:.1f} min")
 
