@@ -42,6 +42,10 @@ class PolicyConfig:
             the state only). A memoryless policy cannot tell a gripper rising with an object (pick) from one
             lowering it onto another (place) at the same height; the last step's motion can. ``act`` keeps the
             episode's last P states; 0: the current state alone.
+        condition_state: the conditioned vision trunk's FiLM vector also reads the robot state (the
+            sentence summary plus a zero-initialised projection of the proprio token), so what the
+            trunk looks for can change with the gripper: the named object while the hand is empty, the
+            base once it holds it (place). Needs ``use_proprio`` and ``vision["condition"]``.
         camera_dropout: training-time probability of dropping each camera of a sample.
         instruction_dropout: training-time probability of dropping the instruction of a sample.
         action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
@@ -74,6 +78,7 @@ class PolicyConfig:
     head: dict[str, Any] = field(default_factory=lambda: {"kind": "regression", "chunk_size": 4})
     temporal: dict[str, Any] | None = None
     state_history: int = 0
+    condition_state: bool = False
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
     action_norm: str = "mean_std"
@@ -104,6 +109,11 @@ class PolicyConfig:
             raise ValueError(
                 "PolicyConfig.state_history needs use_proprio and no temporal memory (the memory already "
                 "reads past frames, states included)"
+            )
+        if self.condition_state and not (self.use_proprio and self.vision.get("condition")):
+            raise ValueError(
+                "PolicyConfig.condition_state needs use_proprio and a conditioned vision trunk "
+                "(vision={'condition': True, ...})"
             )
         for name in ("camera_dropout", "instruction_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:

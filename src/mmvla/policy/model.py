@@ -103,6 +103,11 @@ class VLAPolicy(nn.Module):
             if cfg.use_proprio
             else None
         )
+        # condition_state: the robot state's share of the trunk's FiLM vector, zero at initialisation.
+        self.state_cond = nn.Linear(D, D) if cfg.condition_state else None
+        if self.state_cond is not None:
+            nn.init.zeros_(self.state_cond.weight)
+            nn.init.zeros_(self.state_cond.bias)
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
         self.memory = (
             TemporalMemory(_build_dataclass(MemoryConfig, cfg.temporal, dim=D)) if cfg.temporal else None
@@ -185,8 +190,15 @@ class VLAPolicy(nn.Module):
                 keep_txt = torch.rand(B, 1, device=x.device) >= g.instruction_dropout  # (B, 1)
                 lang_mask = lang_mask & keep_txt
                 lang_tokens = lang_tokens * keep_txt[..., None]
-        # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera.
-        cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
+        proprio = self.proprio(self._proprio_input(state, past_state)) if self.proprio is not None else None
+        # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera, and
+        # with condition_state the robot state too (what to look for changes once the object is held).
+        cond = None
+        if self.vision.cfg.condition:
+            cond = lang_tokens[:, 0]  # (B, D)
+            if self.state_cond is not None and proprio is not None:
+                cond = cond + self.state_cond(proprio[:, 0])
+            cond = cond.repeat_interleave(C, dim=0)  # (B·C, D)
         vis = self.vision(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
         # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
         per_cam = vis.pooled[:, None]  # (B·C, 1, D)
@@ -197,8 +209,8 @@ class VLAPolicy(nn.Module):
         v = v * cam_keep[:, :, None, None]
         tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·(1 + N), D), (B, 1 + L, D)
         masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
-        if self.proprio is not None:
-            tokens["proprio"] = self.proprio(self._proprio_input(state, past_state))  # (B, 1, D)
+        if proprio is not None:
+            tokens["proprio"] = proprio  # (B, 1, D)
         return ModalityTokens(tokens=tokens, masks=masks)
 
     def _proprio_input(self, state: Tensor, past_state: Tensor | None) -> Tensor:
