@@ -51,7 +51,9 @@ def demo_configs(steps: int = 8000, seed: int = 0) -> tuple[PolicyConfig, TrainC
     ones: wording augmentation (3 of 4 samples carry one of 32 training wordings of their task;
     benchmarks/language.py, docs/guide/language-robustness.md). What lets it read words no training
     wording has: lexical grounding through WordNet ("nudge the cobalt drum" is read as "push the blue
-    cylinder"; :mod:`mmvla.modules.lexicon`, benchmarks/lexicon.py).
+    cylinder"; :mod:`mmvla.modules.lexicon`, benchmarks/lexicon.py), then the whole instruction read as
+    the task its slots name ("kindly grasp the ruby dice, thanks" -> "pick up the red cube";
+    :mod:`mmvla.policy.reading`).
     """
     policy = PolicyConfig(
         cameras=("front", "wrist"),
@@ -64,7 +66,7 @@ def demo_configs(steps: int = 8000, seed: int = 0) -> tuple[PolicyConfig, TrainC
         head={"kind": "regression", "chunk_size": 4, "loss": "l1"},
         camera_dropout=0.1,
         aux_state_weight=1.0,
-        lexicon="wordnet",
+        lexicon="wordnet_task",
     )
     train = TrainConfig(
         steps=steps,
