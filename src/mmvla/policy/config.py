@@ -46,6 +46,11 @@ class PolicyConfig:
             sentence summary plus a zero-initialised projection of the proprio token), so what the
             trunk looks for can change with the gripper: the named object while the hand is empty, the
             base once it holds it (place). Needs ``use_proprio`` and ``vision["condition"]``.
+        condition_roles: the conditioned vision trunk's FiLM vector also reads, apart, the summaries of
+            the object to move and of the base ("the red cube", "the blue slab"; read from the
+            instruction's slots, :meth:`~mmvla.policy.reading.InstructionReader.roles`) through two
+            zero-initialised projections: a sentence embedding barely tells which of its two objects is
+            the one to pick up. Needs ``vision["condition"]``.
         camera_dropout: training-time probability of dropping each camera of a sample.
         instruction_dropout: training-time probability of dropping the instruction of a sample.
         action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
@@ -79,6 +84,7 @@ class PolicyConfig:
     temporal: dict[str, Any] | None = None
     state_history: int = 0
     condition_state: bool = False
+    condition_roles: bool = False
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
     action_norm: str = "mean_std"
@@ -114,6 +120,10 @@ class PolicyConfig:
             raise ValueError(
                 "PolicyConfig.condition_state needs use_proprio and a conditioned vision trunk "
                 "(vision={'condition': True, ...})"
+            )
+        if self.condition_roles and not self.vision.get("condition"):
+            raise ValueError(
+                "PolicyConfig.condition_roles needs a conditioned vision trunk (vision={'condition': True, ...})"
             )
         for name in ("camera_dropout", "instruction_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:

@@ -108,6 +108,11 @@ class VLAPolicy(nn.Module):
         if self.state_cond is not None:
             nn.init.zeros_(self.state_cond.weight)
             nn.init.zeros_(self.state_cond.bias)
+        # condition_roles: the target's and the base's summaries, each through its own projection.
+        self.role_cond = nn.ModuleList([nn.Linear(D, D), nn.Linear(D, D)]) if cfg.condition_roles else None
+        if self.role_cond is not None:
+            for p in self.role_cond.parameters():
+                nn.init.zeros_(p)
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
         self.memory = (
             TemporalMemory(_build_dataclass(MemoryConfig, cfg.temporal, dim=D)) if cfg.temporal else None
@@ -182,6 +187,7 @@ class VLAPolicy(nn.Module):
         lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
         lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)
         cam_keep = torch.ones(B, C, dtype=torch.bool, device=x.device)
+        keep_txt = None
         if self.training:
             g = self.cfg
             if g.camera_dropout > 0:
@@ -198,6 +204,8 @@ class VLAPolicy(nn.Module):
             cond = lang_tokens[:, 0]  # (B, D)
             if self.state_cond is not None and proprio is not None:
                 cond = cond + self.state_cond(proprio[:, 0])
+            if self.role_cond is not None:
+                cond = cond + self._role_condition(instructions, keep_txt)
             cond = cond.repeat_interleave(C, dim=0)  # (B·C, D)
         vis = self.vision(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
         # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
@@ -212,6 +220,21 @@ class VLAPolicy(nn.Module):
         if proprio is not None:
             tokens["proprio"] = proprio  # (B, 1, D)
         return ModalityTokens(tokens=tokens, masks=masks)
+
+    def _role_condition(self, instructions: Sequence[str], keep: Tensor | None) -> Tensor:
+        """(B, D): the target's and the base's summaries through their projections (zero for a role the
+        instruction does not name, or a dropped instruction: ``keep`` (B, 1) bool)."""
+        assert self.role_cond is not None
+        roles = [self.reader.roles(t) for t in instructions]
+        out: Tensor | None = None
+        for k, layer in enumerate(self.role_cond):  # 0: the object to move, 1: the base
+            phrases = [r[k] for r in roles]
+            summary = self.language([p or "nothing" for p in phrases]).pooled  # (B, D)
+            named = torch.tensor([bool(p) for p in phrases], device=summary.device)  # (B,)
+            term = layer(summary) * named[:, None]
+            out = term if out is None else out + term
+        assert out is not None
+        return out if keep is None else out * keep
 
     def _proprio_input(self, state: Tensor, past_state: Tensor | None) -> Tensor:
         """(B, S) state [+ (B, P, S) past states] -> (B, S·(1 + P)): the normalised state, then the
