@@ -42,10 +42,6 @@ class PolicyConfig:
             the state only). A memoryless policy cannot tell a gripper rising with an object (pick) from one
             lowering it onto another (place) at the same height; the last step's motion can. ``act`` keeps the
             episode's last P states; 0: the current state alone.
-        condition_state: the conditioned vision trunk's FiLM vector also reads the robot state (the
-            sentence summary plus a zero-initialised projection of the proprio token), so what the
-            trunk looks for can change with the gripper: the named object while the hand is empty, the
-            base once it holds it (place). Needs ``use_proprio`` and ``vision["condition"]``.
         condition_roles: the conditioned vision trunk's FiLM vector also reads, apart, the summaries of
             the object to move and of the base ("the red cube", "the blue slab"; read from the
             instruction's slots, :meth:`~mmvla.policy.reading.InstructionReader.roles`) through two
@@ -83,7 +79,6 @@ class PolicyConfig:
     head: dict[str, Any] = field(default_factory=lambda: {"kind": "regression", "chunk_size": 4})
     temporal: dict[str, Any] | None = None
     state_history: int = 0
-    condition_state: bool = False
     condition_roles: bool = False
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
@@ -115,11 +110,6 @@ class PolicyConfig:
             raise ValueError(
                 "PolicyConfig.state_history needs use_proprio and no temporal memory (the memory already "
                 "reads past frames, states included)"
-            )
-        if self.condition_state and not (self.use_proprio and self.vision.get("condition")):
-            raise ValueError(
-                "PolicyConfig.condition_state needs use_proprio and a conditioned vision trunk "
-                "(vision={'condition': True, ...})"
             )
         if self.condition_roles and not self.vision.get("condition"):
             raise ValueError(

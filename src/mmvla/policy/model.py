@@ -103,11 +103,6 @@ class VLAPolicy(nn.Module):
             if cfg.use_proprio
             else None
         )
-        # condition_state: the robot state's share of the trunk's FiLM vector, zero at initialisation.
-        self.state_cond = nn.Linear(D, D) if cfg.condition_state else None
-        if self.state_cond is not None:
-            nn.init.zeros_(self.state_cond.weight)
-            nn.init.zeros_(self.state_cond.bias)
         # condition_roles: the target's and the base's summaries, each through its own projection.
         self.role_cond = nn.ModuleList([nn.Linear(D, D), nn.Linear(D, D)]) if cfg.condition_roles else None
         if self.role_cond is not None:
@@ -198,12 +193,10 @@ class VLAPolicy(nn.Module):
                 lang_tokens = lang_tokens * keep_txt[..., None]
         proprio = self.proprio(self._proprio_input(state, past_state)) if self.proprio is not None else None
         # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera, and
-        # with condition_state the robot state too (what to look for changes once the object is held).
+        # with condition_roles the summaries of the object to move and of the base, apart.
         cond = None
         if self.vision.cfg.condition:
             cond = lang_tokens[:, 0]  # (B, D)
-            if self.state_cond is not None and proprio is not None:
-                cond = cond + self.state_cond(proprio[:, 0])
             if self.role_cond is not None:
                 cond = cond + self._role_condition(instructions, keep_txt)
             cond = cond.repeat_interleave(C, dim=0)  # (B·C, D)
