@@ -22,6 +22,7 @@ from mmvla.sim.tabletop.wordings import (
     heldout_file_text,
     heldout_wordings,
     parse_wording,
+    verb_families,
     wording_for_episode,
     wording_set,
     wordings_for,
@@ -138,6 +139,22 @@ def test_episode_wording_is_chosen_by_seed():
 def test_parse_rejects_text_without_an_object():
     with pytest.raises(ValueError, match="cannot parse"):
         parse_wording("do something useful")
+
+
+def test_parse_reads_only_the_vocabularies_it_is_given():
+    held = "rest the ruby dice atop the cobalt plank"
+    assert parse_wording(held).instruction == "put the red cube on the blue slab"  # every lexicon
+    with pytest.raises(ValueError, match="cannot parse"):
+        parse_wording(held, ("train",))  # "ruby", "dice", "cobalt", "plank" are no training words
+    # without a relation word of the vocabulary, the object named last is the base
+    assert parse_wording("rest the red cube atop the blue slab", ("train",)).base == ("blue", "slab")
+    assert parse_wording("on the blue slab, place the red cube", ("train",)).base == ("blue", "slab")
+    with pytest.raises(ValueError, match="relation word but one object"):
+        parse_wording("put the red cube on the zorblax", ("train",))  # its base went unread
+    with pytest.raises(ValueError, match="vocabularies"):
+        parse_wording("pick up the red cube", ("slang",))
+    assert verb_families(("train",))["put"] == frozenset({"place"})
+    assert "rest" not in verb_families(("train",)) and verb_families()["rest"] == frozenset({"place"})
 
 
 def test_normalize_instruction_makes_punctuation_and_case_canonical():

@@ -446,14 +446,14 @@ def _phrase_table(
     return tuple(sorted(rows, key=lambda r: (-len(r[0]), r)))
 
 
+_RELATIONS = ("on", "onto", "atop", "upon")  # words that can introduce a place task's base
+
+
 @cache
 def _relation_words(vocabularies: tuple[str, ...] | None = None) -> frozenset[str]:
     """The words that introduce a place task's base in the ``vocabularies`` lexicons (None: every one)."""
     lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
     return frozenset(w for lex in lexicons for p in lex.place for w in split_plain(p) if w in _RELATIONS)
-
-
-_RELATIONS = ("on", "onto", "atop", "upon")
 
 
 @cache
@@ -501,7 +501,7 @@ def parse_wording(text: str, vocabularies: Sequence[str] | None = None) -> TaskS
     Args:
         vocabularies: the lexicons (:data:`LEXICONS` names) whose colour, shape and direction phrases it
             reads. None (default): every one, the simulator's ground truth for tests; ``("train",)``:
-            only what a policy was trained on (:mod:`mmvla.sim.tabletop.reader`).
+            only what a policy was trained on (:mod:`mmvla.policy.reading`).
     """
     if vocabularies is not None:
         unknown = [v for v in vocabularies if v not in LEXICONS]
