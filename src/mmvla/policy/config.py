@@ -42,11 +42,6 @@ class PolicyConfig:
             the state only). A memoryless policy cannot tell a gripper rising with an object (pick) from one
             lowering it onto another (place) at the same height; the last step's motion can. ``act`` keeps the
             episode's last P states; 0: the current state alone.
-        condition_roles: the conditioned vision trunk's FiLM vector also reads, apart, the summaries of
-            the object to move and of the base ("the red cube", "the blue slab"; read from the
-            instruction's slots, :meth:`~mmvla.policy.reading.InstructionReader.roles`) through two
-            zero-initialised projections: a sentence embedding barely tells which of its two objects is
-            the one to pick up. Needs ``vision["condition"]``.
         camera_dropout: training-time probability of dropping each camera of a sample.
         instruction_dropout: training-time probability of dropping the instruction of a sample.
         action_norm: "mean_std" or "min_max" (bins always use min_max so the bins span the data).
@@ -79,7 +74,6 @@ class PolicyConfig:
     head: dict[str, Any] = field(default_factory=lambda: {"kind": "regression", "chunk_size": 4})
     temporal: dict[str, Any] | None = None
     state_history: int = 0
-    condition_roles: bool = False
     camera_dropout: float = 0.1
     instruction_dropout: float = 0.0
     action_norm: str = "mean_std"
@@ -110,10 +104,6 @@ class PolicyConfig:
             raise ValueError(
                 "PolicyConfig.state_history needs use_proprio and no temporal memory (the memory already "
                 "reads past frames, states included)"
-            )
-        if self.condition_roles and not self.vision.get("condition"):
-            raise ValueError(
-                "PolicyConfig.condition_roles needs a conditioned vision trunk (vision={'condition': True, ...})"
             )
         for name in ("camera_dropout", "instruction_dropout"):
             if not 0.0 <= getattr(self, name) < 1.0:

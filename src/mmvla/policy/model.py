@@ -103,11 +103,6 @@ class VLAPolicy(nn.Module):
             if cfg.use_proprio
             else None
         )
-        # condition_roles: the target's and the base's summaries, each through its own projection.
-        self.role_cond = nn.ModuleList([nn.Linear(D, D), nn.Linear(D, D)]) if cfg.condition_roles else None
-        if self.role_cond is not None:
-            for p in self.role_cond.parameters():
-                nn.init.zeros_(p)
         self.fusion = build_fusion(cfg.fusion, cfg.fusion_config())
         self.memory = (
             TemporalMemory(_build_dataclass(MemoryConfig, cfg.temporal, dim=D)) if cfg.temporal else None
@@ -131,8 +126,10 @@ class VLAPolicy(nn.Module):
         """How instructions are read (:mod:`mmvla.policy.reading`): "wordnet" rewrites each word outside
         the training vocabulary into the known word WordNet relates it to; "wordnet_task" does so, then
         reads an instruction that held such a word as the task its slots name; "none" reads words as given."""
-        vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
-        self.reader = InstructionReader(lexicon, vocabulary if lexicon != "none" else ())
+        vocabulary: Sequence[str] = ()
+        if lexicon != "none":
+            vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
+        self.reader = InstructionReader(lexicon, vocabulary)
         self.lexicon = lexicon
 
     @property
@@ -182,7 +179,6 @@ class VLAPolicy(nn.Module):
         lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
         lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)
         cam_keep = torch.ones(B, C, dtype=torch.bool, device=x.device)
-        keep_txt = None
         if self.training:
             g = self.cfg
             if g.camera_dropout > 0:
@@ -191,15 +187,8 @@ class VLAPolicy(nn.Module):
                 keep_txt = torch.rand(B, 1, device=x.device) >= g.instruction_dropout  # (B, 1)
                 lang_mask = lang_mask & keep_txt
                 lang_tokens = lang_tokens * keep_txt[..., None]
-        proprio = self.proprio(self._proprio_input(state, past_state)) if self.proprio is not None else None
-        # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera, and
-        # with condition_roles the summaries of the object to move and of the base, apart.
-        cond = None
-        if self.vision.cfg.condition:
-            cond = lang_tokens[:, 0]  # (B, D)
-            if self.role_cond is not None:
-                cond = cond + self._role_condition(instructions, keep_txt)
-            cond = cond.repeat_interleave(C, dim=0)  # (B·C, D)
+        # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera.
+        cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
         vis = self.vision(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
         # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
         per_cam = vis.pooled[:, None]  # (B·C, 1, D)
@@ -210,24 +199,9 @@ class VLAPolicy(nn.Module):
         v = v * cam_keep[:, :, None, None]
         tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·(1 + N), D), (B, 1 + L, D)
         masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
-        if proprio is not None:
-            tokens["proprio"] = proprio  # (B, 1, D)
+        if self.proprio is not None:
+            tokens["proprio"] = self.proprio(self._proprio_input(state, past_state))  # (B, 1, D)
         return ModalityTokens(tokens=tokens, masks=masks)
-
-    def _role_condition(self, instructions: Sequence[str], keep: Tensor | None) -> Tensor:
-        """(B, D): the target's and the base's summaries through their projections (zero for a role the
-        instruction does not name, or a dropped instruction: ``keep`` (B, 1) bool)."""
-        assert self.role_cond is not None
-        roles = [self.reader.roles(t) for t in instructions]
-        out: Tensor | None = None
-        for k, layer in enumerate(self.role_cond):  # 0: the object to move, 1: the base
-            phrases = [r[k] for r in roles]
-            summary = self.language([p or "nothing" for p in phrases]).pooled  # (B, D)
-            named = torch.tensor([bool(p) for p in phrases], device=summary.device)  # (B,)
-            term = layer(summary) * named[:, None]
-            out = term if out is None else out + term
-        assert out is not None
-        return out if keep is None else out * keep
 
     def _proprio_input(self, state: Tensor, past_state: Tensor | None) -> Tensor:
         """(B, S) state [+ (B, P, S) past states] -> (B, S·(1 + P)): the normalised state, then the

@@ -43,7 +43,6 @@ class InstructionReader:
         self.lexicon = lexicon
         self.grounding = LexicalGrounding(vocabulary) if lexicon != "none" else None
         self._readings: dict[str, str] = {}
-        self._roles: dict[str, tuple[str, str]] = {}
 
     def __call__(self, instructions: Sequence[str]) -> list[str]:
         """B instructions -> the B texts the encoder reads."""
@@ -59,22 +58,6 @@ class InstructionReader:
                 self._readings.clear()
             self._readings[text] = self._read(text, self.grounding)
         return self._readings[text]
-
-    def roles(self, instruction: str) -> tuple[str, str]:
-        """The noun phrases of the object to move and of the base it goes on, as the training lexicon
-        reads :meth:`read`'s text: ("the red cube", "the blue slab") for a place task, ("the red cube",
-        "") for pick and push, ("", "") when the text names no single task."""
-        text = self.read(instruction)
-        if text not in self._roles:
-            if len(self._roles) >= READINGS_CACHE:
-                self._roles.clear()
-            try:
-                task = parse_wording(text, ("train",))
-                base = f"the {task.base[0]} {task.base[1]}" if task.base else ""
-                self._roles[text] = (f"the {task.target[0]} {task.target[1]}", base)
-            except ValueError:
-                self._roles[text] = ("", "")
-        return self._roles[text]
 
     def _read(self, text: str, grounding: LexicalGrounding) -> str:
         grounded = grounding.rewrite(text)
