@@ -79,7 +79,7 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
 
 def word_check(policy_dir: Path) -> dict[str, Any]:
     """Per vocabulary: the share of its colour and shape words (read as nouns), verbs (the first word of
-    each verb phrase, read as verbs) and direction words (the last word of each direction phrase)
+    each verb phrase, read as verbs) and direction phrases (right when the rewritten phrase holds "left" or "right")
     that grounding maps to a training word of the same meaning, with and without grounding."""
     from mmvla.modules.lexicon import LexicalGrounding
     from mmvla.policy.checkpoint import load_config
@@ -91,15 +91,12 @@ def word_check(policy_dir: Path) -> dict[str, Any]:
     def verbs(phrases: tuple[str, ...]) -> list[str]:
         return [p.split()[0] for p in phrases if not p.startswith("{")]
 
-    def last_words(table: dict[str, tuple[str, ...]]) -> dict[str, list[str]]:
-        return {k: [p.split()[-1] for p in v] for k, v in table.items()}
-
     def classes(lex: Any) -> dict[str, dict[str, list[str]]]:
         return {
             "colour": {k: list(v) for k, v in lex.colours.items()},
             "shape": {k: list(v) for k, v in lex.shapes.items()},
             "verb": {f: verbs(getattr(lex, f)) for f in ("pick", "push", "place")},
-            "direction": last_words(lex.directions),
+            "direction": {k: list(v) for k, v in lex.directions.items()},
         }
 
     train = classes(W.TRAIN)
@@ -109,8 +106,12 @@ def word_check(policy_dir: Path) -> dict[str, Any]:
         for kind, table in classes(W.LEXICONS[name]).items():
             role = {"colour": "noun", "shape": "noun", "verb": "verb"}.get(kind)
             words = [(w, meaning) for meaning, ws in table.items() for w in dict.fromkeys(ws)]
-            right = sum((grounding.ground(w, role) or w) in train[kind][meaning] for w, meaning in words)
-            given = sum(w in train[kind][meaning] for w, meaning in words)
+            if kind == "direction":  # a phrase ("to the west"): read right when it then holds left/right
+                right = sum(meaning in grounding.rewrite(w).split() for w, meaning in words)
+                given = sum(meaning in w.split() for w, meaning in words)
+            else:
+                right = sum((grounding.ground(w, role) or w) in train[kind][meaning] for w, meaning in words)
+                given = sum(w in train[kind][meaning] for w, meaning in words)
             rows[kind] = {"words": len(words), "none": given / len(words), "wordnet": right / len(words)}
         total = sum(r["words"] for r in rows.values())
         rows["all"] = {
