@@ -147,3 +147,22 @@ def test_phrasal_verbs_adjective_glosses_and_derived_forms():
     assert g.ground("sinistral") == "left"
     assert not wn.synsets("sinistrally") and g.ground("sinistrally") == "left"
     assert "color" in wn.synsets("flaxen")[0].definition() and g.ground("flaxen", "noun") == "yellow"
+
+
+def test_lookups_per_text_and_memo_are_bounded(monkeypatch):
+    """A served instruction of random words costs at most MAX_GROUNDED_WORDS lookups, and the memo of
+    readings never outgrows MEMO_SIZE."""
+    from mmvla.modules import lexicon
+
+    grounding = LexicalGrounding(["pick", "up", "the", "red", "cube"])
+    calls = []
+    monkeypatch.setattr(grounding, "_nearest", lambda w, role: calls.append(w) or None)
+    words = [f"zq{chr(97 + i // 26)}{chr(97 + i % 26)}x" for i in range(40)]
+    assert grounding.rewrite(" ".join(words)) == " ".join(words)
+    assert calls == words[: lexicon.MAX_GROUNDED_WORDS]
+    monkeypatch.setattr(lexicon, "MEMO_SIZE", 5)
+    fresh = LexicalGrounding(["pick", "up", "the", "red", "cube"])
+    monkeypatch.setattr(fresh, "_nearest", lambda w, role: None)
+    for w in words:
+        fresh.ground(w)
+        assert 0 < len(fresh._memo) <= 5

@@ -149,6 +149,8 @@ HYPERNYM_DEPTH = 3
 RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
 DOMINANT_SENSES = 6  # a known word is reached only through one of its most frequent senses
 SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ly", "y")
+MAX_GROUNDED_WORDS = 16  # unknown words looked up per text (each costs ~1-5 ms of WordNet search)
+MEMO_SIZE = 65536  # (word, role) readings kept
 ROLE_PENALTY = 0.7  # a sense of another part of speech than the word's place suggests
 _DETERMINERS = frozenset(["the", "a", "an", "this", "that", "these", "those", "my", "your", "some"])
 _OBJECT_START = _DETERMINERS | {"it"}  # a verb's object starts here: "grasp the ...", "lift it"
@@ -258,15 +260,23 @@ class LexicalGrounding:
         """``text`` (a normalised instruction: lower case, single spaces) with unknown words grounded.
 
         Each word's place in the sentence hints at its part of speech: before an article or "it" (and not
-        after one: "the pipe that ...") it is read as a verb ("grasp the ..."), between an article and another content word as a modifier
-        ("the mint tube"), after an article, before a preposition or last as a noun ("... plank on ...");
-        senses of the other parts of speech then count for less (:data:`ROLE_PENALTY`). A colour name
-        WordNet relates to no known colour is read by its hue (:meth:`colour`) unless it stands as a noun
-        and WordNet reads it as another known word ("the ruby brick": a block, not a brick-red).
+        after one: "the pipe that ...") it is read as a verb ("grasp the ..."), between an article and
+        another content word as a modifier ("the mint tube"), after an article, before a preposition or
+        last as a noun ("... plank on ..."); senses of the other parts of speech then count for less
+        (:data:`ROLE_PENALTY`). A colour name WordNet relates to no known colour is read by its hue
+        (:meth:`colour`) unless it stands as a noun and WordNet reads it as another known word ("the ruby
+        brick": a block, not a brick-red). Only the first :data:`MAX_GROUNDED_WORDS` unknown words are
+        looked up (a served text of random words costs bounded time); later ones stay as given.
         """
         words = text.split(" ")
         out = []
+        unknown = 0
         for i, w in enumerate(words):
+            if w not in self.known and w not in STOP_WORDS and w.isalpha():
+                unknown += 1
+                if unknown > MAX_GROUNDED_WORDS:
+                    out.append(w)
+                    continue
             after = words[i + 1] if i + 1 < len(words) else ""
             before = words[i - 1] if i else ""
             noun = before in _DETERMINERS or after in _AFTER_NOUN
@@ -284,6 +294,8 @@ class LexicalGrounding:
         if word in self.known or word in STOP_WORDS or not word.isalpha():
             return None
         if (word, role) not in self._memo:
+            if len(self._memo) >= MEMO_SIZE:  # bounded: a server reads arbitrary words
+                self._memo.clear()
             self._memo[word, role] = self._nearest(word, role)
         return self._memo[word, role]
 
