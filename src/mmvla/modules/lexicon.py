@@ -195,7 +195,7 @@ def wordnet() -> Any:
 def colour_names() -> dict[str, float]:
     """Colour name -> hue in degrees [0, 360), for the one-word names of the xkcd colour survey (949
     names from ~200,000 people; shipped with matplotlib) that have a hue (see :data:`MIN_SATURATION`)."""
-    from matplotlib.colors import XKCD_COLORS, to_rgb
+    from matplotlib.colors import XKCD_COLORS, to_rgb  # lazy: only once a colour name is looked up
 
     out = {}
     for key, value in XKCD_COLORS.items():
