@@ -1,21 +1,23 @@
-"""Lexical grounding (#15): one checkpoint read without and with WordNet grounding, on the same episodes.
+"""Lexical grounding (#15): one checkpoint read three ways (as given, grounded, read as tasks), same episodes.
 
 For each lexicon (``none``: words as given; ``wordnet``: every word outside the policy's training
-vocabulary rewritten into the known word WordNet relates it to, mmvla.modules.lexicon) the checkpoint
+vocabulary rewritten into the known word WordNet relates it to, mmvla.modules.lexicon;
+``wordnet_task``: grounded, then read as the task its slots name, mmvla.policy.reading) the checkpoint
 is evaluated on the same episodes worded three ways: canonically, with the shipped held-out set and
 with the second held-out vocabulary (``heldout_fresh``, written before the grounding was built and
 never used to tune it). Also, per lexicon: the wrong-instruction control and the instruction swap
 worded with held-out words (another object becomes the target: does the gripper go to it?).
 
 Writes benchmarks/results/lexicon.json: success per lexicon, wording set and split (Wilson 95%),
-held-out success as a fraction of canonical, exact McNemar tests (wordnet vs none on the same
-episodes; each wording set vs canonical), and a text-level check: the share of wordings whose
-grounded text the training lexicon alone parses back to its own task, and a word-level check: the
-share of each vocabulary's colour, shape, verb and direction words grounded to a training word of the
-same meaning (``dev`` is the vocabulary the grounding's rules were developed on, not a held-out one).
+held-out success as a fraction of canonical, exact McNemar tests (each lexicon against the one before
+it on the same episodes; each wording set vs canonical), a text-level check (per lexicon, the share of
+wordings whose reading the training lexicon alone parses back to its own task, and the share read as
+exactly the canonical instruction) and a word-level check (the share of each vocabulary's colour,
+shape and verb words and direction phrases grounded to training words of the same meaning; ``dev`` is
+the vocabulary the grounding's rules were developed on, not a held-out one).
 ``--text-only`` runs the two checks alone (seconds) and writes benchmarks/results/lexicon_text.json.
 
-    .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy   # ~10 min on 2 cores
+    .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy   # ~15 min on 2 cores
     .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy --text-only
 """
 
@@ -79,8 +81,8 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
 
 def word_check(policy_dir: Path) -> dict[str, Any]:
     """Per vocabulary: the share of its colour and shape words (read as nouns), verbs (the first word of
-    each verb phrase, read as verbs) and direction phrases (right when the rewritten phrase holds "left" or "right")
-    that grounding maps to a training word of the same meaning, with and without grounding."""
+    each verb phrase, read as verbs) and direction phrases (right when the rewritten phrase holds "left"
+    or "right") that grounding maps to a training word of the same meaning, with and without grounding."""
     from mmvla.modules.lexicon import LexicalGrounding
     from mmvla.policy.checkpoint import load_config
     from mmvla.sim.tabletop import wordings as W
