@@ -47,6 +47,7 @@ def test_lexicon_is_validated_and_switchable(dataset):
     assert policy.lexicon == "none" and policy.grounding is None
     assert policy.read_instructions(["Nudge the RED cube!"]) == ["nudge the red cube"]
     policy.set_lexicon("wordnet")
+    assert policy.lexicon == "wordnet"
     # No saved vocabulary: the instructions' words and their training wordings are the known words.
     assert policy.grounding is not None
     assert policy.grounding.known == frozenset(training_vocabulary(policy.cfg.instructions, TRAIN_PER_TASK))

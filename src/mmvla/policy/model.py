@@ -130,7 +130,11 @@ class VLAPolicy(nn.Module):
         if lexicon != "none":
             vocabulary = self.cfg.vocabulary or training_vocabulary(self.cfg.instructions, TRAIN_PER_TASK)
         self.reader = InstructionReader(lexicon, vocabulary)
-        self.lexicon = lexicon
+
+    @property
+    def lexicon(self) -> str:
+        """How instructions are read now (PolicyConfig.lexicon unless :meth:`set_lexicon` switched it)."""
+        return self.reader.lexicon
 
     @property
     def grounding(self) -> LexicalGrounding | None:

@@ -151,6 +151,8 @@ def test_parse_reads_only_the_vocabularies_it_is_given():
     assert parse_wording("on the blue slab, place the red cube", ("train",)).base == ("blue", "slab")
     with pytest.raises(ValueError, match="relation word but one object"):
         parse_wording("put the red cube on the zorblax", ("train",))  # its base went unread
+    with pytest.raises(ValueError, match="two objects and a direction"):
+        parse_wording("put the red cube on the blue slab to the left", ("train",))
     with pytest.raises(ValueError, match="vocabularies"):
         parse_wording("pick up the red cube", ("slang",))
     assert verb_families(("train",))["put"] == frozenset({"place"})

@@ -428,13 +428,18 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
 
 
 # ------------------------------------------------------------------------------------------ parsing
+def _lexicons(vocabularies: tuple[str, ...] | None) -> list[Lexicon]:
+    """The named lexicons, or every one (None)."""
+    return list(LEXICONS.values()) if vocabularies is None else [LEXICONS[v] for v in vocabularies]
+
+
 @cache
 def _phrase_table(
     kind: str, vocabularies: tuple[str, ...] | None = None
 ) -> tuple[tuple[tuple[str, ...], str], ...]:
     """(words of a phrase, value) for every colour / shape / direction phrase of the ``vocabularies``
     lexicons (None: every lexicon), longest phrase first (computed once per kind and vocabularies)."""
-    lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
+    lexicons = _lexicons(vocabularies)
     rows = {
         (tuple(split_plain(p)), value)
         for lex in lexicons
@@ -452,7 +457,7 @@ _RELATIONS = ("on", "onto", "atop", "upon")  # words that can introduce a place 
 @cache
 def _relation_words(vocabularies: tuple[str, ...] | None = None) -> frozenset[str]:
     """The words that introduce a place task's base in the ``vocabularies`` lexicons (None: every one)."""
-    lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
+    lexicons = _lexicons(vocabularies)
     return frozenset(w for lex in lexicons for p in lex.place for w in split_plain(p) if w in _RELATIONS)
 
 
@@ -460,7 +465,7 @@ def _relation_words(vocabularies: tuple[str, ...] | None = None) -> frozenset[st
 def verb_families(vocabularies: tuple[str, ...] | None = None) -> dict[str, frozenset[str]]:
     """Each verb word of the ``vocabularies`` lexicons' task phrases -> the families it words ("put" ->
     {"place"}); function words and placeholders excluded."""
-    lexicons = LEXICONS.values() if vocabularies is None else [LEXICONS[v] for v in vocabularies]
+    lexicons = _lexicons(vocabularies)
     out: dict[str, set[str]] = {}
     for lex in lexicons:
         for family in ("pick", "push", "place"):
