@@ -5,7 +5,9 @@ Runs ``mmvla serve`` as a subprocess on loopback (one torch thread) and drives i
 - latency: one client, sequential ``act`` steps on real simulator frames; p50/p99 round trip, the server's
   own inference time, and the same policy's local ``act`` for the serving overhead;
 - throughput: 1, 4 and 16 concurrent clients (threads, one connection each), bounded by a request count
-  and a time limit; requests/s, latency percentiles and errors (must be 0);
+  and a time limit, in interleaved rounds on this server and the baseline (the serving layer before
+  issue 19 over this revision's library: same network, same checkpoint); the median round's requests/s,
+  latency percentiles over every request of every round, errors (must be 0);
 - async client: a 20 Hz control loop with :class:`mmvla.serving.client.AsyncPolicyClient`; steps that waited;
 - success: the same seeds evaluated locally and through the server (``mmvla eval --server``), compared
   per episode.
@@ -14,7 +16,7 @@ Without ``--checkpoint`` a policy of the demo's architecture is trained on the f
 few expert episodes (said so in the JSON): its success is near zero, so the success comparison then checks
 served == local, not policy quality. Writes benchmarks/results/serve.json and prints a summary.
 
-    python benchmarks/serve.py [--checkpoint DIR] [--requests 400] [--episodes 4]
+    python benchmarks/serve.py [--checkpoint DIR] [--requests 1600] [--rounds 3] [--episodes 4]
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import contextlib
 import json
 import os
 import platform
+import shutil
 import signal
 import subprocess
 import sys
@@ -136,18 +139,30 @@ def stop_server(proc: subprocess.Popen[str], timeout: float = 600.0) -> dict[str
     return {"signal": "SIGTERM", "exit_code": code, "seconds": time.perf_counter() - t0}
 
 
+# The serving layer at the baseline revision (before issue 19): its files -> where they go in today's tree.
+BASELINE_SERVING_FILES = {
+    "src/mmvla/serve.py": "mmvla/serve.py",
+    "src/mmvla/protocol.py": "mmvla/protocol.py",
+    "src/mmvla/commands/serve.py": "mmvla/cli/serve.py",  # `mmvla serve`'s arguments and run()
+}
+
+
 def baseline_source(rev: str, root: Path) -> Path | None:
-    """The project's ``src/`` at git revision ``rev`` (today's server before issue 19), or None."""
+    """Today's ``src/`` with the serving layer of git revision ``rev`` (the server before issue 19) in
+    place of today's, or None. The library under it (policy, model, safety layer) is today's, so the
+    comparison holds the network and its checkpoint fixed and changes only the server; the whole tree
+    at ``rev`` cannot read today's checkpoints (their config has fields it does not know)."""
     repo = Path(__file__).resolve().parent.parent
     out = root / "baseline"
-    out.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(repo / "src", out / "src", ignore=shutil.ignore_patterns("__pycache__"))
     try:
-        archive = subprocess.run(
-            ["git", "-C", str(repo), "archive", rev, "src"], check=True, capture_output=True, timeout=60
-        ).stdout
-        subprocess.run(["tar", "-x", "-C", str(out)], input=archive, check=True, timeout=60)
+        for old, new in BASELINE_SERVING_FILES.items():
+            text = subprocess.run(
+                ["git", "-C", str(repo), "show", f"{rev}:{old}"], check=True, capture_output=True, timeout=60
+            ).stdout
+            (out / "src" / new).write_bytes(text)
     except (subprocess.SubprocessError, OSError) as e:
-        print(f"no baseline source at {rev}: {e}", flush=True)
+        print(f"no baseline serving layer at {rev}: {e}", flush=True)
         return None
     return out / "src"
 
@@ -395,8 +410,27 @@ def throughput(
         "seconds": wall,
         "requests_per_s": done / wall,
         "latency_ms": pct([x for xs in lat for x in xs]),
+        "latencies_ms": [x for xs in lat for x in xs],
         "errors": len(errors),
         "error_messages": errors[:5],
+    }
+
+
+def combine_rounds(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One level's interleaved rounds: the median round's requests/s, percentiles over every request."""
+    lat = [x for r in runs for x in r.pop("latencies_ms")]
+    return {
+        "clients": runs[0]["clients"],
+        "rounds": len(runs),
+        "requests": sum(r["requests"] for r in runs),
+        "requests_planned": sum(r["requests_planned"] for r in runs),
+        "seconds": sum(r["seconds"] for r in runs),
+        "requests_per_s": float(np.median([r["requests_per_s"] for r in runs])),
+        "requests_per_s_rounds": [r["requests_per_s"] for r in runs],
+        "latency_ms": pct(lat),
+        "p99_ms_rounds": [r["latency_ms"]["p99"] for r in runs],
+        "errors": sum(r["errors"] for r in runs),
+        "error_messages": [m for r in runs for m in r["error_messages"]][:5],
     }
 
 
@@ -455,7 +489,12 @@ def main() -> None:
     ap.add_argument("--train-steps", type=int, default=40)
     ap.add_argument("--train-episodes", type=int, default=8)
     ap.add_argument("--latency-requests", type=int, default=200)
-    ap.add_argument("--requests", type=int, default=320, help="requests per throughput level (all clients)")
+    ap.add_argument(
+        "--requests", type=int, default=1600, help="requests per throughput level and round (all clients)"
+    )
+    ap.add_argument(
+        "--rounds", type=int, default=3, help="interleaved rounds of every level on both servers (medians)"
+    )
     ap.add_argument("--time-limit", type=float, default=30.0, help="seconds per throughput level")
     ap.add_argument("--episodes", type=int, default=4, help="success episodes per split (train, unseen)")
     ap.add_argument("--out", default=str(RESULTS))
@@ -487,30 +526,37 @@ def main() -> None:
 
     result: dict[str, Any] = {"checkpoint": ckpt_info, "server": {"torch_threads": 1}}
     levels = (1, 4, 16)
-    if args.baseline != "none":  # today's server (before issue 19), same checkpoint, same client code
+    bproc: subprocess.Popen[str] | None = None
+    if args.baseline != "none":  # today's server before issue 19, same checkpoint, same client code
         src = baseline_source(args.baseline, tmp)
         if src is not None:
-            print(f"baseline server (git {args.baseline}) ...", flush=True)
+            print(f"baseline server (serving layer of git {args.baseline}) ...", flush=True)
             bproc, burl = start_server(checkpoint, src=src)
-            try:
-                result["baseline"] = {"rev": args.baseline, "throughput": []}
-                for clients in levels:
-                    print(f"  baseline throughput with {clients} client(s) ...", flush=True)
-                    result["baseline"]["throughput"].append(
-                        throughput(burl, stream, clients, args.requests, args.time_limit)
-                    )
-            finally:
-                stop_server(bproc)
+            result["baseline"] = {
+                "rev": args.baseline,
+                "source": f"this revision's src/ with the serving layer of {args.baseline} "
+                f"({', '.join(BASELINE_SERVING_FILES)})",
+            }
     proc, url = start_server(checkpoint)
     result["server"]["url"] = url
     try:
         print(f"server {url}; latency ...", flush=True)
         result["latency"] = latency(url, stream, args.latency_requests)
         result["local"] = local_latency(checkpoint, stream, args.latency_requests // 2)
-        result["throughput"] = []
-        for clients in levels:
-            print(f"throughput with {clients} client(s) ...", flush=True)
-            result["throughput"].append(throughput(url, stream, clients, args.requests, args.time_limit))
+        runs: dict[tuple[str, int], list[dict[str, Any]]] = {}
+        servers = [("server", url)] + ([("baseline", burl)] if bproc is not None else [])
+        for r in range(args.rounds):  # interleaved, so that a slow spell of the machine hits both
+            for clients in levels:
+                for name, u in servers:
+                    print(f"round {r + 1}/{args.rounds}: {name}, {clients} client(s) ...", flush=True)
+                    runs.setdefault((name, clients), []).append(
+                        throughput(u, stream, clients, args.requests, args.time_limit)
+                    )
+        result["throughput"] = [combine_rounds(runs["server", c]) for c in levels]
+        if bproc is not None:
+            result["baseline"]["throughput"] = [combine_rounds(runs["baseline", c]) for c in levels]
+            result["baseline"]["shutdown"] = stop_server(bproc)
+            bproc = None
         print("async client at 20 Hz ...", flush=True)
         result["async_client"] = async_loop(url, stream, 60)
         if args.episodes > 0:
@@ -518,6 +564,8 @@ def main() -> None:
             result["success"] = success(checkpoint, url, args.episodes, tmp / "eval")
     finally:
         result["server"]["shutdown"] = stop_server(proc)
+        if bproc is not None:
+            stop_server(bproc)
     atomic_write_json(args.out, result)  # partial results, in case a later part fails
     print("lock-out: 64 idle + 64 trickling handshakes + 32 trickled frames ...", flush=True)
     result["lockout"] = lockout(checkpoint, stream)

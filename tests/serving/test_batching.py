@@ -8,6 +8,7 @@ import threading
 import time
 
 import numpy as np
+import pytest
 
 from mmvla.serving.client import PolicyClient, open_connection
 from mmvla.serving.protocol import pack, unpack
@@ -108,3 +109,39 @@ def test_a_pipelining_connection_does_not_starve_another(server):
     finally:
         greedy.close()
         polite.close()
+
+
+def _act_together(clients: list[PolicyClient], obs: dict) -> float:
+    """Every client acts at once (one thread each); seconds until the last answer."""
+    barrier = threading.Barrier(len(clients))
+
+    def run(c: PolicyClient) -> None:
+        barrier.wait(timeout=30)
+        c.act(obs)
+
+    threads = [threading.Thread(target=run, args=(c,)) for c in clients]
+    t0 = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return time.monotonic() - t0
+
+
+@pytest.mark.parametrize("groups", [1, 2])
+def test_a_batch_starts_once_a_groups_share_of_the_active_connections_waits(checkpoint, groups):
+    """Four active connections, two of which act: with two batch groups the batch starts as soon as
+    those two wait; with one group the scheduler waits (batch_wait_ms) for the other two."""
+    obs = make_obs(np.random.default_rng(9))
+    with PolicyServer.from_checkpoint(checkpoint, port=0, batch_wait_ms=1500, batch_groups=groups) as srv:
+        clients = [PolicyClient(srv.url, timeout=30) for _ in range(4)]
+        try:
+            _act_together(clients, obs)  # all four are active now
+            waited = _act_together(clients[:2], obs)
+        finally:
+            for c in clients:
+                c.close()
+    if groups == 2:
+        assert waited < 1.0, waited
+    else:
+        assert waited >= 1.4, waited

@@ -45,6 +45,7 @@ from mmvla.modules.lexicon import LexicalGrounding
 from mmvla.modules.memory import MemoryConfig, TemporalMemory
 from mmvla.modules.proprio import ProprioConfig, ProprioEncoder
 from mmvla.modules.vision import VisionConfig, build_vision_encoder
+from mmvla.modules.vision_trace import VisionTrace
 from mmvla.policy import checkpoint
 from mmvla.policy.config import PolicyConfig
 from mmvla.policy.normalize import Normalizer
@@ -121,6 +122,13 @@ class VLAPolicy(nn.Module):
         self.safety: SafetyMonitor | None = SafetyMonitor(SafetyConfig())
         # Run-time reading of words training never showed (PolicyConfig.lexicon; set_lexicon switches it).
         self.set_lexicon(cfg.lexicon)
+        self.vision_trace: VisionTrace | None = None  # see trace_vision()
+
+    def trace_vision(self, enabled: bool = True) -> None:
+        """Run the vision encoder as TorchScript graphs at inference (eval mode, no autograd): same
+        outputs bit for bit, without leaving Python between ops (:mod:`mmvla.modules.vision_trace`).
+        The policy server turns it on; training and ``torch.enable_grad`` calls stay eager."""
+        self.vision_trace = VisionTrace(self.vision) if enabled else None
 
     def set_lexicon(self, lexicon: str) -> None:
         """How instructions are read (:mod:`mmvla.policy.reading`): "wordnet" rewrites each word outside
@@ -193,7 +201,8 @@ class VLAPolicy(nn.Module):
                 lang_tokens = lang_tokens * keep_txt[..., None]
         # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera.
         cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
-        vis = self.vision(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
+        encoder = self.vision_trace or self.vision
+        vis = encoder(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
         # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
         per_cam = vis.pooled[:, None]  # (B·C, 1, D)
         if self.cfg.vision_tokens == "all":
@@ -350,9 +359,15 @@ class VLAPolicy(nn.Module):
 
     def set_runtime_state(self, state: Mapping[str, Any]) -> None:
         """Install a state returned by :meth:`runtime_state`."""
-        self.chunk_mode, self._chunker, self.safety = state["chunk_mode"], state["chunker"], state["safety"]
-        self._episode_start = state["episode_start"]
-        self._past_states = list(state["past_states"])
+        # Plain attributes: set directly, past nn.Module.__setattr__'s registry checks (the server swaps
+        # states several times per request; those checks were 4% of its GIL time).
+        self.__dict__.update(
+            chunk_mode=state["chunk_mode"],
+            _chunker=state["chunker"],
+            safety=state["safety"],
+            _episode_start=state["episode_start"],
+            _past_states=list(state["past_states"]),
+        )
         if self.memory is not None:
             self.memory.history, self.memory.valid = state["memory"]
 

@@ -218,21 +218,20 @@ def _decode_openpi(d: Mapping[Any, Any]) -> Any:
     return np.frombuffer(data, dtype=dt).reshape(shape_t).astype(dt.newbyteorder("="), copy=True)
 
 
-def _to_wire(x: Any) -> Any:
+def _wire_default(x: Any) -> Any:
+    """msgpack's hook for what it cannot pack itself (it walks dicts, lists and tuples in C)."""
     if isinstance(x, np.ndarray):
         return encode_array(x)
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, Mapping):
-        return {k: _to_wire(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_to_wire(v) for v in x]
-    return x
+        return dict(x)
+    raise TypeError(f"cannot pack {type(x).__name__}")
 
 
 def pack(message: Mapping[str, Any]) -> bytes:
     """A message (numpy arrays anywhere inside) -> msgpack bytes."""
-    return msgpack.packb(_to_wire(message), use_bin_type=True)
+    return msgpack.packb(message, default=_wire_default, use_bin_type=True)
 
 
 def _openpi_default(obj: Any) -> Any:

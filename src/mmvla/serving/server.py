@@ -12,9 +12,10 @@ connection from its first frame. ``GET /healthz`` on the same port answers ``200
 
 Scheduling: each connection has at most one ``act`` waiting for the model; a newer one replaces it
 (the older is answered ``superseded``: the latest observation wins over a stale backlog). The
-scheduler takes waiting requests first come first served, up to ``max_batch`` of them, into one
-batched forward pass on the inference thread; while connections that were recently active have not
-sent their next request it waits at most ``batch_wait_ms`` for them. A connection cannot get a
+scheduler takes waiting requests first come first served into one batched forward pass on the
+inference thread, up to ``max_batch`` of them. A batch starts once a ``1 / batch_groups`` share of the
+recently active connections is waiting (or after ``batch_wait_ms``), so that ``batch_groups`` batches
+take turns: one computes while the others' replies and next requests cross the network. A connection cannot get a
 second request into a batch, so one busy client does not starve the others. Each connection keeps its
 own run-time state (action chunks, temporal memory, safety monitor); the weights are shared.
 
@@ -294,6 +295,8 @@ class PolicyServer:
         reclaim_idle_s: at a cap, a connection without a request for this long may be closed for a newcomer.
         max_batch: most act requests in one forward pass (1: one at a time).
         batch_wait_ms: longest wait for recently active connections' requests before a batch starts.
+        batch_groups: a batch starts once ``ceil(active / batch_groups)`` requests wait (1: it waits for
+            every active connection); it takes every waiting request up to ``max_batch``.
         max_instruction_chars: longer instructions are refused before tokenising.
         protocol: "auto" (per connection, from the first frame), "mmvla" or "openpi".
         openpi_keys: openpi observation key -> policy key (a camera, "state", "instruction", "timestamp"
@@ -319,6 +322,7 @@ class PolicyServer:
         reclaim_idle_s: float = 5.0,
         max_batch: int = 32,
         batch_wait_ms: float = 2.0,
+        batch_groups: int = 2,
         max_instruction_chars: int = 512,
         protocol: str = "auto",
         openpi_keys: Mapping[str, str] | None = None,
@@ -343,15 +347,17 @@ class PolicyServer:
             raise ValueError(
                 f"reclaim_idle_s and batch_wait_ms must be >= 0, got {reclaim_idle_s}, {batch_wait_ms}"
             )
-        if max_batch < 1 or max_instruction_chars < 1:
+        if max_batch < 1 or batch_groups < 1 or max_instruction_chars < 1:
             raise ValueError(
-                f"max_batch and max_instruction_chars must be >= 1, got {max_batch}, {max_instruction_chars}"
+                "max_batch, batch_groups and max_instruction_chars must be >= 1, got "
+                f"{max_batch}, {batch_groups}, {max_instruction_chars}"
             )
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if token is not None and len(token) < 8:
             raise ValueError("token must be at least 8 characters (or None for no authentication)")
         self.policy = policy.eval()
+        policy.trace_vision()  # one graph call per batch instead of a GIL hand-over per op
         cams = tuple(policy.cfg.cameras)
         self.openpi_keys = dict(openpi_keys) if openpi_keys is not None else default_openpi_keys(cams)
         allowed = {*cams, "state", "instruction", "timestamp", _DROP, *(f"{c}_timestamp" for c in cams)}
@@ -372,6 +378,7 @@ class PolicyServer:
         self.idle_timeout_s, self.frame_timeout_s = float(idle_timeout_s), float(frame_timeout_s)
         self.handshake_timeout_s, self.reclaim_idle_s = float(handshake_timeout_s), float(reclaim_idle_s)
         self.max_batch, self.batch_wait_ms = int(max_batch), float(batch_wait_ms)
+        self.batch_groups = int(batch_groups)
         self.max_instruction_chars = int(max_instruction_chars)
         self.protocol = protocol
         self.stats: dict[str, int] = {
@@ -646,9 +653,10 @@ class PolicyServer:
             while not self._queue:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            if self.batch_wait_ms > 0 and len(self._queue) < self.max_batch:
+            limit = self._batch_limit()
+            if self.batch_wait_ms > 0 and len(self._queue) < limit:
                 deadline = loop.time() + self.batch_wait_ms / 1e3
-                while len(self._queue) < min(self.max_batch, self._active_sessions()):
+                while len(self._queue) < limit:
                     left = deadline - loop.time()
                     if left <= 0:
                         break
@@ -656,7 +664,7 @@ class PolicyServer:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wakeup.wait(), left)
             batch: list[_Job] = []
-            while self._queue and len(batch) < self.max_batch:
+            while self._queue and len(batch) < self.max_batch:  # late arrivals of the last group too
                 job = self._queue.popleft()
                 if not job.future.done():
                     job.taken = True
@@ -672,6 +680,10 @@ class PolicyServer:
             for job, reply in zip(batch, replies, strict=True):
                 if not job.future.done():
                     job.future.set_result(reply)
+
+    def _batch_limit(self) -> int:
+        """Waiting requests that start a batch: a group's share of the active connections, in [1, max_batch]."""
+        return max(1, min(self.max_batch, -(-self._active_sessions() // self.batch_groups)))
 
     def _active_sessions(self) -> int:
         """Connections that sent an act request in the last second (the batch the scheduler waits for)."""

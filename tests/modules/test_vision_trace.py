@@ -1,0 +1,84 @@
+"""VisionTrace: the traced encoder answers bit for bit as the eager one, for every encoder kind and batch
+size (one graph per image shape), and training or autograd calls never reach a graph."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mmvla.modules.vision import VisionConfig, VisionOutput, build_vision_encoder
+from mmvla.modules.vision_trace import VisionTrace
+
+from test_vision import CASES, _ids  # same directory (rootdir-relative imports)
+
+
+def _assert_identical(a: VisionOutput, b: VisionOutput) -> None:
+    assert a.grids == b.grids
+    assert torch.equal(a.tokens, b.tokens) and torch.equal(a.pooled, b.pooled)
+    assert (a.keypoints is None) == (b.keypoints is None)
+    if a.keypoints is not None and b.keypoints is not None:
+        assert torch.equal(a.keypoints, b.keypoints)
+
+
+@pytest.mark.parametrize("case", CASES, ids=[_ids(c) for c in CASES])  # type: ignore[arg-type]
+def test_traced_equals_eager_for_every_batch_size(case: tuple[str, dict[str, object]]) -> None:
+    kind, kw = case
+    torch.manual_seed(0)
+    enc = build_vision_encoder(VisionConfig(kind=kind, dim=32, num_keypoints=4, **kw)).eval()  # type: ignore[arg-type]
+    trace = VisionTrace(enc)
+    with torch.inference_mode():
+        for b, hw in ((3, (64, 64)), (1, (64, 64)), (5, (64, 64)), (2, (96, 64))):
+            images = torch.rand(b, 3, *hw)
+            cond = torch.randn(b, 32) if kw.get("condition") else None
+            _assert_identical(trace(images, cond), enc(images, cond))
+    assert set(trace._graphs) == {
+        (3, 64, 64, torch.float32, bool(kw.get("condition"))),
+        (3, 96, 64, torch.float32, bool(kw.get("condition"))),
+    }
+    assert all(g is not None for g in trace._graphs.values())  # every case really ran traced
+
+
+def test_graphs_follow_in_place_weight_updates() -> None:
+    torch.manual_seed(0)
+    enc = build_vision_encoder(VisionConfig(kind="cnn", dim=32)).eval()
+    trace = VisionTrace(enc)
+    images = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        before = trace(images).pooled
+        enc.load_state_dict({k: v * 1.5 for k, v in enc.state_dict().items()})
+        after = trace(images)
+        _assert_identical(after, enc(images))
+    assert not torch.equal(before, after.pooled)
+
+
+def test_training_and_autograd_stay_eager() -> None:
+    torch.manual_seed(0)
+    enc = build_vision_encoder(VisionConfig(kind="cnn", dim=32))
+    trace = VisionTrace(enc)
+    images = torch.rand(2, 3, 64, 64)
+    out = trace(images)  # training mode, grad enabled
+    assert out.pooled.requires_grad and not trace._graphs
+    enc.eval()
+    assert trace(images).pooled.requires_grad and not trace._graphs  # eval, but autograd on
+    with torch.no_grad():
+        trace(images)
+    assert len(trace._graphs) == 1
+
+
+def test_a_differing_graph_falls_back_to_eager(caplog: pytest.LogCaptureFixture) -> None:
+    torch.manual_seed(0)
+    enc = build_vision_encoder(VisionConfig(kind="cnn", dim=32)).eval()
+    trace = VisionTrace(enc)
+    images = torch.rand(2, 3, 64, 64)
+
+    def wrong(images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = enc(images)
+        return out.tokens, out.pooled + 1.0, out.keypoints
+
+    with torch.no_grad():
+        trace(images)
+        key = next(iter(trace._graphs))
+        trace._graphs[key] = wrong
+        trace._checked.clear()  # a batch size not compared yet
+        _assert_identical(trace(images), enc(images))
+    assert trace._graphs[key] is None and "differs from eager" in caplog.text
