@@ -23,7 +23,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence, pad_sequence
 
 from mmvla.core.registry import Registry
 from mmvla.modules.attention import TransformerBlock
@@ -419,14 +419,10 @@ class MiniLMTextEncoder(LanguageEncoder):
         if not self.cfg.minilm_tokens and not attend:
             mask = torch.ones(len(texts), 1, dtype=torch.bool, device=dev)
             return LanguageOutput(tokens=pooled[:, None], mask=mask, pooled=pooled)
-        hidden = [self._cache[t][1] for t in texts]
-        length = max(h.shape[0] for h in hidden)
-        padded = torch.zeros(len(texts), length, self.hidden_size)
-        mask = torch.zeros(len(texts), length, dtype=torch.bool)
-        for i, h in enumerate(hidden):
-            padded[i, : h.shape[0]] = h
-            mask[i, : h.shape[0]] = True
-        mask = mask.to(dev)
+        hidden = [self._cache[t][1] for t in texts]  # (T_i, H) each
+        padded = pad_sequence(hidden, batch_first=True)  # (B, T, H), zeros after each text
+        lengths = torch.tensor([h.shape[0] for h in hidden])
+        mask = (torch.arange(padded.shape[1])[None] < lengths[:, None]).to(dev)  # (B, T)
         tokens = self.proj(padded.to(dev)) * mask[..., None]  # (B, T, D)
         if attend:
             pooled = pooled + self.attention_pool(tokens, mask)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable
 from typing import Any
 
 import torch
@@ -40,19 +41,20 @@ class VisionTrace:
     VisionOutput``) in eval mode without autograd; any other call goes to the encoder itself.
 
     A plain object, not a module: it holds no weights of its own. The graphs share the encoder's
-    parameter storage, so in-place updates (``load_state_dict``, optimiser steps) reach them; after
-    replacing parameter tensors, make a new VisionTrace.
+    parameter storage, so in-place updates (``load_state_dict``, optimiser steps) reach them; a move to
+    another device (new storage) traces anew.
     """
 
     def __init__(self, encoder: VisionEncoder) -> None:
         self.encoder = encoder
-        self._graphs: dict[tuple[Any, ...], Any] = {}  # (C, H, W, dtype, cond?) -> traced graph or None
+        self._graphs: dict[tuple[Any, ...], Any] = {}  # (C, H, W, dtype, cond?, weights) -> graph or None
         self._checked: set[tuple[Any, ...]] = set()  # (B, *key) compared with eager once
 
     def __call__(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:
         if self.encoder.training or torch.is_grad_enabled():
             return self.encoder(images, cond)
-        key = (*images.shape[1:], images.dtype, cond is not None)
+        weights = next(self.encoder.parameters()).data_ptr()  # changes when the encoder moves
+        key = (*images.shape[1:], images.dtype, cond is not None, weights)
         if key not in self._graphs:
             self._graphs[key] = self._trace(images, cond)
         graph = self._graphs[key]
@@ -72,6 +74,18 @@ class VisionTrace:
                 self._graphs[key] = None
                 return self.encoder(images, cond)
         return traced
+
+    def prepare(self, image_size: tuple[int, int], batch_sizes: Iterable[int], cond_dim: int | None) -> None:
+        """Trace, and check against eager, every batch size ahead of use (a first use otherwise pays for
+        the trace and an extra eager pass: a latency spike in a server). Random float32 images in [0, 1]
+        of ``image_size`` (H, W); ``cond_dim``: the conditioning width of a conditioned encoder, else None."""
+        device = next(self.encoder.parameters()).device
+        g = torch.Generator().manual_seed(0)
+        with torch.inference_mode():
+            for b in batch_sizes:
+                images = torch.rand(b, 3, *image_size, generator=g).to(device)
+                cond = None if cond_dim is None else torch.randn(b, cond_dim, generator=g).to(device)
+                self(images, cond)
 
     def _trace(self, images: Tensor, cond: Tensor | None) -> Any:
         try:
