@@ -128,20 +128,25 @@ def _act_together(clients: list[PolicyClient], obs: dict) -> float:
     return time.monotonic() - t0
 
 
-@pytest.mark.parametrize("groups", [1, 2])
-def test_a_batch_starts_once_a_groups_share_of_the_active_connections_waits(checkpoint, groups):
-    """Four active connections, two of which act: with two batch groups the batch starts as soon as
-    those two wait; with one group the scheduler waits (batch_wait_ms) for the other two."""
+@pytest.mark.parametrize(
+    "active, acting, groups, at_once",
+    [(16, 8, 2, True), (16, 8, 1, False), (4, 2, 2, False)],  # last: halves below MIN_GROUP_BATCH
+)
+def test_a_batch_starts_once_a_groups_share_of_the_active_connections_waits(
+    checkpoint, active, acting, groups, at_once
+):
+    """Of ``active`` connections, ``acting`` send a request: the batch starts at once when they are a
+    group's share (at least MIN_GROUP_BATCH), else the scheduler waits batch_wait_ms for the others."""
     obs = make_obs(np.random.default_rng(9))
     with PolicyServer.from_checkpoint(checkpoint, port=0, batch_wait_ms=800, batch_groups=groups) as srv:
-        srv._active_sessions = lambda: 4  # type: ignore[method-assign]  # fixed: no 1 s activity window
-        clients = [PolicyClient(srv.url, timeout=30) for _ in range(2)]
+        srv._active_sessions = lambda: active  # type: ignore[method-assign]  # no 1 s activity window
+        clients = [PolicyClient(srv.url, timeout=30) for _ in range(acting)]
         try:
             waited = _act_together(clients, obs)
         finally:
             for c in clients:
                 c.close()
-    if groups == 2:
+    if at_once:
         assert waited < 0.5, waited
     else:
         assert waited >= 0.75, waited
