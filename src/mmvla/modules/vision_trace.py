@@ -47,14 +47,14 @@ class VisionTrace:
 
     def __init__(self, encoder: VisionEncoder) -> None:
         self.encoder = encoder
+        self._first_weight = next(encoder.parameters())  # a move (.to) gives it new storage
         self._graphs: dict[tuple[Any, ...], Any] = {}  # (C, H, W, dtype, cond?, weights) -> graph or None
         self._checked: set[tuple[Any, ...]] = set()  # (B, *key) compared with eager once
 
     def __call__(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:
         if self.encoder.training or torch.is_grad_enabled():
             return self.encoder(images, cond)
-        weights = next(self.encoder.parameters()).data_ptr()  # changes when the encoder moves
-        key = (*images.shape[1:], images.dtype, cond is not None, weights)
+        key = (*images.shape[1:], images.dtype, cond is not None, self._first_weight.data_ptr())
         if key not in self._graphs:
             self._graphs[key] = self._trace(images, cond)
         graph = self._graphs[key]
@@ -79,7 +79,7 @@ class VisionTrace:
         """Trace, and check against eager, every batch size ahead of use (a first use otherwise pays for
         the trace and an extra eager pass: a latency spike in a server). Random float32 images in [0, 1]
         of ``image_size`` (H, W); ``cond_dim``: the conditioning width of a conditioned encoder, else None."""
-        device = next(self.encoder.parameters()).device
+        device = self._first_weight.device
         g = torch.Generator().manual_seed(0)
         with torch.inference_mode():
             for b in batch_sizes:

@@ -14,10 +14,11 @@ Scheduling: each connection has at most one ``act`` waiting for the model; a new
 (the older is answered ``superseded``: the latest observation wins over a stale backlog). The
 scheduler takes waiting requests first come first served into one batched forward pass on the
 inference thread, up to ``max_batch`` of them. A batch starts once a ``1 / batch_groups`` share of the
-recently active connections is waiting (or after ``batch_wait_ms``), so that ``batch_groups`` batches
-take turns: one computes while the others' replies and next requests cross the network. A connection cannot get a
-second request into a batch, so one busy client does not starve the others. Each connection keeps its
-own run-time state (action chunks, temporal memory, safety monitor); the weights are shared.
+recently active connections (at least ``MIN_GROUP_BATCH``) is waiting, or after ``batch_wait_ms``, so
+that batches take turns: one computes while the others' replies and next requests cross the network.
+A connection cannot get a second request into a batch, so one busy client does not starve the others.
+Each connection keeps its own run-time state (action chunks, temporal memory, safety monitor); the
+weights are shared.
 
 Hygiene: an optional token (``Authorization: Bearer <token>`` or openpi's ``Api-Key <token>``,
 compared in constant time; 401 without it); a connection idle for ``idle_timeout_s`` or with a frame
