@@ -88,5 +88,8 @@ def run(args: argparse.Namespace) -> int:
             f"final loss {result.final_loss:.4f}\npolicy: {result.policy_dir}\nlog: {RunPaths(result.run_dir).log}"
         )
     if dist.is_initialized():
+        # Every rank done (rank 0 may still be writing) before the group goes away: one CI run saw rank 1
+        # abort in teardown ("terminate called without an active exception") without this barrier.
+        dist.barrier()
         dist.destroy_process_group()
     return 0
