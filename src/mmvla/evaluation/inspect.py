@@ -285,7 +285,8 @@ def keypoint_heatmaps(
     with _inference(policy) as dev:
         images, texts, _ = observation_to_batch(observation, cfg.cameras)
         x = images[camera].to(dev).float() / 255.0  # (1, 3, H, W)
-        cond = policy.language(texts).pooled if policy.vision.cfg.condition else None  # (1, D)
+        trunk_text = policy.trunk_texts(policy.read_instructions(texts))  # what the trunk reads
+        cond = policy.language(trunk_text).pooled if policy.vision.cfg.condition else None  # (1, D)
         out = policy.vision(x, cond)
         maps = pool.maps(out.tokens, out.grids)[0][0].double()  # (K, h, w), finest scale
     K = maps.shape[0]

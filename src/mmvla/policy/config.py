@@ -55,6 +55,15 @@ class PolicyConfig:
             an instruction that held such a word is read as the canonical instruction of the task its
             slots name, when they name one (``VLAPolicy.read_instructions``); ``"none"``: words are read
             as given.
+        ground_phrases: the conditioned vision trunk runs once per object the instruction names, each
+            pass conditioned on that object's noun phrase alone ("the red cube"; for place a second pass
+            on the base, "the blue slab"), instead of once on the whole sentence. Each camera then gives
+            one token per role (a learned role vector added; the base's token is masked out when there
+            is no base). Finding "the red cube" becomes one skill shared by every family and by both
+            roles of place, and the two objects of place never share one conditioning vector. The
+            phrases are read with the training lexicon from the text the reader returns; a text that
+            names no single task conditions the first pass on the whole sentence. Needs a conditioned
+            trunk and ``vision_tokens="pooled"``.
         vocabulary: the words training showed the policy (filled by the trainer from the instructions
             and the wording pool); empty: derived from ``instructions`` and their training wordings.
     """
@@ -80,6 +89,7 @@ class PolicyConfig:
     aux_state_weight: float = 0.0
     env_state_dim: int = 0
     lexicon: str = "none"
+    ground_phrases: bool = False
     vocabulary: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
@@ -111,6 +121,12 @@ class PolicyConfig:
         if self.vision_tokens not in ("all", "pooled"):
             raise ValueError(
                 f"PolicyConfig.vision_tokens must be 'all' or 'pooled', got {self.vision_tokens!r}"
+            )
+        if self.ground_phrases and (self.vision_tokens != "pooled" or not self.vision.get("condition")):
+            raise ValueError(
+                "PolicyConfig.ground_phrases needs a conditioned trunk (vision condition=True) and "
+                f"vision_tokens='pooled'; got condition={self.vision.get('condition')!r}, "
+                f"vision_tokens={self.vision_tokens!r}"
             )
         if self.aux_state_weight < 0 or self.env_state_dim < 0:
             raise ValueError("PolicyConfig: aux_state_weight and env_state_dim must be >= 0")

@@ -95,6 +95,10 @@ class VLAPolicy(nn.Module):
         )
         self.camera_embed = nn.Parameter(torch.zeros(len(cfg.cameras), D))  # one learned vector per camera
         nn.init.normal_(self.camera_embed, std=0.02)
+        # ground_phrases: one learned vector per role (0: the object to move, 1: the place base).
+        self.role_embed = nn.Parameter(torch.zeros(2, D)) if cfg.ground_phrases else None
+        if self.role_embed is not None:
+            nn.init.normal_(self.role_embed, std=0.02)
         tokenizer = WordTokenizer.build(cfg.instructions)
         self.language = build_language_encoder(
             _build_dataclass(LanguageConfig, cfg.language, dim=D), tokenizer
@@ -173,7 +177,8 @@ class VLAPolicy(nn.Module):
                 ``None`` reads as a robot that has not moved.
         Returns:
             ModalityTokens with "vision" (B, C·(1 + N), D) (per camera: pooled token, then the N grid
-            tokens; N = 0 with ``vision_tokens="pooled"``), "language" (B, 1 + L, D) (sentence
+            tokens; N = 0 with ``vision_tokens="pooled"``; with ``ground_phrases`` (B, C·2, D): per camera
+            the target's token, then the base's), "language" (B, 1 + L, D) (sentence
             summary, then words), optionally "proprio" (B, 1, D).
         """
         cams = self.cfg.cameras
@@ -186,11 +191,13 @@ class VLAPolicy(nn.Module):
         B, C = x.shape[:2]
         x = x.float() / 255.0 if not torch.is_floating_point(x) else x.float()
         # Case, punctuation and spacing never change what an instruction means ("Pick up the red cube.").
-        lang = self.language(self.read_instructions(instructions))
+        texts = self.read_instructions(instructions)
+        lang = self.language(texts)
         # The sentence summary first, then the word tokens; the summary is valid when any word is.
         lang_tokens = torch.cat([lang.pooled[:, None], lang.tokens], dim=1)  # (B, 1 + L, D)
         lang_mask = torch.cat([lang.mask.any(-1, keepdim=True), lang.mask], dim=1)  # (B, 1 + L)
         cam_keep = torch.ones(B, C, dtype=torch.bool, device=x.device)
+        keep_txt: Tensor | None = None
         if self.training:
             g = self.cfg
             if g.camera_dropout > 0:
@@ -199,22 +206,71 @@ class VLAPolicy(nn.Module):
                 keep_txt = torch.rand(B, 1, device=x.device) >= g.instruction_dropout  # (B, 1)
                 lang_mask = lang_mask & keep_txt
                 lang_tokens = lang_tokens * keep_txt[..., None]
-        # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera.
-        cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
-        encoder = self.vision_trace or self.vision
-        vis = encoder(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
-        # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
-        per_cam = vis.pooled[:, None]  # (B·C, 1, D)
-        if self.cfg.vision_tokens == "all":
-            per_cam = torch.cat([per_cam, vis.tokens], dim=1)  # (B·C, 1 + N, D)
-        N = per_cam.shape[1]
-        v = per_cam.view(B, C, N, -1) + self.camera_embed[None, :, None]  # (B, C, 1 + N, D)
-        v = v * cam_keep[:, :, None, None]
-        tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·(1 + N), D), (B, 1 + L, D)
-        masks = {"vision": cam_keep[:, :, None].expand(B, C, N).flatten(1), "language": lang_mask}
+        if self.role_embed is not None:
+            v, keep = self._phrase_tokens(x, texts, keep_txt)  # (B, C, 2, D), (B, C, 2)
+        else:
+            # A conditioned trunk reads the (possibly dropped) sentence summary, shared by every camera.
+            cond = lang_tokens[:, 0].repeat_interleave(C, dim=0) if self.vision.cfg.condition else None
+            encoder = self.vision_trace or self.vision
+            vis = encoder(x.flatten(0, 1), cond)  # tokens (B·C, N, D), pooled (B·C, D)
+            # Per camera: the pooled summary (spatial-softmax keypoints for the CNN) first, then the grid.
+            per_cam = vis.pooled[:, None]  # (B·C, 1, D)
+            if self.cfg.vision_tokens == "all":
+                per_cam = torch.cat([per_cam, vis.tokens], dim=1)  # (B·C, 1 + N, D)
+            N = per_cam.shape[1]
+            v = per_cam.view(B, C, N, -1)  # (B, C, 1 + N, D)
+            keep = torch.ones(B, C, N, dtype=torch.bool, device=x.device)
+        keep = keep & cam_keep[:, :, None]
+        v = (v + self.camera_embed[None, :, None]) * keep[..., None]  # (B, C, N, D)
+        tokens = {"vision": v.flatten(1, 2), "language": lang_tokens}  # (B, C·N, D), (B, 1 + L, D)
+        masks = {"vision": keep.flatten(1), "language": lang_mask}
         if self.proprio is not None:
             tokens["proprio"] = self.proprio(self._proprio_input(state, past_state))  # (B, 1, D)
         return ModalityTokens(tokens=tokens, masks=masks)
+
+    def trunk_texts(self, texts: Sequence[str]) -> list[str]:
+        """What a conditioned trunk's (first) pass reads for B read texts (:meth:`read_instructions`):
+        the texts themselves, or with ``ground_phrases`` the object to move ("the red cube"; a text
+        that names no single task reads whole)."""
+        if not self.cfg.ground_phrases:
+            return list(texts)
+        return [self.reader.phrases(t)[0] or t for t in texts]
+
+    def _phrase_tokens(
+        self, x: Tensor, texts: Sequence[str], keep_txt: Tensor | None
+    ) -> tuple[Tensor, Tensor]:
+        """``PolicyConfig.ground_phrases``: the trunk once per named object.
+
+        Args:
+            x: (B, C, 3, H, W) float images in [0, 1].
+            texts: the B texts the language encoder reads (:meth:`read_instructions`).
+            keep_txt: (B, 1) bool, False where training dropped the instruction (its conditions are
+                zeroed like the sentence's); None keeps every one.
+        Returns:
+            tokens (B, C, 2, D): per camera the target pass's pooled token, then the base pass's (zero
+            where there is no base), role vectors added; valid (B, C, 2) bool.
+        """
+        assert self.role_embed is not None
+        B, C = x.shape[:2]
+        roles = [self.reader.phrases(t) for t in texts]
+        rows = [i for i, r in enumerate(roles) if r[1]]  # samples that name a base
+        nb = len(rows)
+        # One language call and one trunk call for both roles: the B first passes, then the nb base passes.
+        cond = self.language([*self.trunk_texts(texts), *(roles[i][1] for i in rows)]).pooled  # (B + nb, D)
+        idx = torch.tensor(rows, dtype=torch.long, device=x.device)
+        if keep_txt is not None:
+            cond = cond * torch.cat([keep_txt, keep_txt[idx]])
+        images = torch.cat([x, x[idx]]).flatten(0, 1)  # ((B + nb)·C, 3, H, W)
+        encoder = self.vision_trace or self.vision
+        pooled = encoder(images, cond.repeat_interleave(C, dim=0)).pooled.view(B + nb, C, -1)
+        first = pooled[:B]  # (B, C, D)
+        second = pooled.new_zeros(first.shape).index_copy(
+            0, idx, pooled[B:]
+        )  # (B, C, D), zero without a base
+        has_base = torch.zeros(B, dtype=torch.bool, device=x.device).index_fill(0, idx, True)
+        v = torch.stack([first, second], dim=2) + self.role_embed[None, None]  # (B, C, 2, D)
+        valid = torch.stack([torch.ones_like(has_base), has_base], dim=1)[:, None].expand(B, C, 2)
+        return v, valid
 
     def _proprio_input(self, state: Tensor, past_state: Tensor | None) -> Tensor:
         """(B, S) state [+ (B, P, S) past states] -> (B, S·(1 + P)): the normalised state, then the

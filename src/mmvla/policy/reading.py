@@ -43,6 +43,7 @@ class InstructionReader:
         self.lexicon = lexicon
         self.grounding = LexicalGrounding(vocabulary) if lexicon != "none" else None
         self._readings: dict[str, str] = {}
+        self._phrases: dict[str, tuple[str, str]] = {}
 
     def __call__(self, instructions: Sequence[str]) -> list[str]:
         """B instructions -> the B texts the encoder reads."""
@@ -58,6 +59,22 @@ class InstructionReader:
                 self._readings.clear()
             self._readings[text] = self._read(text, self.grounding)
         return self._readings[text]
+
+    def phrases(self, text: str) -> tuple[str, str]:
+        """The noun phrases of the object to move and of the base it goes on, as the training lexicon
+        reads ``text`` (what :meth:`read` returned): ``("the red cube", "the blue slab")`` for a place
+        task, ``("the red cube", "")`` for pick and push, ``("", "")`` when the text names no single task."""
+        if text not in self._phrases:
+            if len(self._phrases) >= READINGS_CACHE:
+                self._phrases.clear()
+            try:
+                task = parse_wording(text, ("train",))
+            except ValueError:
+                self._phrases[text] = ("", "")
+            else:
+                base = f"the {task.base[0]} {task.base[1]}" if task.base else ""
+                self._phrases[text] = (f"the {task.target[0]} {task.target[1]}", base)
+        return self._phrases[text]
 
     def _read(self, text: str, grounding: LexicalGrounding) -> str:
         grounded = grounding.rewrite(text)

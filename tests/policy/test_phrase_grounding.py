@@ -1,0 +1,118 @@
+"""PolicyConfig.ground_phrases: the trunk runs once per named object, checked against direct calls.
+
+References: the phrases a text names come from the task vocabulary (``TaskSpec``), and each token is
+recomputed here by calling the vision encoder with the language encoder's summary of that phrase.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from vla_testdata import small_policy_dict
+
+from mmvla.data.dataset import VLADataset
+from mmvla.policy import PolicyConfig, VLAPolicy
+from mmvla.policy.reading import InstructionReader
+from mmvla.sim.tabletop.tasks import all_tasks
+from mmvla.training.trainer import dataset_normalizer
+
+VISION = {
+    "kind": "cnn",
+    "channels": (8, 8),
+    "strides": (2, 2),
+    "condition": True,
+    "pool": "keypoint_features",
+}
+# A place task, a pick, a text that names no task, and a second place task.
+TEXTS = (
+    "put the red cube on the blue slab",
+    "pick up the green cylinder",
+    "do something",
+    "put the yellow slab on the purple cube",
+)
+
+
+@pytest.fixture(scope="module")
+def dataset(tiny_dataset) -> VLADataset:
+    return VLADataset(tiny_dataset, chunk_size=3, progress=False)
+
+
+def _policy(dataset: VLADataset, **overrides: object) -> VLAPolicy:
+    d = small_policy_dict(vision=VISION, vision_tokens="pooled", ground_phrases=True, **overrides)
+    cfg = PolicyConfig.from_dict(d)
+    torch.manual_seed(0)
+    return VLAPolicy(cfg, dataset_normalizer(dataset, cfg)).eval()
+
+
+def _inputs(dataset: VLADataset, n: int):
+    b = dataset.get_batch(np.arange(n))
+    return b["images"], b["state"]
+
+
+def test_phrases_name_the_task_objects():
+    reader = InstructionReader("none", ())
+    for task in all_tasks("all"):
+        target, base = reader.phrases(task.instruction)
+        assert target == f"the {task.target[0]} {task.target[1]}"
+        assert base == (f"the {task.base[0]} {task.base[1]}" if task.base else "")
+    assert reader.phrases("do something") == ("", "")
+
+
+def test_each_token_is_the_trunk_conditioned_on_its_phrase(dataset):
+    policy = _policy(dataset)
+    images, state = _inputs(dataset, len(TEXTS))
+    with torch.no_grad():
+        x = policy.encode(images, list(TEXTS), state)
+    cams = policy.cfg.cameras
+    C, D = len(cams), policy.cfg.dim
+    v = x.tokens["vision"].view(len(TEXTS), C, 2, D)
+    mask = x.masks["vision"].view(len(TEXTS), C, 2)
+    want_cond = [
+        ("the red cube", "the blue slab"),
+        ("the green cylinder", None),
+        ("do something", None),  # no single task: the whole sentence
+        ("the yellow slab", "the purple cube"),
+    ]
+    with torch.no_grad():
+        for i, phrases in enumerate(want_cond):
+            for role, phrase in enumerate(phrases):
+                if phrase is None:
+                    assert not mask[i, :, role].any()
+                    assert torch.all(v[i, :, role] == 0)
+                    continue
+                assert mask[i, :, role].all()
+                cond = policy.language([phrase]).pooled  # (1, D)
+                for c, cam in enumerate(cams):
+                    img = images[cam][i : i + 1].float() / 255.0
+                    pooled = policy.vision(img, cond).pooled[0]
+                    want = pooled + policy.role_embed[role] + policy.camera_embed[c]
+                    torch.testing.assert_close(v[i, c, role], want, atol=1e-5, rtol=1e-5)
+
+
+def test_batch_rows_act_as_they_do_alone(dataset):
+    policy = _policy(dataset)
+    images, state = _inputs(dataset, len(TEXTS))
+    batched, _ = policy.predict_chunk(images, list(TEXTS), state)
+    for i, text in enumerate(TEXTS):
+        alone, _ = policy.predict_chunk(
+            {c: v[i : i + 1] for c, v in images.items()}, [text], state[i : i + 1]
+        )
+        torch.testing.assert_close(batched[i : i + 1], alone, atol=2e-5, rtol=1e-4, msg=text)
+
+
+def test_the_base_pass_is_trained(dataset):
+    policy = _policy(dataset).train()
+    b = dataset.get_batch(np.arange(len(TEXTS)))
+    b["instruction"] = list(TEXTS)
+    loss, _ = policy(b)
+    loss.backward()
+    assert policy.role_embed.grad is not None
+    assert policy.role_embed.grad[1].abs().sum() > 0  # the base role reaches the loss
+
+
+def test_config_needs_a_conditioned_pooled_trunk():
+    with pytest.raises(ValueError, match="ground_phrases"):
+        PolicyConfig.from_dict(small_policy_dict(ground_phrases=True))  # unconditioned trunk
+    with pytest.raises(ValueError, match="ground_phrases"):
+        PolicyConfig.from_dict(small_policy_dict(vision=VISION, vision_tokens="all", ground_phrases=True))
