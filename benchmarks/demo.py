@@ -4,7 +4,7 @@ Runs the demo (:func:`mmvla.pipeline.run_demo` on ``mmvla demo``'s default budge
 benchmarks/results/demo.json from the run's own files (``summary.json``: timings and controls;
 ``eval/metrics.json``: success, Wilson intervals and per-family rates) and prints a summary.
 
-    .venv/bin/python benchmarks/demo.py                  # ~10 min on 2 cores (runs/demo)
+    .venv/bin/python benchmarks/demo.py                  # ~22 min on 2 cores (runs/demo)
     .venv/bin/python benchmarks/demo.py --run runs/demo  # record a demo that already ran
 
 Time it alone: a second heavy job on two cores slows both severalfold.

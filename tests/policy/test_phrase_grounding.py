@@ -12,6 +12,7 @@ import torch
 from vla_testdata import small_policy_dict
 
 from mmvla.data.dataset import VLADataset
+from mmvla.modules.fusion import available_fusions
 from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.reading import InstructionReader
 from mmvla.sim.tabletop.tasks import all_tasks
@@ -90,8 +91,10 @@ def test_each_token_is_the_trunk_conditioned_on_its_phrase(dataset):
                     torch.testing.assert_close(v[i, c, role], want, atol=1e-5, rtol=1e-5)
 
 
-def test_batch_rows_act_as_they_do_alone(dataset):
-    policy = _policy(dataset)
+@pytest.mark.parametrize("fusion", available_fusions())
+def test_batch_rows_act_as_they_do_alone(dataset, fusion):
+    # Every fusion must ignore the masked base tokens of rows that name no base.
+    policy = _policy(dataset, fusion=fusion)
     images, state = _inputs(dataset, len(TEXTS))
     batched, _ = policy.predict_chunk(images, list(TEXTS), state)
     for i, text in enumerate(TEXTS):

@@ -16,7 +16,7 @@ from mmvla import __version__
 
 # name -> one-line help, in the order ``mmvla --help`` lists them.
 COMMANDS: dict[str, str] = {
-    "demo": "Run the whole chain on built-in defaults (about 10 minutes on a 2-core CPU) and write a report.",
+    "demo": "Run the whole chain on built-in defaults (about 20-25 minutes on a 2-core CPU) and write a report.",
     "collect": "Run the scripted expert in parallel processes and write a LeRobot v3.0 dataset (successes only).",
     "train": "Train a policy on a dataset (torchrun --standalone --nproc_per_node=N -m mmvla.cli train ... for DDP).",
     "eval": "Evaluate a policy checkpoint in closed loop; writes metrics.json (and GIFs with --video).",
