@@ -264,9 +264,8 @@ class VLAPolicy(nn.Module):
         encoder = self.vision_trace or self.vision
         pooled = encoder(images, cond.repeat_interleave(C, dim=0)).pooled.view(B + nb, C, -1)
         first = pooled[:B]  # (B, C, D)
-        second = pooled.new_zeros(first.shape).index_copy(
-            0, idx, pooled[B:]
-        )  # (B, C, D), zero without a base
+        # The base passes in their rows, zero where the text names no base: (B, C, D).
+        second = pooled.new_zeros(first.shape).index_copy(0, idx, pooled[B:])
         has_base = torch.zeros(B, dtype=torch.bool, device=x.device).index_fill(0, idx, True)
         v = torch.stack([first, second], dim=2) + self.role_embed[None, None]  # (B, C, 2, D)
         valid = torch.stack([torch.ones_like(has_base), has_base], dim=1)[:, None].expand(B, C, 2)
