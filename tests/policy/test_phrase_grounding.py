@@ -104,14 +104,29 @@ def test_batch_rows_act_as_they_do_alone(dataset, fusion):
         torch.testing.assert_close(batched[i : i + 1], alone, atol=2e-5, rtol=1e-4, msg=text)
 
 
-def test_the_base_pass_is_trained(dataset):
-    policy = _policy(dataset).train()
-    b = dataset.get_batch(np.arange(len(TEXTS)))
-    b["instruction"] = list(TEXTS)
+@pytest.mark.parametrize("texts", [TEXTS, TEXTS[1:3]])
+def test_the_base_role_reaches_the_loss_only_when_a_base_is_named(dataset, texts):
+    policy = _policy(dataset, camera_dropout=0.0).train()
+    b = dataset.get_batch(np.arange(len(texts)))
+    b["instruction"] = list(texts)
     loss, _ = policy(b)
     loss.backward()
-    assert policy.role_embed.grad is not None
-    assert policy.role_embed.grad[1].abs().sum() > 0  # the base role reaches the loss
+    assert policy.role_embed is not None and policy.role_embed.grad is not None
+    base_grad = policy.role_embed.grad[1].abs().sum()
+    if any(t.startswith("put") for t in texts):
+        assert base_grad > 0
+    else:  # masked base tokens carry nothing to the loss
+        assert base_grad == 0
+
+
+def test_prepared_trace_covers_the_base_pass(dataset):
+    policy = _policy(dataset)
+    policy.trace_vision()
+    policy.prepare_vision_trace(max_batch=3)
+    assert policy.vision_trace is not None
+    C = len(policy.cfg.cameras)
+    # Three samples that all name a base give the trunk 6 samples' images.
+    assert {k[0] for k in policy.vision_trace._checked} == {n * C for n in range(1, 7)}
 
 
 def test_config_needs_a_conditioned_pooled_trunk():

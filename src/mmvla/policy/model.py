@@ -134,6 +134,17 @@ class VLAPolicy(nn.Module):
         The policy server turns it on; training and ``torch.enable_grad`` calls stay eager."""
         self.vision_trace = VisionTrace(self.vision) if enabled else None
 
+    def prepare_vision_trace(self, max_batch: int) -> None:
+        """Trace (and check against eager) the vision encoder for every image batch a forward of 1 ..
+        ``max_batch`` samples gives it, ahead of use: C per sample, and with ``ground_phrases`` up to 2C
+        (the place base's pass). No-op unless :meth:`trace_vision` is on."""
+        if self.vision_trace is None:
+            return
+        C, size = len(self.cfg.cameras), self.cfg.image_size
+        passes = 2 if self.cfg.ground_phrases else 1
+        cond_dim = self.vision.cfg.dim if self.vision.cfg.condition else None
+        self.vision_trace.prepare((size, size), [n * C for n in range(1, passes * max_batch + 1)], cond_dim)
+
     def set_lexicon(self, lexicon: str) -> None:
         """How instructions are read (:mod:`mmvla.policy.reading`): "wordnet" rewrites each word outside
         the training vocabulary into the known word WordNet relates it to; "wordnet_task" does so, then

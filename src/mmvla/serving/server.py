@@ -465,15 +465,6 @@ class PolicyServer:
         }
 
     # ------------------------------------------------------------------ inference thread
-    def _prepare(self) -> None:
-        """Trace the vision encoder for every batch a forward can hold (cameras x 1..max_batch images)."""
-        p = self.policy
-        if p.vision_trace is None:
-            return
-        size, n_cams = p.cfg.image_size, len(p.cfg.cameras)
-        cond_dim = p.vision.cfg.dim if p.vision.cfg.condition else None
-        p.vision_trace.prepare((size, size), [b * n_cams for b in range(1, self.max_batch + 1)], cond_dim)
-
     def _fresh_state(self, session: _Session, chunk_mode: str) -> dict[str, Any]:
         p = self.policy
         p.safety = (
@@ -1032,7 +1023,7 @@ class PolicyServer:
         self._stop_event = asyncio.Event()
         self._wakeup = asyncio.Event()
         self._executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="mmvla-infer")
-        await self._on_worker(self._prepare)
+        await self._on_worker(self.policy.prepare_vision_trace, self.max_batch)  # no first-use spikes
         tasks = [loop.create_task(self._scheduler()), loop.create_task(self._watchdog())]
         if handle_signals:
             for sig in (signal.SIGINT, signal.SIGTERM):
