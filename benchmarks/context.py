@@ -70,7 +70,7 @@ def policies(args: argparse.Namespace) -> dict[str, tuple[PolicyConfig, Any]]:
         log_every=max(1, min(25, args.steps)),
     )
     d = base.to_dict()
-    memory = {"context": args.context}
+    memory = {"context": args.context, "history_grad": args.history_grad}
     out: dict[str, tuple[PolicyConfig, Any]] = {"memoryless": (base, train)}
     for reader in args.readers:
         temporal = {**memory, "reader": reader, **({"num_heads": 4} if reader == "attention" else {})}
@@ -82,16 +82,24 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", default="runs/bench_context", help="working directory (data, runs, evaluations)")
     p.add_argument("--results", default=str(RESULTS / "context.json"))
-    p.add_argument("--episodes", type=int, default=1000, help="expert demonstrations collected")
-    p.add_argument("--families", default="pick,push", help="task families (collection and evaluation)")
+    p.add_argument("--episodes", type=int, default=2000, help="expert demonstrations collected")
+    p.add_argument("--families", default="pick,push,place", help="task families (collection and evaluation)")
     p.add_argument("--steps", type=int, default=8000, help="training steps, each policy")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--context", type=int, default=8, help="K: frames the memory reads (and failure window)")
-    p.add_argument("--readers", default="lstm,attention", help="memory readers to train (comma-separated)")
+    p.add_argument("--context", type=int, default=4, help="K: frames the memory reads (and failure window)")
+    p.add_argument(
+        "--readers", default="lstm", help="memory readers to train (comma-separated: lstm,attention)"
+    )
+    p.add_argument(
+        "--history-grad",
+        action="store_true",
+        help="train the encoders through the window's past frames too (MemoryConfig.history_grad; ~2x the "
+        "cost at K=4); default: past frames fused without gradient, as the rollout stores them",
+    )
     p.add_argument("--failure-prob", type=float, default=0.5, help="share of training samples that fail")
     p.add_argument("--failure-start", default="4,16", help="LO,HI: first failed step at evaluation")
     p.add_argument("--continue-steps", type=int, default=8, help="N of the blank+continue condition")
-    p.add_argument("--eval-episodes", type=int, default=100, help="episodes per split and condition")
+    p.add_argument("--eval-episodes", type=int, default=40, help="episodes per split and condition")
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="conditions evaluated")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)

@@ -8,6 +8,12 @@ For a checkpoint, closed-loop episodes per split and family are classified at th
           never_closed (never closed low; the closest approach is recorded)
     push  success | moved_other (a distractor moved more than the target) | wrong_direction |
           too_short (moved the right way, less than the success distance) | not_moved
+    place success | grasp: <a pick class> (the target was never raised: how the grasp failed) |
+          still_held (raised, never let go) | on_other (released resting on a distractor) |
+          off_centre (released on the base, beyond the success radius; the offset is recorded) |
+          beside_base (released on the table within BESIDE of the base; the distance is recorded) |
+          dropped_away (released on the table farther from the base) | base_moved (the base was
+          knocked more than 1 cm: the place was aimed at a moving target)
 
 "closed_on_other (same colour)" vs "(other colour)" separates shape grounding from colour grounding.
 This is the diagnostic that showed the 12,000-step policy's pick failures were mostly grasps at the
@@ -43,6 +49,8 @@ EVAL_SEED = 5_000_000  # disjoint from collection (0..) and `mmvla eval` (1,000,
 LIFTED = 0.03  # metres above the start: an object counts as raised
 CLOSED_OPENING = 0.07  # gripper gap (metres, max 0.086) below which it counts as closing
 LOW = 0.08  # grasp-point height (metres) under which a closing counts as a grasp attempt
+BESIDE = 0.08  # metres (horizontal) from the base's centre within which a drop counts as beside it
+RESTING_ON = 0.01  # metres: a released target this far above an object's top rests on that object
 
 
 def _pick_outcome(env: Any, trace: dict[str, Any], success: bool) -> tuple[str, dict[str, float]]:
@@ -86,15 +94,43 @@ def _push_outcome(env: Any, direction: str, success: bool) -> tuple[str, dict[st
     return "too_short", {"fraction": dx / PUSH_DISTANCE}
 
 
+def _place_outcome(env: Any, trace: dict[str, Any], success: bool) -> tuple[str, dict[str, float]]:
+    if success:
+        return "success", {}
+    if not trace["target_raised"]:
+        grasp, numbers = _pick_outcome(env, trace, False)
+        return f"grasp: {grasp}", numbers
+    target, base = env.target, env.base
+    pos, bpos = env.object_position(target), env.object_position(base)
+    if env.is_pinched(target):
+        above = pos[2] - (bpos[2] + base.half_extents[2] + target.half_extents[2])
+        return "still_held", {"offset_m": float(np.linalg.norm(pos[:2] - bpos[:2])), "above_m": float(above)}
+    if float(np.linalg.norm(bpos[:2] - env.initial_positions[1][:2])) > 0.01:
+        return "base_moved", {}
+    for o in env.objects[2:]:
+        top = env.object_position(o)[2] + o.half_extents[2] + target.half_extents[2]
+        if abs(pos[2] - top) <= RESTING_ON and np.linalg.norm(pos[:2] - env.object_position(o)[:2]) < 0.05:
+            return "on_other", {}
+    offset = float(np.linalg.norm(pos[:2] - bpos[:2]))
+    on_base = bpos[2] + base.half_extents[2] + target.half_extents[2]
+    if abs(pos[2] - on_base) <= RESTING_ON:
+        return "off_centre", {"offset_m": offset}
+    if offset <= BESIDE:
+        return "beside_base", {"distance_m": offset}
+    return "dropped_away", {"distance_m": offset}
+
+
 def run_episode(env: Any, policy: Any, seed: int, family: str) -> tuple[str, dict[str, float]]:
     """One closed-loop episode; returns (outcome, numbers that qualify it)."""
     start = env.reset(seed=seed, options={"family": family})
     policy.reset()
     target = env.target
-    trace: dict[str, Any] = {"first_low_close": None, "closest": math.inf}
+    trace: dict[str, Any] = {"first_low_close": None, "closest": math.inf, "target_raised": False}
 
     def on_step(_obs: dict[str, Any], _info: dict[str, Any]) -> None:
         ee = env.ee_state()  # (x, y, z, yaw, opening)
+        if env.object_position(target)[2] - env.initial_positions[0][2] > LIFTED:
+            trace["target_raised"] = True
         trace["closest"] = min(
             trace["closest"], float(np.linalg.norm(ee[:2] - env.object_position(target)[:2]))
         )
@@ -106,6 +142,8 @@ def run_episode(env: Any, policy: Any, seed: int, family: str) -> tuple[str, dic
     info = rollout(env, policy.act, start=start, on_step=on_step, stop_on_success=False).info
     if family == "pick":
         return _pick_outcome(env, trace, bool(info["success"]))
+    if family == "place":
+        return _place_outcome(env, trace, bool(info["success"]))
     return _push_outcome(env, str(info["direction"]), bool(info["success"]))
 
 
@@ -114,7 +152,7 @@ def main() -> None:
     p.add_argument("--checkpoint", required=True, help="policy directory")
     p.add_argument("--episodes", type=int, default=30, help="episodes per split and family")
     p.add_argument("--splits", default="train,unseen")
-    p.add_argument("--families", default="pick,push")
+    p.add_argument("--families", default="pick,push,place")
     p.add_argument("--out", help="JSON path (default: CHECKPOINT/../failure_modes.json)")
     args = p.parse_args()
     torch.set_num_threads(1)

@@ -53,3 +53,28 @@ def test_training_reaches_the_memory_and_act_matches_the_window(tiny_dataset):
         policy._chunker.reset()  # so the action is this step's chunk[0], not an ensemble
         action = policy.act(obs)
     np.testing.assert_allclose(action, want, rtol=1e-5, atol=1e-5)
+
+
+def test_detached_history_fuses_the_same_window_with_gradient_from_the_current_frame_only(tiny_dataset):
+    ds = VLADataset(tiny_dataset, chunk_size=3, history=3, progress=False)
+    full = _policy(ds, {"context": 4, "reader": "lstm"}).eval()
+    detached = _policy(ds, {"context": 4, "reader": "lstm", "history_grad": False}).eval()
+    with torch.no_grad():  # past the zero-initialised projection, so the memory reaches the output
+        full.memory_proj.weight.normal_(0.0, 0.1)
+    detached.load_state_dict(full.state_dict())
+    batch = ds.get_batch(np.arange(4))
+    out = {}
+    for name, m in (("full", full), ("detached", detached)):
+        m.zero_grad()
+        m.fuse_window(batch).pooled.square().sum().backward()
+        out[name] = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    # The memory reader and its projection see the same values and the same upstream gradient ...
+    for n in out["full"]:
+        if n.startswith(("memory.", "memory_proj.")):
+            torch.testing.assert_close(out["detached"][n], out["full"][n])
+    # ... while the encoders get gradient from fewer frames (the current one), so it must differ.
+    shared = [n for n in out["full"] if n.startswith("vision.") and n in out["detached"]]
+    assert shared and any(not torch.allclose(out["full"][n], out["detached"][n]) for n in shared)
+    # Values: the same window as the fully differentiated path.
+    with torch.no_grad():
+        torch.testing.assert_close(detached.fuse_window(batch).pooled, full.fuse_window(batch).pooled)
