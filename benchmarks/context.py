@@ -25,7 +25,8 @@ was failed, read from the simulator's state) and the hand-over rate.
     .venv/bin/python benchmarks/context.py                       # the full budget (hours on 2 cores)
     .venv/bin/python benchmarks/context.py --episodes 20 --steps 50 --eval-episodes 4 --out runs/ctx_tiny
 
-Writes benchmarks/results/context.json (``--results`` to put it elsewhere) and prints a summary.
+Writes benchmarks/results/context.json (``--results`` to put it elsewhere) and prints a summary
+(``--summary FILE`` prints that of a written result again).
 """
 
 from __future__ import annotations
@@ -103,7 +104,11 @@ def main() -> None:
     p.add_argument("--conditions", default=",".join(CONDITIONS), help="conditions evaluated")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--summary", metavar="FILE", help="print the summary of a written result and exit")
     args = p.parse_args()
+    if args.summary:
+        print(summary(read_json(Path(args.summary), "context result")))
+        return
     args.readers = [r for r in args.readers.split(",") if r]
     families = tuple(f for f in args.families.split(",") if f)
     lo, hi = (int(v) for v in args.failure_start.split(","))
@@ -164,7 +169,7 @@ def main() -> None:
             )
     result = {
         "benchmark": "context",
-        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "results")},
+        "settings": {k: v for k, v in vars(args).items() if k not in ("out", "results", "summary")},
         "conditions": {
             k: {"failure": f, "fallback": fb, "continue_steps": n} for k, (f, fb, n) in CONDITIONS.items()
         },
@@ -187,9 +192,11 @@ def _paired(first: list[Any], second: list[Any]) -> dict[str, Any]:
 
 
 def summary(result: dict[str, Any]) -> str:
-    """One line per policy and condition: success per split, McNemar p vs clean, blind motion, hand-over."""
+    """One line per policy and condition: success per split (and per family), McNemar p vs clean and vs
+    the memoryless policy, blind steps, blind-motion steps, hand-over rate."""
     lines = [
-        f"{'policy':<11} {'condition':<15} {'split':<7} {'success':>7} {'p(clean)':>8} {'p(mem0)':>8} {'blind':>6} {'moving':>6} {'handover':>8}"
+        f"{'policy':<11} {'condition':<15} {'split':<7} {'success':>7} {'p(clean)':>8} {'p(mem0)':>8} "
+        f"{'blind':>6} {'moving':>6} {'handover':>8}  per family"
     ]
     for name, run in result["runs"].items():
         for cond, c in run["conditions"].items():
@@ -202,9 +209,10 @@ def summary(result: dict[str, Any]) -> str:
                 blind = "-" if cf is None else f"{cf['blind_steps']:.1f}"
                 moving = "-" if cf is None else f"{cf['blind_motion_steps']:.1f}"
                 over = "-" if cf is None else f"{cf['handed_over']:.0%}"
+                families = " ".join(f"{f} {v:.0%}" for f, v in c.get("per_family", {}).get(split, {}).items())
                 lines.append(
                     f"{name:<11} {cond:<15} {split:<7} {rate:>7.0%} {p_clean:>8} {p_mem:>8} "
-                    f"{blind:>6} {moving:>6} {over:>8}"
+                    f"{blind:>6} {moving:>6} {over:>8}  {families}"
                 )
     return "\n".join(lines)
 

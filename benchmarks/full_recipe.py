@@ -33,6 +33,13 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(ROOT / "configs" / "full.json"))
     p.add_argument("--data", default="runs/demo/data", help="dataset directory")
+    p.add_argument(
+        "--collect",
+        type=int,
+        default=0,
+        help="when --data holds no dataset, collect this many expert demonstrations there first (seed 0, "
+        "every family; the time is recorded as collect_seconds)",
+    )
     p.add_argument("--run", default="runs/full", help="run directory")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split")
     p.add_argument("--controls", type=int, default=50, help="blind-control episodes per split")
@@ -43,7 +50,7 @@ def main() -> None:
 
     from mmvla.core.paths import RunPaths
     from mmvla.evaluation.evaluate import EvalConfig, evaluate, success_by_split
-    from mmvla.pipeline import evaluate_step, train_step
+    from mmvla.pipeline import collect_step, evaluate_step, require_dataset, train_step
     from mmvla.training.config import training_configs
 
     run = RunPaths(args.run)
@@ -54,7 +61,12 @@ def main() -> None:
         "machine": {"cpu_count": os.cpu_count(), "python": platform.python_version()},
     }
     t0 = time.perf_counter()
+    if args.collect and not args.eval_only:
+        collect_step(args.data, args.collect, workers=args.workers, seed=0, progress=True)
+        result["collect_seconds"] = round(time.perf_counter() - t0, 1)
+        result["collected_episodes"] = args.collect
     if not args.eval_only:
+        require_dataset(args.data)
         step = train_step(args.data, run.root, policy_cfg, train_cfg, progress=True)  # resumes a killed run
         assert step.result is not None
         r = step.result
