@@ -41,8 +41,9 @@ class MemoryConfig:
         dropout: dropout probability inside the reader.
         history_grad: training only: True, the past frames of a window are fused with gradient, so the
             encoders learn what the memory needs from them; False, they are fused without it (the
-            rollout's window is stored detached too) and only the current frame trains the encoders:
-            about (3K)/(K + 2) times cheaper per step (a backward pass costs about two forwards).
+            rollout's window is stored detached too) and only the current frame trains the encoders: a
+            step then costs about (K + 2)/3 memoryless steps instead of K (a backward pass counted as two
+            forwards).
     """
 
     dim: int = 128
