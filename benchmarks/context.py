@@ -5,7 +5,7 @@ On one dataset and one training budget, with front-camera failures sampled in tr
 
     memoryless   the demo recipe (:func:`mmvla.training.recipes.demo_configs`)
     lstm         the same + a per-episode memory of the last K fused features read by an LSTM
-    attention    the same + the memory read by causal attention
+    attention    the same + the memory read by causal attention (only with ``--readers lstm,attention``)
 
 and evaluates each on the same episodes (seeds, splits train and unseen) in these conditions:
 
@@ -22,7 +22,7 @@ and the memory policies with the memoryless one in the same failure condition. P
 records blind steps, blind-motion steps (steps in which the hand moved > 1 mm while the front camera
 was failed, read from the simulator's state) and the hand-over rate.
 
-    .venv/bin/python benchmarks/context.py                       # the full budget (hours on 2 cores)
+    .venv/bin/python benchmarks/context.py                       # the full budget (~1 h on 2 cores)
     .venv/bin/python benchmarks/context.py --episodes 20 --steps 50 --eval-episodes 4 --out runs/ctx_tiny
 
 Writes benchmarks/results/context.json (``--results`` to put it elsewhere) and prints a summary
@@ -94,8 +94,9 @@ def main() -> None:
     p.add_argument(
         "--history-grad",
         action="store_true",
-        help="train the encoders through the window's past frames too (MemoryConfig.history_grad; ~2x the "
-        "cost at K=4); default: past frames fused without gradient, as the rollout stores them",
+        help="train the encoders through the window's past frames too (MemoryConfig.history_grad: K "
+        "memoryless steps' work per step instead of (K + 2)/3); default: past frames fused without gradient, "
+        "as the rollout stores them",
     )
     p.add_argument("--failure-prob", type=float, default=0.5, help="share of training samples that fail")
     p.add_argument("--failure-start", default="4,16", help="LO,HI: first failed step at evaluation")

@@ -7,25 +7,16 @@ hand, and a fake clock whose intervals give a known median.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
 from types import ModuleType, SimpleNamespace
 
 import pytest
 import torch
-
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "policy.py"
+from script_modules import load_script
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_policy", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_policy"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/policy.py", "bench_policy")
 
 
 # vendor, cpu family, flags -> fp32 FLOP/cycle/core (2 FLOP per FMA x lanes x 2 FMA pipes)

@@ -8,31 +8,23 @@ raised drops it back where it stood, and the class follows from that spot's dist
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
 import pytest
+from script_modules import load_script
 
 from mmvla.sim.registry import make_env
 from mmvla.sim.tabletop.expert import ScriptedExpert
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "failure_modes.py"
 SEED = 7
 
 
 @pytest.fixture(scope="module")
 def bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_failure_modes", BENCH)
-    assert spec is not None and spec.loader is not None
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_failure_modes"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("benchmarks/failure_modes.py", "bench_failure_modes")
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +80,9 @@ def test_a_hand_that_never_comes_down_is_still_holding_over_the_base(bench, env)
 def test_an_arm_that_never_moves_fails_the_grasp(bench, env):
     outcome, numbers = bench.run_episode(env, Scripted(env, lambda e, a: np.zeros_like(a)), SEED, "place")
     assert outcome == "grasp: never_closed"
-    assert numbers["closest_m"] > 0.0
+    # The hand stayed where it started: its closest approach is its distance to the unmoved target.
+    start = float(np.linalg.norm(env.ee_state()[:2] - env.object_position(env.target)[:2]))
+    assert numbers["closest_m"] == pytest.approx(start, abs=2e-3)
 
 
 def test_a_drop_right_after_lifting_is_classified_by_its_distance_to_the_base(bench, env):

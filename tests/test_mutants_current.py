@@ -3,22 +3,16 @@ tests exist (a refactoring that moves the code must move the mutation too, or th
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from script_modules import load_script
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _mutants() -> tuple:
-    spec = importlib.util.spec_from_file_location("mmvla_mutants_script", ROOT / "scripts" / "mutants.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses need the module registered
-    spec.loader.exec_module(module)
-    return module.MUTANTS
+    return load_script("scripts/mutants.py", "mmvla_mutants_script").MUTANTS
 
 
 @pytest.mark.parametrize("mutant", _mutants(), ids=lambda m: m.name)

@@ -322,14 +322,25 @@ class VLAPolicy(nn.Module):
 
     def fuse_window(self, batch: Mapping[str, Any]) -> FusionOutput:
         """Fuse a training batch; with memory, batch images are (B, T, 3, H, W), state (B, T, S) and
-        "history_mask" (B, T): every frame is fused, the memory reads the pooled window and the
-        result is the current (last) frame's FusionOutput with context added."""
+        "history_mask" (B, T): every frame is fused (the past ones without gradient when
+        ``MemoryConfig.history_grad`` is off), the memory reads the pooled window and the result is the
+        current (last) frame's FusionOutput with context added."""
         if self.memory is None:
             return self.fuse(batch["images"], batch["instruction"], batch["state"], batch.get("past_state"))
         state = batch["state"]  # (B, T, S)
         B, T = state.shape[:2]
-        if not self.memory.cfg.history_grad and T > 1:
-            return self._fuse_window_detached(batch)
+        if not self.memory.cfg.history_grad and T > 1:  # the T - 1 past frames without gradient
+            with torch.no_grad():
+                past = self.fuse(
+                    {c: x[:, :-1].flatten(0, 1) for c, x in batch["images"].items()},  # (B·(T-1), 3, H, W)
+                    [t for t in batch["instruction"] for _ in range(T - 1)],
+                    state[:, :-1].flatten(0, 1),
+                ).pooled.view(B, T - 1, -1)  # (B, T-1, D)
+            last = self.fuse(
+                {c: x[:, -1] for c, x in batch["images"].items()}, batch["instruction"], state[:, -1]
+            )
+            window = torch.cat([past, last.pooled[:, None]], dim=1)  # (B, T, D)
+            return self._with_context(last, self.memory.read(window, batch["history_mask"]))
         images = {c: x.flatten(0, 1) for c, x in batch["images"].items()}  # (B·T, 3, H, W)
         texts = [t for t in batch["instruction"] for _ in range(T)]
         fused = self.fuse(images, texts, state.flatten(0, 1))
@@ -343,24 +354,6 @@ class VLAPolicy(nn.Module):
                 k: v.view(B, T, *v.shape[1:])[:, -1] for k, v in fused.info.items() if v.shape[:1] == (B * T,)
             },
         )
-        return self._with_context(current, self.memory.read(pooled, batch["history_mask"]))
-
-    def _fuse_window_detached(self, batch: Mapping[str, Any]) -> FusionOutput:
-        """:meth:`fuse_window` with the T - 1 past frames fused without gradient (``history_grad=False``):
-        the same values, gradient only through the current frame and the memory reader."""
-        assert self.memory is not None
-        state = batch["state"]  # (B, T, S)
-        B, T = state.shape[:2]
-        with torch.no_grad():
-            past = self.fuse(
-                {c: x[:, :-1].flatten(0, 1) for c, x in batch["images"].items()},  # (B·(T-1), 3, H, W)
-                [t for t in batch["instruction"] for _ in range(T - 1)],
-                state[:, :-1].flatten(0, 1),
-            ).pooled.view(B, T - 1, -1)  # (B, T-1, D)
-        current = self.fuse(
-            {c: x[:, -1] for c, x in batch["images"].items()}, batch["instruction"], state[:, -1]
-        )
-        pooled = torch.cat([past, current.pooled[:, None]], dim=1)  # (B, T, D)
         return self._with_context(current, self.memory.read(pooled, batch["history_mask"]))
 
     # ---------------------------------------------------------------- training
