@@ -40,6 +40,22 @@ def main() -> None:
         help="when --data holds no dataset, collect this many expert demonstrations there first (seed 0, "
         "every family; the time is recorded as collect_seconds)",
     )
+    p.add_argument(
+        "--corrections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="with --collect: N further DAgger episodes executed by --correction-policy, labelled by the expert",
+    )
+    p.add_argument(
+        "--correction-policy", help="checkpoint that executes the corrections (a first-round policy)"
+    )
+    p.add_argument("--correction-families", default=None, help="comma-separated; default every family")
+    p.add_argument(
+        "--init-from",
+        default=None,
+        help="initialise every matching tensor from this checkpoint (fine-tune a first-round policy)",
+    )
     p.add_argument("--run", default="runs/full", help="run directory")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split")
     p.add_argument("--controls", type=int, default=50, help="blind-control episodes per split")
@@ -62,12 +78,26 @@ def main() -> None:
     }
     t0 = time.perf_counter()
     if args.collect and not args.eval_only:
-        collect_step(args.data, args.collect, workers=args.workers, seed=0, progress=True)
+        corrections: dict[str, Any] = {}
+        if args.corrections:
+            corrections = {
+                "corrections": args.corrections,
+                "correction_policy": args.correction_policy,
+                "correction_families": args.correction_families.split(",")
+                if args.correction_families
+                else None,
+            }
+        collect_step(args.data, args.collect, workers=args.workers, seed=0, progress=True, **corrections)
         result["collect_seconds"] = round(time.perf_counter() - t0, 1)
         result["collected_episodes"] = args.collect
+        if corrections:
+            result["corrections"] = corrections
     if not args.eval_only:
         require_dataset(args.data)
-        step = train_step(args.data, run.root, policy_cfg, train_cfg, progress=True)  # resumes a killed run
+        step = train_step(  # resumes a killed run
+            args.data, run.root, policy_cfg, train_cfg, init_from=args.init_from, progress=True
+        )
+        result["init_from"] = args.init_from
         assert step.result is not None
         r = step.result
         result["train"] = {

@@ -1,4 +1,5 @@
-"""Shared test data: a tiny synthetic dataset in the LeRobot layout and small policy configs.
+"""Shared test data: a tiny synthetic dataset in the LeRobot layout, small policy configs and an
+untrained tabletop checkpoint.
 
 Importable from any test (``tests/`` is on ``sys.path`` under pytest): ``from vla_testdata import ...``.
 """
@@ -8,8 +9,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import torch
 
+from mmvla.core.keys import ACTION_KEY, STATE_KEY
 from mmvla.data.lerobot_format import Episode, LeRobotWriter
+from mmvla.policy import PolicyConfig, VLAPolicy
+from mmvla.policy.normalize import Normalizer
+from mmvla.sim.tabletop.tasks import all_instructions
 
 IMAGE = 32
 ENV_STATE = ("square_x", "square_y")
@@ -60,3 +66,23 @@ def small_policy_dict(**overrides: object) -> dict:
     }
     d.update(overrides)
     return d
+
+
+def save_tiny_checkpoint(directory: Path) -> Path:
+    """An untrained 32-pixel policy for the tabletop's training instructions, saved in ``directory``."""
+    cfg = PolicyConfig(
+        cameras=("front", "wrist"),
+        image_size=IMAGE,
+        dim=16,
+        instructions=tuple(all_instructions("train")),
+        fusion_options={"num_heads": 2, "num_layers": 1},
+        head={"kind": "regression", "chunk_size": 2, "hidden": 16},
+    )
+    stats = {
+        STATE_KEY: {"mean": [0.0] * 5, "std": [1.0] * 5},
+        ACTION_KEY: {"mean": [0.0] * 7, "std": [1.0] * 7},
+    }
+
+    torch.manual_seed(0)
+    policy = VLAPolicy(cfg, Normalizer(stats, {STATE_KEY: "mean_std", ACTION_KEY: "mean_std"}))
+    return policy.save_pretrained(directory)

@@ -14,6 +14,7 @@ whose ``spec.json`` records other settings is refused (:func:`claim_run`).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import statistics
@@ -22,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import torch
 
 # Modules, not functions: tests replace trainer.train and evaluate.evaluate to prove what is skipped.
 import mmvla.evaluation.evaluate as evaluation
@@ -46,8 +49,10 @@ from mmvla.evaluation.compare import (
 )
 from mmvla.evaluation.inspect import report_attention_maps
 from mmvla.policy import PolicyConfig, VLAPolicy
+from mmvla.policy.checkpoint import load_config
 from mmvla.reporting.figures import comparison_chart_png, plot_attention_overlay
 from mmvla.reporting.page import focus_run, write_report
+from mmvla.sim.registry import default_cameras
 from mmvla.training.config import TrainConfig
 from mmvla.training.recipes import demo_configs
 
@@ -59,6 +64,26 @@ def _jsonable(x: Any) -> Any:
 
 
 # ------------------------------------------------------------------------ collect
+def load_worker_policy(checkpoint: str) -> VLAPolicy:
+    """The policy in ``checkpoint`` for a worker process that simulates beside it (one torch thread)."""
+    torch.set_num_threads(1)
+    return VLAPolicy.from_pretrained(checkpoint)
+
+
+def checkpoint_corrector(
+    checkpoint: str | os.PathLike[str], cameras: Sequence[str], image_size: int
+) -> Callable[[], VLAPolicy]:
+    """A picklable factory of the checkpoint's policy for DAgger corrections
+    (:func:`mmvla.data.collect.collect_dataset`); ValueError unless it reads ``cameras`` at ``image_size``."""
+    cfg, _ = load_config(checkpoint)
+    if tuple(cfg.cameras) != tuple(cameras) or cfg.image_size != image_size:
+        raise ValueError(
+            f"collect: the policy {checkpoint} reads cameras {tuple(cfg.cameras)} at {cfg.image_size} px; "
+            f"the collection records {tuple(cameras)} at {image_size} px"
+        )
+    return functools.partial(load_worker_policy, str(checkpoint))
+
+
 def collect_step(
     data: str | os.PathLike[str],
     episodes: int,
@@ -68,14 +93,20 @@ def collect_step(
     progress: bool = False,
     log: Log = print,
     prefix: str = "",
+    correction_policy: str | os.PathLike[str] | None = None,
     **options: Any,
 ) -> Path:
     """Collect ``episodes`` expert demonstrations (train split) into ``data``, or reuse the finished
     dataset already there; returns ``data``.
 
-    ``options`` go to :func:`mmvla.data.collect.collect_dataset` (image_size, cameras, ...). ``log``
-    receives one line per stage, starting with ``prefix`` (the summary line indented to match it).
+    ``options`` go to :func:`mmvla.data.collect.collect_dataset` (image_size, cameras, corrections, ...);
+    ``correction_policy``: the checkpoint that executes the DAgger corrections. ``log`` receives one line
+    per stage, starting with ``prefix`` (the summary line indented to match it).
     """
+    if correction_policy is not None:
+        cameras = options.get("cameras") or default_cameras(options.get("env", "tabletop"))
+        options["corrector"] = checkpoint_corrector(correction_policy, cameras, options.get("image_size", 64))
+        options["corrector_name"] = str(correction_policy)
     data = Path(data)
     if dataset_info(data).is_file():
         log(f"{prefix}reusing the dataset at {data}")
@@ -313,7 +344,7 @@ def run_demo(
         progress=progress,
         log=log,
         prefix="[1/4] ",
-        **({"env_options": {"shift": shift}} if shift is not None else {}),
+        env_options=None if shift is None else {"shift": shift},
     )
     timings["collect_s"] = time.perf_counter() - t0
 

@@ -21,8 +21,10 @@ def _fake_results(fail_seeds: set[int], store: dict[int, Episode]):  # type: ign
     """A stand-in for the worker pool: deterministic episodes per seed, in seed order (the pool's ordered
     mode; tests/core/test_pool.py checks that it orders)."""
 
-    def results(cfg: Any, jobs: list[tuple[int, int]], workers: int, **bar: Any) -> Iterator[EpisodeResult]:
-        for index, seed in jobs:
+    def results(
+        cfg: Any, jobs: list[tuple[int, int, str | None, bool]], workers: int, **bar: Any
+    ) -> Iterator[EpisodeResult]:
+        for index, seed, _family, _corrective in jobs:
             rng = np.random.default_rng(seed)
             ep = make_episode(rng, 3 + seed % 4, seed, env_state=True)
             ep.extra.update(seed=seed)
@@ -171,3 +173,81 @@ def test_real_collect_round_trip_and_worker_independence(
     for cam in CAMERAS:
         np.testing.assert_array_equal(ds2.images[cam], ds.images[cam])
     assert main([*argv, "--quiet"]) == 2  # exists, no --overwrite: a clear CLI error
+
+
+def test_corrections_are_executed_by_the_policy_and_labelled_by_the_expert(tmp_path: Path) -> None:
+    """DAgger episodes: the states follow the policy's actions and every label is the expert's clean
+    action in that state; a failed correction is kept. Reference: the same episode stepped here."""
+    pytest.importorskip("mmvla.sim.tabletop.expert")
+    from vla_testdata import save_tiny_checkpoint
+
+    from mmvla.pipeline import checkpoint_corrector
+    from mmvla.policy import VLAPolicy
+    from mmvla.sim.registry import make_env
+    from mmvla.sim.tabletop.expert import ScriptedExpert
+
+    ckpt = save_tiny_checkpoint(tmp_path / "policy")  # untrained: it fails, and its episode is kept
+    out = tmp_path / "ds"
+    s = collect_dataset(
+        out,
+        episodes=1,
+        seed=7,
+        image_size=32,
+        corrections=2,
+        corrector=checkpoint_corrector(ckpt, CAMERAS, 32),
+        corrector_name=str(ckpt),
+        correction_seed=100,
+        correction_families=["place"],
+        progress=False,
+    )
+    assert (s.requested, s.corrections, s.corrections_succeeded) == (3, 2, 0)
+    ds = VLADataset(out, image_size=32, progress=False)
+    assert ds.episodes["seed"][-2:] == [100, 101] and ds.episodes["family"][-2:] == ["place", "place"]
+    assert ds.episodes["executor"] == ["expert"] * (s.kept - 2) + ["policy", "policy"]
+    meta = json.loads((out / "meta/mmvla.json").read_text())
+    assert meta["corrections"] == {
+        "policy": str(ckpt),
+        "episodes": 2,
+        "seed": 100,
+        "families": ["place"],
+        "policy_succeeded": 0,
+    }
+
+    rows = ds.episode_rows(s.kept - 2)  # the correction with seed 100, replayed by hand
+    env = make_env("tabletop", cameras=CAMERAS, image_size=32, split="train")
+    policy = VLAPolicy.from_pretrained(ckpt)
+    policy.reset()
+    expert = ScriptedExpert(env)
+    obs, _ = env.reset(seed=100, options={"family": "place"})
+    labels, states, executed = [], [], []
+    for _ in range(rows.stop - rows.start):
+        labels.append(expert.clean_action())
+        states.append(obs["state"])
+        executed.append(policy.act(obs))
+        obs, *_ = env.step(executed[-1])
+    env.close()
+    np.testing.assert_array_equal(ds.state[rows], np.stack(states))
+    np.testing.assert_array_equal(ds.action[rows], np.stack(labels))
+    assert np.abs(np.stack(executed) - np.stack(labels)).max() > 0.1  # the policy, not the expert, acted
+
+
+def test_corrections_are_validated(tmp_path: Path) -> None:
+    from vla_testdata import save_tiny_checkpoint
+
+    from mmvla.pipeline import checkpoint_corrector
+
+    ckpt = save_tiny_checkpoint(tmp_path / "policy")
+    corrector = checkpoint_corrector(ckpt, CAMERAS, 32)
+    with pytest.raises(ValueError, match="corrections need a corrector"):
+        collect_dataset(tmp_path / "a", episodes=1, corrections=2)
+    with pytest.raises(ValueError, match="corrections need a corrector"):
+        collect_dataset(tmp_path / "a", episodes=1, corrector=corrector)
+    with pytest.raises(ValueError, match="overlap"):
+        collect_dataset(tmp_path / "a", episodes=5, corrections=2, corrector=corrector, correction_seed=3)
+    with pytest.raises(ValueError, match="correction families"):
+        collect_dataset(
+            tmp_path / "a", episodes=1, corrections=1, corrector=corrector, correction_families=["stack"]
+        )
+    with pytest.raises(ValueError, match="reads cameras"):
+        checkpoint_corrector(ckpt, CAMERAS, 64)
+    assert not (tmp_path / "a").exists()

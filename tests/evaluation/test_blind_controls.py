@@ -17,13 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
-import torch
+from vla_testdata import save_tiny_checkpoint
 
 import mmvla.evaluation.evaluate as ev
-from mmvla.core.keys import ACTION_KEY, STATE_KEY
 from mmvla.evaluation.evaluate import EvalConfig, evaluate
-from mmvla.policy import PolicyConfig, VLAPolicy
-from mmvla.policy.normalize import Normalizer
+from mmvla.policy import VLAPolicy
 from mmvla.sim.tabletop.env import TabletopEnv
 from mmvla.sim.tabletop.tasks import all_instructions
 
@@ -49,25 +47,6 @@ class Spy:
     def act(self, observation: dict[str, Any]) -> np.ndarray:
         self.episodes[-1].append(_copy(observation))
         return ACTION.copy()
-
-
-def save_tiny_checkpoint(directory: Path) -> Path:
-    """An untrained 32-pixel policy for the tabletop's training instructions, saved in ``directory``."""
-    cfg = PolicyConfig(
-        cameras=("front", "wrist"),
-        image_size=IMAGE,
-        dim=16,
-        instructions=tuple(all_instructions("train")),
-        fusion_options={"num_heads": 2, "num_layers": 1},
-        head={"kind": "regression", "chunk_size": 2, "hidden": 16},
-    )
-    stats = {
-        STATE_KEY: {"mean": [0.0] * 5, "std": [1.0] * 5},
-        ACTION_KEY: {"mean": [0.0] * 7, "std": [1.0] * 7},
-    }
-    torch.manual_seed(0)
-    policy = VLAPolicy(cfg, Normalizer(stats, {STATE_KEY: "mean_std", ACTION_KEY: "mean_std"}))
-    return policy.save_pretrained(directory)
 
 
 @pytest.fixture(scope="module")

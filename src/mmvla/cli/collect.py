@@ -1,4 +1,4 @@
-"""``mmvla collect``: record scripted-expert demonstrations as a LeRobot v3.0 dataset."""
+"""``mmvla collect``: record scripted-expert demonstrations (and policy corrections) as a LeRobot v3.0 dataset."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 from mmvla.cli import csv_list, flags
 from mmvla.core.keys import ENV_NAMES
 from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
+from mmvla.pipeline import checkpoint_corrector
+from mmvla.sim.registry import default_cameras
 from mmvla.sim.tabletop.shift import RANDOMISABLE_AXES, parse_shift
 
 
@@ -43,17 +45,60 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "for domain randomisation (each axis's severity drawn per episode in [0, it]); all=medium sets every "
         "axis but language (held-out wordings are never trained on)",
     )
+    p.add_argument(
+        "--corrections",
+        type=int,
+        default=0,
+        metavar="N",
+        help="DAgger: N further episodes executed by --policy and labelled by the expert (kept whatever "
+        "their outcome; seeds --correction-seed ..)",
+    )
+    p.add_argument("--policy", help="checkpoint directory that executes the correction episodes")
+    p.add_argument(
+        "--correction-seed", type=int, default=500_000, help="first correction seed (default 500000)"
+    )
+    p.add_argument(
+        "--correction-families",
+        type=csv_list,
+        default=None,
+        help="families the corrections cycle through (default: every collected family)",
+    )
     p.add_argument("--overwrite", action="store_true", help="replace OUT once the new dataset is complete")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
 
-    names = ("episodes", "workers", "seed", "split", "image_size", "cameras", "families", "overwrite", "env")
+    names = (
+        "episodes",
+        "workers",
+        "seed",
+        "split",
+        "image_size",
+        "cameras",
+        "families",
+        "overwrite",
+        "env",
+        "corrections",
+        "correction_seed",
+        "correction_families",
+    )
     noise_std = DEFAULT_NOISE_STD if args.noise is None else args.noise
     env_options = {"shift": parse_shift(args.shift, RANDOMISABLE_AXES)} if args.shift else None
+    corrector = {}
+    if args.policy is not None:
+        cameras = args.cameras or default_cameras(args.env)
+        corrector = {
+            "corrector": checkpoint_corrector(args.policy, cameras, args.image_size),
+            "corrector_name": args.policy,
+        }
     summary = collect_dataset(
-        args.out, **flags(args, *names), noise_std=noise_std, env_options=env_options, progress=not args.quiet
+        args.out,
+        **flags(args, *names),
+        noise_std=noise_std,
+        env_options=env_options,
+        progress=not args.quiet,
+        **corrector,
     )
     print(summary.format())
     return 0

@@ -5,6 +5,12 @@ reset and the expert's noise, so the dataset does not depend on the number of wo
 in which they finish: results are written in seed order and failed episodes are dropped (and
 counted). Workers PNG-encode frames and histogram pixels themselves; the parent only writes parquet.
 
+Corrections (DAgger, Ross et al. 2011): with ``corrections > 0`` and a ``corrector`` (a picklable
+factory of a trained policy, built once per worker), further episodes are *executed by the policy*
+while the expert labels every visited state with its clean action. They show the expert's recovery from the states the policy itself reaches (an object resting
+off centre, still held), which noisy expert demonstrations rarely visit. They are kept whether the
+policy succeeded or not (the labels are the expert's either way) and marked ``executor = "policy"``.
+
 The whole dataset is built in a hidden sibling directory and renamed into place at the end
 (:func:`mmvla.core.io.atomic_directory`): an interrupted collect never leaves a dataset that looks complete,
 and ``overwrite=True`` keeps the old dataset intact until the new one is complete.
@@ -14,10 +20,10 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Generator, Mapping, Sequence
+from collections.abc import Callable, Generator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -48,6 +54,17 @@ DEFAULT_NOISE_STD = 0.1
 MMVLA_META_PATH = "meta/mmvla.json"  # collection provenance; LeRobot ignores unknown meta files
 
 
+class Actor(Protocol):
+    """What executes correction episodes (a :class:`mmvla.policy.protocol.Policy` is one)."""
+
+    def reset(self) -> None:
+        """Start a new episode."""
+
+    def act(self, observation: Mapping[str, Any]) -> np.ndarray:
+        """(A,) float32 action for one observation (images, "state", "instruction")."""
+        ...
+
+
 @dataclass(frozen=True)
 class CollectConfig:
     """What every worker needs to simulate one episode (picklable, validated on construction)."""
@@ -60,6 +77,7 @@ class CollectConfig:
     compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL
     env: str = "tabletop"  # a name in mmvla.sim.registry.ENV_NAMES
     env_options: tuple[tuple[str, Any], ...] = ()  # further config fields of that environment
+    corrector: Callable[[], Actor] | None = None  # builds the policy that executes the corrections
 
     def __post_init__(self) -> None:
         if not self.cameras:
@@ -102,6 +120,8 @@ class CollectSummary:
     kept_per_family: dict[str, int] = field(default_factory=dict)
     dropped_per_family: dict[str, int] = field(default_factory=dict)
     bytes_on_disk: int = 0
+    corrections: int = 0  # policy-executed, expert-labelled episodes among those kept
+    corrections_succeeded: int = 0  # ... in which the policy itself succeeded
 
     @property
     def frames_per_second(self) -> float:
@@ -132,6 +152,11 @@ class CollectSummary:
                 if self.dropped
                 else ""
             ),
+            *(
+                [f"corrections      {self.corrections} (policy succeeded in {self.corrections_succeeded})"]
+                if self.corrections
+                else []
+            ),
             f"frames           {self.frames}",
             f"seconds          {self.seconds:.1f} ({self.workers} worker{'s' if self.workers != 1 else ''})",
             f"frames/s         {self.frames_per_second:.1f}",
@@ -161,11 +186,13 @@ def _sim_config(cfg: CollectConfig) -> Any:
 
 
 def _init_worker(cfg: CollectConfig) -> None:
-    """Build one environment per worker process."""
+    """Build one environment (and the correcting policy, if any) per worker process."""
     env = make_env(cfg.env, _sim_config(cfg))
     _WORKER.clear()
     # one recorded frame per control step
     _WORKER.update(env=env, cfg=cfg, fps=round(float(env.metadata["render_fps"])))
+    if cfg.corrector is not None:
+        _WORKER["policy"] = cfg.corrector()
 
 
 def _close_worker() -> None:
@@ -174,24 +201,36 @@ def _close_worker() -> None:
         env.close()
 
 
-def record_episode(index: int, seed: int) -> EpisodeResult:
-    """Simulate episode ``index`` with ``seed`` in this worker's environment; encode it if successful."""
+def record_episode(
+    index: int, seed: int, family: str | None = None, corrective: bool = False
+) -> EpisodeResult:
+    """Simulate episode ``index`` with ``seed`` (and ``family``, None: the seed's) in this worker's
+    environment; encode it if successful, or always when ``corrective`` (executed by the worker's policy,
+    labelled by the expert)."""
     env, cfg = _WORKER["env"], _WORKER["cfg"]
-    obs, info = env.reset(seed=seed)
+    obs, info = env.reset(seed=seed, options={"family": family} if family else None)
     check_rendered(obs, cfg.cameras)
     expert = make_expert(cfg.env, env, noise_std=cfg.noise_std, seed=seed)
     expert.reset()
+    policy = _WORKER["policy"] if corrective else None
+    if policy is not None:
+        policy.reset()
     instruction = str(info["instruction"])
     family = str(info["family"])
     extra = episode_extra(info)  # tabletop: target; Meta-World: goal variation
+    if cfg.corrector is not None:
+        extra["executor"] = "policy" if corrective else "expert"
     frames: dict[str, list[np.ndarray]] = {cam: [] for cam in cfg.cameras}
     states: list[np.ndarray] = []
     actions: list[np.ndarray] = []
     env_states: list[np.ndarray] = []
 
     def act(o: dict[str, Any]) -> np.ndarray:
-        """The expert's noisy action (executed); records the frame and its clean action (the label)."""
+        """The expert's noisy action, or the policy's (executed); records the frame and the expert's
+        clean action (the label)."""
         executed = np.asarray(expert.act(o), dtype=np.float32)
+        if policy is not None:
+            executed = np.asarray(policy.act(dict(o, instruction=instruction)), dtype=np.float32)
         for cam in cfg.cameras:
             frames[cam].append(np.array(o[cam], dtype=np.uint8, copy=True))
         states.append(np.array(o["state"], dtype=np.float32, copy=True))
@@ -204,7 +243,7 @@ def record_episode(index: int, seed: int) -> EpisodeResult:
     ep = rollout(env, act, start=(obs, info), stop_on_success=False)
     success = bool(ep.info["success"])
     encoded = None
-    if success:
+    if success or corrective:
         episode = Episode(
             images={cam: np.stack(f) for cam, f in frames.items()},
             state=np.stack(states),
@@ -225,7 +264,7 @@ def record_episode(index: int, seed: int) -> EpisodeResult:
     )
 
 
-def _record_star(args: tuple[int, int]) -> EpisodeResult:
+def _record_star(args: tuple[int, int, str | None, bool]) -> EpisodeResult:
     return record_episode(*args)
 
 
@@ -235,7 +274,7 @@ def _record_star(args: tuple[int, int]) -> EpisodeResult:
 
 
 def _results(
-    cfg: CollectConfig, jobs: list[tuple[int, int]], workers: int, **bar: Any
+    cfg: CollectConfig, jobs: list[tuple[int, int, str | None, bool]], workers: int, **bar: Any
 ) -> Generator[EpisodeResult, None, None]:
     """Yield the episodes' results in job (seed) order, whatever order workers finish in; ``bar``:
     :func:`mmvla.core.pool.imap`'s progress arguments."""
@@ -281,6 +320,11 @@ def collect_dataset(
     compress_level: int = DEFAULT_PNG_COMPRESS_LEVEL,
     env: str = "tabletop",
     env_options: Mapping[str, Any] | None = None,
+    corrections: int = 0,
+    corrector: Callable[[], Actor] | None = None,
+    corrector_name: str = "",
+    correction_seed: int = 500_000,
+    correction_families: Sequence[str] | None = None,
 ) -> CollectSummary:
     """Run the scripted expert for ``episodes`` seeds in ``workers`` processes and write a dataset.
 
@@ -299,6 +343,13 @@ def collect_dataset(
         data_files_size_in_mb, compress_level: layout knobs (parquet file roll-over, PNG zlib level).
         env: environment name (``mmvla.sim.registry.ENV_NAMES``): "tabletop", "metaworld-mt10" or "metaworld-mt50".
         env_options: further fields of that environment's config (e.g. Meta-World's ``variations``).
+        corrections: further episodes executed by the ``corrector``'s policy and labelled by the expert
+            (DAgger; see the module docstring), seeds ``correction_seed ..`` (must not overlap the
+            demonstrations' seeds), cycling through ``correction_families`` (default: every family);
+            kept whatever their outcome.
+        corrector: a picklable factory (e.g. ``functools.partial``) of the acting policy, called once per
+            worker; the policy must read the collected cameras at ``image_size``.
+        corrector_name: what the corrector is (a checkpoint path), recorded in ``meta/mmvla.json``.
 
     Returns:
         A :class:`CollectSummary`. Raises ``ValueError`` if every episode failed (nothing is written).
@@ -309,6 +360,17 @@ def collect_dataset(
         raise ValueError(f"collect: workers must be a positive int, got {workers!r}")
     if seed < 0:
         raise ValueError(f"collect: seed must be >= 0, got {seed}")
+    if not isinstance(corrections, int) or corrections < 0:
+        raise ValueError(f"collect: corrections must be an int >= 0, got {corrections!r}")
+    if (corrections > 0) != (corrector is not None):
+        raise ValueError(
+            "collect: corrections need a corrector, and a corrector is only used for corrections"
+        )
+    if corrections and correction_seed < seed + episodes and seed < correction_seed + corrections:
+        raise ValueError(
+            f"collect: correction seeds {correction_seed}..{correction_seed + corrections - 1} overlap the "
+            f"demonstrations' seeds {seed}..{seed + episodes - 1}"
+        )
     cfg = CollectConfig(
         split=split,
         image_size=image_size,
@@ -318,8 +380,16 @@ def collect_dataset(
         compress_level=compress_level,
         env=env,
         env_options=tuple(sorted((env_options or {}).items())),
+        corrector=corrector,
     )
     sim_cfg = _sim_config(cfg)  # validates the environment settings before any process starts
+    fix_families = tuple(cfg.families if correction_families is None else correction_families)
+    unknown = sorted(set(fix_families) - set(cfg.families))
+    if corrections and (unknown or not fix_families):
+        raise ValueError(
+            f"collect: correction families {unknown or []} not among the collected {cfg.families}"
+        )
+
     shift = getattr(sim_cfg, "shift", None)
     if shift is not None and shift.language > 0:
         raise ValueError(
@@ -327,9 +397,14 @@ def collect_dataset(
             "(use TrainConfig.wording_augment for training wordings)"
         )
     schema = dataset_schema(cfg.env, sim_cfg)
-    workers = min(workers, episodes)
+    workers = min(workers, episodes + corrections)
     out = Path(out)
-    jobs = [(i, seed + i) for i in range(episodes)]
+    jobs: list[tuple[int, int, str | None, bool]] = [(i, seed + i, None, False) for i in range(episodes)]
+    jobs += [
+        (episodes + j, correction_seed + j, fix_families[j % len(fix_families)], True)
+        for j in range(corrections)
+    ]
+    corrected = [0, 0]  # kept, succeeded
     t0 = time.perf_counter()
     kept: dict[str, int] = {}
     dropped: dict[str, int] = {}
@@ -364,6 +439,9 @@ def collect_dataset(
                     )
                 writer.add_episode(r.episode)
                 kept[r.family] = kept.get(r.family, 0) + 1
+                if r.index >= episodes:
+                    corrected[0] += 1
+                    corrected[1] += int(r.success)
             if writer is None:
                 raise ValueError(f"collect: all {episodes} episodes failed; nothing was written to {out}")
             writer.finish(split=cfg.split)
@@ -376,7 +454,7 @@ def collect_dataset(
         seconds = time.perf_counter() - t0
         summary = CollectSummary(
             out=out,
-            requested=episodes,
+            requested=episodes + corrections,
             kept=writer.num_episodes,
             dropped=len(dropped_seeds),
             frames=writer.num_frames,
@@ -385,6 +463,8 @@ def collect_dataset(
             dropped_seeds=dropped_seeds,
             kept_per_family=kept,
             dropped_per_family=dropped,
+            corrections=corrected[0],
+            corrections_succeeded=corrected[1],
         )
         atomic_write_json(
             tmp / MMVLA_META_PATH,
@@ -397,6 +477,19 @@ def collect_dataset(
                 "dropped_seeds": dropped_seeds,
                 "kept_per_family": kept,
                 "dropped_per_family": dropped,
+                **(
+                    {
+                        "corrections": {
+                            "policy": corrector_name,
+                            "episodes": corrections,
+                            "seed": correction_seed,
+                            "families": list(fix_families),
+                            "policy_succeeded": corrected[1],
+                        }
+                    }
+                    if corrections
+                    else {}
+                ),
             },
         )
         summary.bytes_on_disk = _dir_size(tmp)
