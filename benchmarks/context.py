@@ -75,7 +75,10 @@ def policies(args: argparse.Namespace) -> dict[str, tuple[PolicyConfig, Any]]:
     out: dict[str, tuple[PolicyConfig, Any]] = {"memoryless": (base, train)}
     for reader in args.readers:
         temporal = {**memory, "reader": reader, **({"num_heads": 4} if reader == "attention" else {})}
-        out[reader] = (PolicyConfig.from_dict({**d, "temporal": temporal}), train)
+        out[reader] = (
+            PolicyConfig.from_dict({**d, "temporal": temporal}),
+            dataclasses.replace(train, history_dropout=args.history_dropout),
+        )
     return out
 
 
@@ -97,6 +100,12 @@ def main() -> None:
         help="train the encoders through the window's past frames too (MemoryConfig.history_grad: K "
         "memoryless steps' work per step instead of (K + 2)/3); default: past frames fused without gradient, "
         "as the rollout stores them",
+    )
+    p.add_argument(
+        "--history-dropout",
+        type=float,
+        default=0.0,
+        help="memory policies: share of samples whose past frames are hidden (TrainConfig.history_dropout)",
     )
     p.add_argument("--failure-prob", type=float, default=0.5, help="share of training samples that fail")
     p.add_argument("--failure-start", default="4,16", help="LO,HI: first failed step at evaluation")

@@ -16,6 +16,7 @@ from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 from mmvla.sim.camera_failure import fail_frames
 from mmvla.training.config import TrainConfig
 from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
+from mmvla.training.history_dropout import drop_history
 from mmvla.training.trainer import dataset_normalizer, train
 
 CAMS = ("front", "wrist")
@@ -208,3 +209,45 @@ def test_trainer_samples_failures_for_memory_and_memoryless_policies(tiny_datase
         assert x.ndim == 5 and x.shape[1] == 3
     flat = x.flatten(1) if temporal is None else x[:, -1].flatten(1)
     assert (flat == 0).all(1).any()  # some current frames are blank (failures after augmentation)
+
+
+def test_history_dropout_hides_exactly_the_drawn_samples_past():
+    """``drop_history`` against a reference: the same uniform draws, applied by hand."""
+    mask = torch.ones(64, 4, dtype=torch.bool)
+    mask[:8, :2] = False  # episode starts inside the window
+    for prob in (0.0, 0.3, 1.0):
+        out = drop_history(mask, prob, torch.Generator().manual_seed(5))
+        u = torch.rand(64, generator=torch.Generator().manual_seed(5))
+        want = mask.clone()
+        for b in range(64):
+            if float(u[b]) < prob:
+                want[b, :3] = False
+        assert torch.equal(out, want)
+        assert torch.equal(out[:, -1], mask[:, -1])  # the current frame stays valid
+    assert 0 < int((~drop_history(mask, 0.3, torch.Generator().manual_seed(5))[8:, 0]).sum()) < 56
+    with pytest.raises(ValueError, match="history dropout"):
+        drop_history(mask, 1.5, torch.Generator())
+
+
+def test_trainer_applies_history_dropout_and_needs_a_memory(tiny_dataset, tmp_path):
+    cfg = PolicyConfig.from_dict(small_policy_dict(temporal={"context": 3, "reader": "lstm"}))
+    tcfg = TrainConfig(steps=2, batch_size=4, warmup_steps=1, log_every=2, threads=1, history_dropout=1.0)
+    seen: list[torch.Tensor] = []
+    original = VLAPolicy.fuse_window
+
+    def spy(self, batch):
+        seen.append(batch["history_mask"].clone())
+        return original(self, batch)
+
+    VLAPolicy.fuse_window = spy  # type: ignore[method-assign]
+    try:
+        train(tiny_dataset, tmp_path / "run", cfg, tcfg, progress=False)
+    finally:
+        VLAPolicy.fuse_window = original  # type: ignore[method-assign]
+    masks = torch.cat(seen)
+    assert masks[:, -1].all() and not masks[:, :-1].any()  # every sample: the current frame alone
+    memoryless = PolicyConfig.from_dict(small_policy_dict())
+    with pytest.raises(ValueError, match="history_dropout needs a temporal memory"):
+        train(tiny_dataset, tmp_path / "run2", memoryless, tcfg, progress=False)
+    with pytest.raises(ValueError, match="history_dropout"):
+        TrainConfig(history_dropout=-0.1)

@@ -53,6 +53,9 @@ class TrainConfig:
         camera_failure_prob: probability that a sample's camera fails.
         camera_failure_camera: the camera that fails.
         camera_failure_window: frames per window for a memoryless policy (>= 2).
+        history_dropout: with temporal memory, probability that a sample's past frames are hidden from
+            the memory (only the current frame valid; :mod:`mmvla.training.history_dropout`), against
+            the copycat shortcut of imitation with history.
         data_storage: where the dataset's decoded images live (``VLADataset(storage=...)``): "memory",
             "disk" (a uint8 cache file per camera read by row: resident memory independent of the dataset
             size; the first epoch decodes into it) or "auto" (disk above a quarter of RAM).
@@ -81,6 +84,7 @@ class TrainConfig:
     camera_failure_prob: float = 0.5
     camera_failure_camera: str = "front"
     camera_failure_window: int = 8
+    history_dropout: float = 0.0
     data_storage: str = "auto"
     data_cache_dir: str = ""
 
@@ -106,6 +110,8 @@ class TrainConfig:
             )
         if not 0 <= self.ema_decay < 1 or not 0 <= self.augment_jitter < 1:
             raise ValueError("TrainConfig: ema_decay and augment_jitter must be in [0, 1)")
+        if not 0 <= self.history_dropout <= 1:
+            raise ValueError(f"TrainConfig.history_dropout must be in [0, 1], got {self.history_dropout}")
         if self.camera_failure not in TRAIN_CAMERA_FAILURES:
             raise ValueError(
                 f"TrainConfig.camera_failure must be one of {TRAIN_CAMERA_FAILURES}, got {self.camera_failure!r}"

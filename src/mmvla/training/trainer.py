@@ -47,6 +47,7 @@ from mmvla.policy.normalize import Normalizer
 from mmvla.sim.tabletop.wordings import training_vocabulary, wordings_for
 from mmvla.training.config import TrainConfig
 from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
+from mmvla.training.history_dropout import drop_history
 
 LOG_FIELDS = (
     "step",
@@ -304,6 +305,8 @@ def train(
         if policy_cfg.temporal
         else 0
     )
+    if train_cfg.history_dropout > 0 and not history:
+        raise ValueError("TrainConfig.history_dropout needs a temporal memory (PolicyConfig.temporal)")
     fail_modes = train_cfg.camera_failure_modes
     if fail_modes and train_cfg.camera_failure_camera not in cameras:
         raise ValueError(
@@ -407,6 +410,8 @@ def train(
                 batch["images"][cam] = blank_rows(batch["images"][cam], failures)
                 batch["state"] = batch["state"][:, -1]
                 del batch["history_mask"]
+        if history and train_cfg.history_dropout > 0:
+            batch["history_mask"] = drop_history(batch["history_mask"], train_cfg.history_dropout, gen)
         batch["images"] = {k: v.to(device) for k, v in batch["images"].items()}
         extra_keys = (
             (("history_mask",) if history else ())
