@@ -40,7 +40,8 @@ GRASP_Z_MIN = scene.FINGER_TIP_BELOW + 0.003  # grasp point height keeping the t
 GRASP_WIDTH = 2 * scene.CUBE_HALF  # every shape is 4.5 cm wide across its grasp axis (unshifted)
 LIFT_Z = 0.13  # absolute height the hand lifts to once the fingers hold the object
 PUSH_Z = GRASP_Z_MIN
-RELEASE_SIGMA = 0.008  # place: the gripper opens as the object settles within ~1 cm of its spot on the base
+RELEASE_XY = 0.015  # place: the gripper opens once the object rests within this of the base's centre ...
+RELEASE_SIGMA = 0.008  # ... (the release fading over this beyond it, and over this height off its seat)
 PUSH_BACKOFF = 0.015  # the hand waits this far behind the contact point until aligned
 PUSH_ADVANCE = 0.04  # ... then aims this far beyond it, pushing the object along
 PUSH_AHEAD_SIGMA = 0.012  # steep funnel on the side of the object where the hand would hit it
@@ -240,9 +241,10 @@ class ScriptedExpert:
         pos = env.object_position(obj)
         bpos = env.object_position(base)
         place_z = bpos[2] + base.half_extents[2] + obj.half_extents[2]
-        # Readiness to release: the object sits where it should, on the base.
-        e_place = math.hypot(math.hypot(pos[0] - bpos[0], pos[1] - bpos[1]), pos[2] - place_z)
-        release = math.exp(-((e_place / RELEASE_SIGMA) ** 2))
+        # Readiness to release: the object rests on its seat, well inside the success radius. Flat within
+        # RELEASE_XY, so an object set down a little off centre is let go, not steered while pressed down.
+        off_centre = max(0.0, math.hypot(pos[0] - bpos[0], pos[1] - bpos[1]) - RELEASE_XY)
+        release = math.exp(-((off_centre / RELEASE_SIGMA) ** 2) - ((pos[2] - place_z) / RELEASE_SIGMA) ** 2)
         # Pick part (before the fingers hold it).
         funnel_z = grasp[2] - AIM_BELOW + FUNNEL_HEIGHT * (1.0 - math.exp(-((d / FUNNEL_SIGMA) ** 2)))
         grip = self._grip(d, grasp[2] - ee[2], lift)
