@@ -7,9 +7,11 @@ counted). Workers PNG-encode frames and histogram pixels themselves; the parent 
 
 Corrections (DAgger, Ross et al. 2011): with ``corrections > 0`` and a ``corrector`` (a picklable
 factory of a trained policy, built once per worker), further episodes are *executed by the policy*
-while the expert labels every visited state with its clean action. They show the expert's recovery from the states the policy itself reaches (an object resting
-off centre, still held), which noisy expert demonstrations rarely visit. They are kept whether the
-policy succeeded or not (the labels are the expert's either way) and marked ``executor = "policy"``.
+while the expert labels every visited state with its clean action. They show what the expert does in
+the states the policy itself reaches (an object set down off centre, still held), which noisy expert
+demonstrations rarely visit. They are kept whether the policy succeeded or not (the labels are the
+expert's either way) and marked ``executor = "policy"``. Their seeds (``correction_seed``, default
+500,000) lie between the demonstrations' and evaluation's (1,000,000+).
 
 The whole dataset is built in a hidden sibling directory and renamed into place at the end
 (:func:`mmvla.core.io.atomic_directory`): an interrupted collect never leaves a dataset that looks complete,
