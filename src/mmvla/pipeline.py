@@ -84,6 +84,18 @@ def checkpoint_corrector(
     return functools.partial(load_worker_policy, str(checkpoint))
 
 
+def corrector_options(
+    checkpoint: str | os.PathLike[str], cameras: Sequence[str] | None, env: str, image_size: int
+) -> dict[str, Any]:
+    """``collect_dataset``'s corrector arguments for ``checkpoint`` (``cameras`` None: the environment's
+    default cameras), validated by :func:`checkpoint_corrector`."""
+    cameras = cameras or default_cameras(env)
+    return {
+        "corrector": checkpoint_corrector(checkpoint, cameras, image_size),
+        "corrector_name": str(checkpoint),
+    }
+
+
 def collect_step(
     data: str | os.PathLike[str],
     episodes: int,
@@ -104,9 +116,12 @@ def collect_step(
     per stage, starting with ``prefix`` (the summary line indented to match it).
     """
     if correction_policy is not None:
-        cameras = options.get("cameras") or default_cameras(options.get("env", "tabletop"))
-        options["corrector"] = checkpoint_corrector(correction_policy, cameras, options.get("image_size", 64))
-        options["corrector_name"] = str(correction_policy)
+        options |= corrector_options(
+            correction_policy,
+            options.get("cameras"),
+            options.get("env", "tabletop"),
+            options.get("image_size", 64),
+        )
     data = Path(data)
     if dataset_info(data).is_file():
         log(f"{prefix}reusing the dataset at {data}")

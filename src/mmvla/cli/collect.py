@@ -7,8 +7,7 @@ import argparse
 from mmvla.cli import csv_list, flags
 from mmvla.core.keys import ENV_NAMES
 from mmvla.data.collect import DEFAULT_NOISE_STD, collect_dataset
-from mmvla.pipeline import checkpoint_corrector
-from mmvla.sim.registry import default_cameras
+from mmvla.pipeline import corrector_options
 from mmvla.sim.tabletop.shift import RANDOMISABLE_AXES, parse_shift
 
 
@@ -85,13 +84,9 @@ def run(args: argparse.Namespace) -> int:
     )
     noise_std = DEFAULT_NOISE_STD if args.noise is None else args.noise
     env_options = {"shift": parse_shift(args.shift, RANDOMISABLE_AXES)} if args.shift else None
-    corrector = {}
-    if args.policy is not None:
-        cameras = args.cameras or default_cameras(args.env)
-        corrector = {
-            "corrector": checkpoint_corrector(args.policy, cameras, args.image_size),
-            "corrector_name": args.policy,
-        }
+    corrector = (
+        {} if args.policy is None else corrector_options(args.policy, args.cameras, args.env, args.image_size)
+    )
     summary = collect_dataset(
         args.out,
         **flags(args, *names),

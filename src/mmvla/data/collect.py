@@ -406,7 +406,7 @@ def collect_dataset(
         (episodes + j, correction_seed + j, fix_families[j % len(fix_families)], True)
         for j in range(corrections)
     ]
-    corrected = [0, 0]  # kept, succeeded
+    corrections_kept = corrections_succeeded = 0
     t0 = time.perf_counter()
     kept: dict[str, int] = {}
     dropped: dict[str, int] = {}
@@ -441,9 +441,9 @@ def collect_dataset(
                     )
                 writer.add_episode(r.episode)
                 kept[r.family] = kept.get(r.family, 0) + 1
-                if r.index >= episodes:
-                    corrected[0] += 1
-                    corrected[1] += int(r.success)
+                if r.index >= episodes:  # a correction
+                    corrections_kept += 1
+                    corrections_succeeded += int(r.success)
             if writer is None:
                 raise ValueError(f"collect: all {episodes} episodes failed; nothing was written to {out}")
             writer.finish(split=cfg.split)
@@ -465,8 +465,8 @@ def collect_dataset(
             dropped_seeds=dropped_seeds,
             kept_per_family=kept,
             dropped_per_family=dropped,
-            corrections=corrected[0],
-            corrections_succeeded=corrected[1],
+            corrections=corrections_kept,
+            corrections_succeeded=corrections_succeeded,
         )
         atomic_write_json(
             tmp / MMVLA_META_PATH,
@@ -486,7 +486,7 @@ def collect_dataset(
                             "episodes": corrections,
                             "seed": correction_seed,
                             "families": list(fix_families),
-                            "policy_succeeded": corrected[1],
+                            "policy_succeeded": corrections_succeeded,
                         }
                     }
                     if corrections
