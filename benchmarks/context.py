@@ -67,6 +67,7 @@ def policies(args: argparse.Namespace) -> dict[str, tuple[PolicyConfig, Any]]:
         camera_failure="both",
         camera_failure_prob=args.failure_prob,
         camera_failure_window=args.context,
+        camera_failure_span=args.failure_span,
         checkpoint_every=max(1, min(500, args.steps)),
         log_every=max(1, min(25, args.steps)),
     )
@@ -108,6 +109,13 @@ def main() -> None:
         help="memory policies: share of samples whose past frames are hidden (TrainConfig.history_dropout)",
     )
     p.add_argument("--failure-prob", type=float, default=0.5, help="share of training samples that fail")
+    p.add_argument(
+        "--failure-span",
+        type=int,
+        default=0,
+        help="training failures up to this many steps old (TrainConfig.camera_failure_span); 0 = inside "
+        "the K-frame window",
+    )
     p.add_argument("--failure-start", default="4,16", help="LO,HI: first failed step at evaluation")
     p.add_argument("--continue-steps", type=int, default=8, help="N of the blank+continue condition")
     p.add_argument("--eval-episodes", type=int, default=40, help="episodes per split and condition")

@@ -15,7 +15,16 @@ from mmvla.policy import PolicyConfig, VLAPolicy
 from mmvla.policy.safety import SafetyConfig, SafetyMonitor
 from mmvla.sim.camera_failure import fail_frames
 from mmvla.training.config import TrainConfig
-from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
+from mmvla.training.failures import (
+    apply_failures,
+    blank_rows,
+    current_frames,
+    current_or_frozen,
+    fail_aged_window,
+    last_good_rows,
+    sample_failure_ages,
+    sample_failures,
+)
 from mmvla.training.history_dropout import drop_history
 from mmvla.training.trainer import dataset_normalizer, train
 
@@ -106,6 +115,42 @@ def test_sampled_failures_start_after_a_real_frame():
     torch.testing.assert_close(blank_rows(current_frames(frames, some), some), out[:, -1])
 
 
+def test_aged_failures_fail_every_frame_after_the_last_good_one_as_the_environment_does():
+    """Failures older than the window, against :func:`fail_frames` applied to the whole episode."""
+    steps = torch.arange(400) % 20  # (B,) steps into the episode
+    g = torch.Generator().manual_seed(1)
+    ages = sample_failure_ages(steps, 1.0, 12, ("blank", "freeze"), g)
+    for b, a in enumerate(ages):
+        if steps[b] == 0:
+            assert a is None  # the reset's frame never fails
+        else:
+            assert a is not None and 1 <= a[0] <= min(12, int(steps[b])), (b, a)
+    assert {a[0] for a in ages if a} == set(range(1, 13)) and {a[1] for a in ages if a} == {"blank", "freeze"}
+    assert all(a is None for a in sample_failure_ages(steps, 0.0, 12, ("blank",), g))
+    with pytest.raises(ValueError, match="span"):
+        sample_failure_ages(steps, 1.0, 0, ("blank",), g)
+
+    episode = torch.rand(20, 3, 2, 2)  # one episode's frames, rows 100..119 of a dataset
+    T, t = 4, 15  # window of 4 frames ending at step t
+    for age in (1, 3, 4, 9, 15):
+        for mode in ("blank", "freeze"):
+            fails = [(age, mode)]
+            rows = last_good_rows(np.array([100 + t]), fails)
+            assert rows.tolist() == [100 + t - age]
+            last_good = episode[rows - 100]  # (1, 3, 2, 2)
+            want = fail_frames(episode, t - age + 1, mode)  # the failure starts at observation t - age + 1
+            window = episode[None, t - T + 1 : t + 1]
+            torch.testing.assert_close(fail_aged_window(window, last_good, fails)[0], want[t - T + 1 : t + 1])
+            current = blank_rows(current_or_frozen(episode[None, t], last_good, fails), fails)
+            torch.testing.assert_close(current[0], want[t])
+    # With span T - 1 the in-window sampling is the same draw: position T - age.
+    mask = torch.ones(64, 5, dtype=torch.bool)
+    mask[:20, :3] = False
+    in_window = sample_failures(mask, 0.7, ("blank", "freeze"), torch.Generator().manual_seed(3))
+    aged = sample_failure_ages(mask.sum(1) - 1, 0.7, 4, ("blank", "freeze"), torch.Generator().manual_seed(3))
+    assert in_window == [None if a is None else (5 - a[0], a[1]) for a in aged]
+
+
 def _policy(dataset, temporal):
     cfg = PolicyConfig.from_dict(small_policy_dict(temporal=temporal, camera_dropout=0.0))
     torch.manual_seed(0)
@@ -175,20 +220,11 @@ def test_evaluation_memory_resets_at_episode_start_and_matches_training(tiny_dat
     assert not np.allclose(failed[3], episode(0, start=None)[3], atol=1e-4)  # the failure mattered
 
 
-@pytest.mark.parametrize("temporal", [None, {"context": 3, "reader": "lstm"}])
-def test_trainer_samples_failures_for_memory_and_memoryless_policies(tiny_dataset, tmp_path, temporal):
+def _front_frames_seen_in_training(tiny_dataset, run_dir, temporal, **options) -> torch.Tensor:
+    """Train 4 steps with camera failures in every sample; the front frames each step fused, stacked."""
     cfg = PolicyConfig.from_dict(small_policy_dict(temporal=temporal))
-    tcfg = TrainConfig(
-        steps=3,
-        batch_size=4,
-        warmup_steps=1,
-        log_every=3,
-        checkpoint_every=3,
-        threads=1,
-        camera_failure="both",
-        camera_failure_prob=1.0,
-        camera_failure_window=4,
-    )
+    common = {"steps": 4, "batch_size": 8, "warmup_steps": 1, "log_every": 4, "checkpoint_every": 4}
+    tcfg = TrainConfig(**common, threads=1, camera_failure="both", camera_failure_prob=1.0, **options)
     seen: list[torch.Tensor] = []
     original = VLAPolicy.fuse_window
 
@@ -198,17 +234,41 @@ def test_trainer_samples_failures_for_memory_and_memoryless_policies(tiny_datase
 
     VLAPolicy.fuse_window = spy  # type: ignore[method-assign]
     try:
-        result = train(tiny_dataset, tmp_path / "run", cfg, tcfg, progress=False)
+        result = train(tiny_dataset, run_dir, cfg, tcfg, progress=False)
     finally:
         VLAPolicy.fuse_window = original  # type: ignore[method-assign]
-    assert (result.policy_dir / "config.json").is_file() and len(seen) == 3
+    assert (result.policy_dir / "config.json").is_file() and len(seen) == 4
     x = torch.cat(seen)
     if temporal is None:
         assert x.ndim == 4  # the memoryless policy reads the current frame only
     else:
         assert x.ndim == 5 and x.shape[1] == 3
+    return x
+
+
+@pytest.mark.parametrize("temporal", [None, {"context": 3, "reader": "lstm"}])
+def test_trainer_samples_failures_for_memory_and_memoryless_policies(tiny_dataset, tmp_path, temporal):
+    x = _front_frames_seen_in_training(tiny_dataset, tmp_path / "run", temporal, camera_failure_window=4)
     flat = x.flatten(1) if temporal is None else x[:, -1].flatten(1)
     assert (flat == 0).all(1).any()  # some current frames are blank (failures after augmentation)
+
+
+@pytest.mark.parametrize("temporal", [None, {"context": 3, "reader": "lstm"}])
+def test_trainer_samples_failures_older_than_the_window(tiny_dataset, tmp_path, temporal):
+    """camera_failure_span: failed frames are black or a real earlier frame of the dataset, and some
+    memory windows are failed throughout (impossible with in-window failures)."""
+    x = _front_frames_seen_in_training(
+        tiny_dataset, tmp_path / "run", temporal, camera_failure_span=15, augment_shift=0, augment_jitter=0.0
+    )
+    frames = x.flatten(0, 1) if temporal else x  # (N, 3, H, W)
+    dataset = VLADataset(tiny_dataset, chunk_size=1, progress=False)
+    real = dataset.frames("front", np.arange(len(dataset))).float() / 255.0  # (rows, 3, H, W)
+    blank = (frames == 0).flatten(1).all(1)
+    assert blank.any()
+    dist = [float((f.flatten() - real.flatten(1)).abs().amax(1).min()) for f in frames[~blank]]
+    assert max(dist) < 1e-6  # every other frame is a dataset frame (current or last good)
+    if temporal is not None:
+        assert (x.flatten(2) == 0).all(2).all(1).any()  # a window failed throughout
 
 
 def test_history_dropout_hides_exactly_the_drawn_samples_past():

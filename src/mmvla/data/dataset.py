@@ -504,6 +504,15 @@ class VLADataset(Dataset[dict[str, Any]]):
             out["past_state"] = np.maximum(past, self.episode_start[idx][:, None])
         return out
 
+    def frames(self, camera: str, rows: np.ndarray) -> torch.Tensor:
+        """uint8 (B, 3, H, W) frames of ``camera`` at dataset ``rows`` (B,) (e.g. a last good frame)."""
+        if camera not in self.images:
+            raise ValueError(f"VLADataset: camera {camera!r} is not loaded {sorted(self.images)}")
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.size and (rows.min() < 0 or rows.max() >= len(self)):
+            raise IndexError(f"VLADataset: rows out of range for {len(self)} frames")
+        return torch.from_numpy(np.ascontiguousarray(self.images[camera][rows]))
+
     def get_batch(self, indices: Sequence[int] | np.ndarray | torch.Tensor) -> dict[str, Any]:
         """Stacked batch for row ``indices`` (B,): the item layout of the module docstring with a leading B.
 

@@ -53,6 +53,10 @@ class TrainConfig:
         camera_failure_prob: probability that a sample's camera fails.
         camera_failure_camera: the camera that fails.
         camera_failure_window: frames per window for a memoryless policy (>= 2).
+        camera_failure_span: 0, a failure starts inside the sample's frame window; N > 0, it started
+            ``age`` steps before the sample's step, uniform over 1..min(N, steps into the episode), so
+            it may predate the window and a frozen frame may be older than it, as at evaluation, where a
+            camera stays failed for the rest of the episode (a memoryless policy then needs no window).
         history_dropout: with temporal memory, probability that a sample's past frames are hidden from
             the memory (only the current frame valid; :mod:`mmvla.training.history_dropout`), against
             the copycat shortcut of imitation with history.
@@ -84,6 +88,7 @@ class TrainConfig:
     camera_failure_prob: float = 0.5
     camera_failure_camera: str = "front"
     camera_failure_window: int = 8
+    camera_failure_span: int = 0
     history_dropout: float = 0.0
     data_storage: str = "auto"
     data_cache_dir: str = ""
@@ -120,6 +125,10 @@ class TrainConfig:
             raise ValueError(
                 "TrainConfig: camera_failure_prob must be in [0, 1] and camera_failure_window >= 2, got "
                 f"{self.camera_failure_prob}, {self.camera_failure_window}"
+            )
+        if not isinstance(self.camera_failure_span, int) or self.camera_failure_span < 0:
+            raise ValueError(
+                f"TrainConfig.camera_failure_span must be an int >= 0, got {self.camera_failure_span!r}"
             )
 
         if self.data_storage not in STORAGE_MODES:

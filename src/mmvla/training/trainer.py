@@ -46,7 +46,16 @@ from mmvla.policy.init import init_from_directory
 from mmvla.policy.normalize import Normalizer
 from mmvla.sim.tabletop.wordings import training_vocabulary, wordings_for
 from mmvla.training.config import TrainConfig
-from mmvla.training.failures import apply_failures, blank_rows, current_frames, sample_failures
+from mmvla.training.failures import (
+    apply_failures,
+    blank_rows,
+    current_frames,
+    current_or_frozen,
+    fail_aged_window,
+    last_good_rows,
+    sample_failure_ages,
+    sample_failures,
+)
 from mmvla.training.history_dropout import drop_history
 
 LOG_FIELDS = (
@@ -312,8 +321,10 @@ def train(
         raise ValueError(
             f"TrainConfig.camera_failure_camera {train_cfg.camera_failure_camera!r} is not a policy camera {cameras}"
         )
-    # Camera failures need a frame window: the memory's, or camera_failure_window frames (memoryless).
-    window_history = history or (train_cfg.camera_failure_window - 1 if fail_modes else 0)
+    # In-window camera failures need a frame window: the memory's, or camera_failure_window frames
+    # (memoryless); failures aged up to camera_failure_span fetch the last good frame by row instead.
+    span = train_cfg.camera_failure_span
+    window_history = history or (train_cfg.camera_failure_window - 1 if fail_modes and not span else 0)
     dataset = VLADataset(
         Path(data_dir),
         cameras=cameras,
@@ -397,6 +408,27 @@ def train(
             batch["instruction"] = reword(batch["instruction"], pools, train_cfg.wording_augment, gen)
         if not fail_modes:
             batch["images"] = augment(batch["images"])
+        elif span:  # failures up to `span` steps old, after augmentation (as at evaluation)
+            rows = idx.numpy()
+            ages = sample_failure_ages(
+                torch.from_numpy(rows - dataset.episode_start[rows]),
+                train_cfg.camera_failure_prob,
+                span,
+                fail_modes,
+                gen,
+            )
+            cam = train_cfg.camera_failure_camera
+            last_good = dataset.frames(cam, last_good_rows(rows, ages))  # (B, 3, H, W) uint8
+            if history:  # the last good frame rides in front of the window through augmentation
+                images = {**batch["images"], cam: torch.cat([last_good[:, None], batch["images"][cam]], 1)}
+                images = augment(images)
+                images[cam] = fail_aged_window(images[cam][:, 1:], images[cam][:, 0], ages)
+            else:
+                images = dict(batch["images"])
+                images[cam] = current_or_frozen(images[cam], last_good, ages)
+                images = augment(images)
+                images[cam] = blank_rows(images[cam], ages)
+            batch["images"] = images
         else:  # failures after augmentation: failed frames reach the network as at evaluation
             failures = sample_failures(batch["history_mask"], train_cfg.camera_failure_prob, fail_modes, gen)
             cam = train_cfg.camera_failure_camera
