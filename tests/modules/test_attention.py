@@ -248,3 +248,58 @@ def test_masked_mean_and_pool() -> None:
     with torch.no_grad():
         a, b = pool(x, mask), pool(x2, mask)
     assert torch.isfinite(a).all() and torch.equal(a, b)
+
+
+@pytest.mark.parametrize("impl", ["fold_keys", "fold_queries"])
+@pytest.mark.parametrize("bias", [True, False])
+def test_fold_hand_backward_matches_naive_and_sdpa_gradients_in_float64(impl: str, bias: bool) -> None:
+    """The folds' hand-written backward (mmvla.modules.folded_attention), in training mode without
+    dropout: outputs against the float64 naive loop, every input and parameter gradient against SDPA's
+    autograd, with a key mask that drops one batch row's every key."""
+    torch.manual_seed(1)
+    nq, nk = (NQ, 3) if impl == "fold_keys" else (3, NK)
+    fold = MultiHeadAttention(D, H, impl=impl, bias=bias).double().train()
+    sdpa = MultiHeadAttention(D, H, impl="sdpa", bias=bias).double().train()
+    with torch.no_grad():
+        for p in fold.parameters():
+            p.add_(torch.randn_like(p) * 0.1)
+    sdpa.load_state_dict(fold.state_dict())
+    x = torch.randn(B, nq, D, dtype=torch.float64, requires_grad=True)
+    ctx = torch.randn(B, nk, D, dtype=torch.float64, requires_grad=True)
+    km = torch.rand(B, nk) > 0.3
+    km[0], km[1, 0] = False, True
+    g = torch.randn(B, nq, D, dtype=torch.float64)
+    for mask in (None, km):
+        out = fold(x, ctx, key_mask=mask)
+        assert type(out.grad_fn).__name__.startswith(("FoldKeysAttention", "FoldQueriesAttention"))
+        if bias:  # the naive reference reads the biases
+            keep = None if mask is None else mask[:, None, :].expand(B, nq, nk)
+            want, _ = naive_attention(fold, x.detach(), ctx.detach(), keep)
+            torch.testing.assert_close(out.detach(), want, atol=1e-12, rtol=1e-10)
+        got = torch.autograd.grad((out * g).sum(), [x, ctx, *fold.parameters()])
+        ref = torch.autograd.grad((sdpa(x, ctx, key_mask=mask) * g).sum(), [x, ctx, *sdpa.parameters()])
+        for a, r in zip(got, ref, strict=True):
+            torch.testing.assert_close(a, r, atol=1e-12, rtol=1e-10)
+
+
+@pytest.mark.parametrize("impl", ["fold_keys", "fold_queries"])
+def test_fold_hand_backward_passes_gradcheck_and_steps_aside_for_dropout(impl: str) -> None:
+    from mmvla.modules.folded_attention import FoldKeysAttention, FoldQueriesAttention
+
+    torch.manual_seed(2)
+    fn = FoldKeysAttention if impl == "fold_keys" else FoldQueriesAttention
+    nq, nk = (4, 2) if impl == "fold_keys" else (2, 4)
+    x = torch.randn(2, nq, 8, dtype=torch.float64, requires_grad=True)
+    ctx = torch.randn(2, nk, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(24, 8, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(24, dtype=torch.float64, requires_grad=True)
+    wo = torch.randn(8, 8, dtype=torch.float64, requires_grad=True)
+    bo = torch.randn(8, dtype=torch.float64, requires_grad=True)
+    key_bias = torch.tensor([[[0.0, float("-inf")] + [0.0] * (nk - 2)], [[0.0] * nk]], dtype=torch.float64)
+    row_ok = torch.ones(2, 1, 1, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda *t: fn.apply(*t, key_bias, row_ok, 2), (x, ctx, w, b, wo, bo), eps=1e-6, atol=1e-7
+    )
+    m = MultiHeadAttention(16, 4, impl=impl, dropout=0.5).train()
+    out = m(torch.randn(2, nq, 16), torch.randn(2, nk, 16))
+    assert not type(out.grad_fn).__name__.startswith("Fold")  # dropout: the autograd path

@@ -19,6 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mmvla.modules.folded_attention import FoldKeysAttention, FoldQueriesAttention
+
 
 def combine_masks(
     batch: int, nq: int, nk: int, key_mask: Tensor | None = None, attn_mask: Tensor | None = None
@@ -103,6 +105,9 @@ class MultiHeadAttention(nn.Module):
       Costs 4·Nq·D² + 2·Nq·Nk·H·D.
     - ``"auto"`` (default): SDPA for self-attention; for cross-attention the cheapest of the three by the
       counts above, a fold only when it saves at least 25 %. Chosen from shapes alone.
+
+    Without attention dropout or autocast, a fold with a key-only mask runs as one autograd Function with
+    a hand-written backward (:mod:`mmvla.modules.folded_attention`); the autograd code below covers the rest.
 
     Recording (vit-pytorch's ``recorder.py`` idea, used by :mod:`mmvla.reporting.figures`): while ``recorder`` is a list,
     ``forward`` takes the slow path and appends each call's detached (B, H, Nq, Nk) weights to it. The
@@ -217,6 +222,11 @@ class MultiHeadAttention(nn.Module):
     # per-operator overhead (forward and backward), so the scale, the query/value biases and a key-only
     # padding mask are folded into the GEMMs' additive inputs (``baddbmm``) instead of separate
     # element-wise passes over the scores.
+    def _hand_backward(self, x: Tensor) -> bool:
+        """Whether a fold may run as one autograd Function (:mod:`mmvla.modules.folded_attention`): no
+        attention dropout in effect and no autocast (its per-op casts are autograd's job)."""
+        return not (self.training and self.dropout > 0) and not torch.is_autocast_enabled(x.device.type)
+
     def _key_bias(
         self, keep: Tensor | None, B: int, Nk: int, like: Tensor
     ) -> tuple[Tensor | None, Tensor | None]:
@@ -242,6 +252,12 @@ class MultiHeadAttention(nn.Module):
         w, b = self.in_proj_weight, self.in_proj_bias
         if keep is not None and keep.shape[2] != 1:  # a per-query mask: the general masked softmax
             return self._fold_keys_general(x, ctx, keep)
+        if self._hand_backward(x):
+            key_bias, row_ok = self._key_bias(keep, B, Nk, x)
+            out: Tensor = FoldKeysAttention.apply(
+                x, ctx, w, b, self.out_proj.weight, self.out_proj.bias, key_bias, row_ok, H
+            )
+            return out
         scale = hd**-0.5
         # One split per parameter: its backward writes the gradient once (a slice per use would zero-fill,
         # copy and accumulate a full (3D, D) gradient each time: a fifth of a batch-1 step).
@@ -294,6 +310,12 @@ class MultiHeadAttention(nn.Module):
         w, b = self.in_proj_weight, self.in_proj_bias
         if keep is not None and keep.shape[2] != 1:  # a per-query mask: the general masked softmax
             return self._fold_queries_general(x, ctx, keep)
+        if self._hand_backward(x):
+            key_bias, row_ok = self._key_bias(keep, B, Nk, x)
+            out: Tensor = FoldQueriesAttention.apply(
+                x, ctx, w, b, self.out_proj.weight, self.out_proj.bias, key_bias, row_ok, H
+            )
+            return out
         wq, wk, wv = w.split(D)  # one split: one gradient write (see _fold_keys)
         bq, _, bv = (None, None, None) if b is None else b.split(D)
         q = F.linear(x, wq, bq).reshape(B, Nq, H, hd)  # (B, Nq, H, hd)
