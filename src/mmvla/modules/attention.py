@@ -223,9 +223,14 @@ class MultiHeadAttention(nn.Module):
     # padding mask are folded into the GEMMs' additive inputs (``baddbmm``) instead of separate
     # element-wise passes over the scores.
     def _hand_backward(self, x: Tensor) -> bool:
-        """Whether a fold may run as one autograd Function (:mod:`mmvla.modules.folded_attention`): no
-        attention dropout in effect and no autocast (its per-op casts are autograd's job)."""
-        return not (self.training and self.dropout > 0) and not torch.is_autocast_enabled(x.device.type)
+        """Whether a fold runs as one autograd Function (:mod:`mmvla.modules.folded_attention`): only when
+        a backward can follow (without one, the plain ops are leaner), with no attention dropout in
+        effect and no autocast (its per-op casts are autograd's job)."""
+        return (
+            torch.is_grad_enabled()
+            and not (self.training and self.dropout > 0)
+            and not torch.is_autocast_enabled(x.device.type)
+        )
 
     def _key_bias(
         self, keep: Tensor | None, B: int, Nk: int, like: Tensor
