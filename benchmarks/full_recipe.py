@@ -8,6 +8,10 @@ and runs the two blind controls on the same checkpoint, then writes benchmarks/r
     .venv/bin/python benchmarks/full_recipe.py                         # ~25 min on 2 cores
     .venv/bin/python benchmarks/full_recipe.py --run runs/full --eval-only   # re-evaluate a finished run
 
+``--randomise`` collects under domain randomisation (every scene axis up to medium, as the demo's
+``DEMO_RANDOMISATION``); the evaluation stays clean, and ``benchmarks/shift.py --checkpoint RUN/policy``
+then measures what it retains under each shift.
+
 Resumable: a killed run continues from its last checkpoint. Time it alone (two heavy jobs on two cores
 slow each other severalfold).
 """
@@ -56,6 +60,12 @@ def main() -> None:
         default=None,
         help="initialise every matching tensor from this checkpoint (fine-tune a first-round policy)",
     )
+    p.add_argument(
+        "--randomise",
+        action="store_true",
+        help="with --collect: domain randomisation over every scene axis up to medium severity (the demo's "
+        "DEMO_RANDOMISATION), for the expert episodes and the corrections alike; evaluation stays clean",
+    )
     p.add_argument("--run", default="runs/full", help="run directory")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split")
     p.add_argument("--controls", type=int, default=50, help="blind-control episodes per split")
@@ -87,7 +97,15 @@ def main() -> None:
                 if args.correction_families
                 else None,
             }
-        collect_step(args.data, args.collect, workers=args.workers, seed=0, progress=True, **corrections)
+        env: dict[str, Any] = {}
+        if args.randomise:
+            from mmvla.training.recipes import DEMO_RANDOMISATION
+
+            env = {"env_options": {"shift": DEMO_RANDOMISATION}}
+            result["randomisation"] = DEMO_RANDOMISATION.to_dict()
+        collect_step(
+            args.data, args.collect, workers=args.workers, seed=0, progress=True, **corrections, **env
+        )
         result["collect_seconds"] = round(time.perf_counter() - t0, 1)
         result["collected_episodes"] = args.collect
         if corrections:
