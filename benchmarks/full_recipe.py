@@ -73,6 +73,8 @@ def main() -> None:
     p.add_argument("--eval-only", action="store_true", help="evaluate the finished run in --run")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args()
+    if args.randomise and not (args.collect and not args.eval_only):
+        p.error("--randomise applies to a collection: give --collect N (and not --eval-only)")
 
     from mmvla.core.paths import RunPaths
     from mmvla.evaluation.evaluate import EvalConfig, evaluate, success_by_split

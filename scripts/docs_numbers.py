@@ -18,7 +18,8 @@ Spec grammar (whitespace separates the parts; no ``|`` anywhere, so a num marker
 
 - ``FILE`` is a file in ``benchmarks/results/``; ``PATH`` is dot-separated: a dict key, a list index,
   or a filter ``[k=v,k2=v2]`` (attached to the key before it, ``results[mode=forward]``) that keeps the
-  list elements whose fields equal those values (compared as text); ``[*]`` keeps them all. After a
+  list elements whose fields equal those values (compared as text); ``[*]`` keeps them all (of a dict:
+  its values, ``table.axes[*].mild.retained min``). After a
   filter, the rest of the path applies to every kept element.
 - After the path come optional operations, then an optional format spec (Python ``format``, e.g.
   ``.2f``, ``,.0f``, ``.0%``): ``min``, ``max``, ``mean``, ``sum``, ``len`` reduce several values to one
@@ -127,10 +128,10 @@ def _step(value: Any, kind: str, arg: str, where: str) -> Any:
                 raise SpecError(f"{where}: index {i} out of range ({len(value)} elements)")
             return value[i]
         raise SpecError(f"{where}: cannot take {arg!r} of a {type(value).__name__}")
+    if arg.strip() == "*" and isinstance(value, (list, dict)):
+        return Many(value.values() if isinstance(value, dict) else value)
     if not isinstance(value, list):
         raise SpecError(f"{where}: filter [{arg}] needs a list, got a {type(value).__name__}")
-    if arg.strip() == "*":
-        return Many(value)
     conds = []
     for part in arg.split(","):
         k, sep, v = part.partition("=")

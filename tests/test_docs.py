@@ -410,6 +410,8 @@ def test_marker_values_filters_reducers_and_formats(results: Path) -> None:
         "x.json:rows[mode=forward].speedup max .1f": "2.4",
         "x.json:rows[*].batch len": "3",
         "x.json:by_name.b.rate .0%": "25%",
+        "x.json:by_name[*].rate min .0%": "25%",  # [*] of a dict: its values
+        "x.json:by_name[*].rate max .0%": "50%",
     }
     for spec, want in cases.items():
         new, problems = _fill(f"<!-- num:{spec} -->?<!-- /num -->", results)
@@ -426,6 +428,7 @@ def test_marker_errors_are_precise(results: Path) -> None:
         "x.json:rows[mode=forward].speedup": "yields 2 values; add a reducer",
         "x.json:rows.7": "index 7 out of range",
         "x.json:by_name": "selects a dict",
+        "x.json:by_name[a=1].rate": "filter [a=1] needs a list",
     }
     for spec, want in errors.items():
         text = f"<!-- num:{spec} -->kept<!-- /num -->"
