@@ -66,6 +66,12 @@ def main() -> None:
         help="with --collect: domain randomisation over every scene axis up to medium severity (the demo's "
         "DEMO_RANDOMISATION), for the expert episodes and the corrections alike; evaluation stays clean",
     )
+    p.add_argument(
+        "--clean-fraction",
+        type=float,
+        default=0.0,
+        help="with --randomise: the share of collected episodes left clean (drawn per episode)",
+    )
     p.add_argument("--run", default="runs/full", help="run directory")
     p.add_argument("--episodes", type=int, default=100, help="evaluation episodes per split")
     p.add_argument("--controls", type=int, default=50, help="blind-control episodes per split")
@@ -75,6 +81,8 @@ def main() -> None:
     args = p.parse_args()
     if args.randomise and not (args.collect and not args.eval_only):
         p.error("--randomise applies to a collection: give --collect N (and not --eval-only)")
+    if args.clean_fraction and not args.randomise:
+        p.error("--clean-fraction applies to --randomise")
 
     from mmvla.core.paths import RunPaths
     from mmvla.evaluation.evaluate import EvalConfig, evaluate, success_by_split
@@ -101,10 +109,13 @@ def main() -> None:
             }
         env: dict[str, Any] = {}
         if args.randomise:
+            from dataclasses import replace
+
             from mmvla.training.recipes import DEMO_RANDOMISATION
 
-            env = {"env_options": {"shift": DEMO_RANDOMISATION}}
-            result["randomisation"] = DEMO_RANDOMISATION.to_dict()
+            shift = replace(DEMO_RANDOMISATION, clean_fraction=args.clean_fraction)
+            env = {"env_options": {"shift": shift}}
+            result["randomisation"] = shift.to_dict()
         collect_step(
             args.data, args.collect, workers=args.workers, seed=0, progress=True, **corrections, **env
         )

@@ -274,3 +274,26 @@ def test_randomised_severities_are_drawn_up_to_the_maximum():
     assert all(0 <= d["camera"] <= 2 and 0 <= d["image"] <= 3 for d in draws)
     assert np.std([d["camera"] for d in draws]) > 0.3
     assert draws[5] == episode_severities(cfg, 5, 0)
+
+
+def test_clean_fraction_leaves_that_share_of_episodes_clean_and_the_rest_unchanged():
+    dr = ShiftConfig(camera=2, image=3, randomise=True)
+    half = ShiftConfig(camera=2, image=3, randomise=True, clean_fraction=0.5)
+    plain = [episode_severities(dr, seed, 0) for seed in range(400)]
+    mixed = [episode_severities(half, seed, 0) for seed in range(400)]
+    clean = [m == {} for m in mixed]
+    # Binomial(400, 0.5): 200 +- 10 (sd); 5 sd either way would be a broken coin.
+    assert 150 < sum(clean) < 250
+    # The randomised episodes draw exactly the severities they would without a clean share.
+    assert all(m == p for m, p in zip(mixed, plain, strict=True) if m)
+    assert all(
+        episode_severities(ShiftConfig(camera=2, randomise=True, clean_fraction=1), s, 0) == {}
+        for s in range(20)
+    )
+    assert parse_shift("all=medium,randomise,clean_fraction=0.25").clean_fraction == 0.25
+    with pytest.raises(ValueError, match="clean_fraction must be a number in"):
+        ShiftConfig(camera=1, randomise=True, clean_fraction=1.5)
+    with pytest.raises(ValueError, match="set randomise too"):
+        ShiftConfig(camera=1, clean_fraction=0.5)
+    with pytest.raises(ValueError, match="clean_fraction must be a number"):
+        parse_shift("camera=1,randomise,clean_fraction=half")

@@ -133,6 +133,8 @@ class ShiftConfig:
             of each axis, a number in [0, 3] or a name ("clean", "mild", "medium", "strong").
         randomise: draw each axis's severity per episode uniformly in [0, its value] (domain
             randomisation) instead of using it as given.
+        clean_fraction: with ``randomise``, the probability in [0, 1] that an episode is left clean
+            (every axis 0), drawn per episode; the rest are randomised as above. 0 without ``randomise``.
     """
 
     camera: float = 0.0
@@ -144,12 +146,19 @@ class ShiftConfig:
     image: float = 0.0
     language: float = 0.0
     randomise: bool = False
+    clean_fraction: float = 0.0
 
     def __post_init__(self) -> None:
         for axis in SHIFT_AXES:
             object.__setattr__(self, axis, severity_value(getattr(self, axis), f"shift.{axis}"))
         if not isinstance(self.randomise, bool):
             raise ValueError(f"shift.randomise must be a bool, got {self.randomise!r}")
+        frac = self.clean_fraction
+        if isinstance(frac, bool) or not isinstance(frac, (int, float)) or not 0.0 <= frac <= 1.0:
+            raise ValueError(f"shift.clean_fraction must be a number in [0, 1], got {frac!r}")
+        if frac and not self.randomise:
+            raise ValueError("shift.clean_fraction applies to domain randomisation: set randomise too")
+        object.__setattr__(self, "clean_fraction", float(frac))
 
     @classmethod
     def coerce(cls, value: ShiftConfig | Mapping[str, Any] | str | None) -> ShiftConfig:
@@ -210,7 +219,8 @@ def parse_axes(text: str) -> tuple[str, ...]:
 
 def parse_shift(text: str, all_axes: tuple[str, ...] = SHIFT_AXES) -> ShiftConfig:
     """``"camera=strong,lighting=1.5"`` (``all=medium`` sets every axis of ``all_axes``; a trailing
-    ``,randomise`` draws each per episode in [0, it]) -> a :class:`ShiftConfig`."""
+    ``,randomise`` draws each per episode in [0, it], and ``clean_fraction=0.5`` leaves that share of
+    the episodes clean) -> a :class:`ShiftConfig`."""
     values: dict[str, Any] = {}
     randomise = False
     for item in (s.strip() for s in text.split(",")):
@@ -225,6 +235,12 @@ def parse_shift(text: str, all_axes: tuple[str, ...] = SHIFT_AXES) -> ShiftConfi
             raise ValueError(
                 f"shift item {item!r}: expected AXIS=SEVERITY (e.g. camera=strong) or 'randomise'"
             )
+        if axis == "clean_fraction":
+            try:
+                values[axis] = float(sev)
+            except ValueError:
+                raise ValueError(f"shift item {item!r}: clean_fraction must be a number in [0, 1]") from None
+            continue
         for a in all_axes if axis == "all" else check_axes((axis,)):
             values[a] = severity_value(sev, f"shift.{a}")
     return ShiftConfig(**values, randomise=randomise)
@@ -244,6 +260,8 @@ def episode_severities(cfg: ShiftConfig, seed: int, episode: int) -> dict[str, f
         return sev
     rng = shift_rng(seed, episode, len(SHIFT_AXES))
     draws = rng.uniform(0.0, 1.0, len(SHIFT_AXES))  # one per axis, whichever are on
+    if cfg.clean_fraction and rng.uniform() < cfg.clean_fraction:  # drawn after: the severities stay
+        return {}
     return {a: float(draws[SHIFT_AXES.index(a)] * s) for a, s in sev.items()}
 
 
