@@ -41,8 +41,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--shift",
         metavar="SPEC",
         help="tabletop distribution shift of every episode, e.g. camera=strong,lighting=mild; add ',randomise' "
-        "for domain randomisation (each axis's severity drawn per episode in [0, it]); all=medium sets every "
-        "axis but language (held-out wordings are never trained on)",
+        "for domain randomisation (each axis's severity drawn per episode in [0, it]) and ',clean_fraction=F' "
+        "to leave that share of episodes clean; all=medium sets every axis but language (held-out wordings "
+        "are never trained on)",
     )
     p.add_argument(
         "--corrections",
