@@ -9,8 +9,9 @@ and runs the two blind controls on the same checkpoint, then writes benchmarks/r
     .venv/bin/python benchmarks/full_recipe.py --run runs/full --eval-only   # re-evaluate a finished run
 
 ``--randomise`` collects under domain randomisation (every scene axis up to medium, as the demo's
-``DEMO_RANDOMISATION``); the evaluation stays clean, and ``benchmarks/shift.py --checkpoint RUN/policy``
-then measures what it retains under each shift.
+``DEMO_RANDOMISATION``; ``--clean-fraction F`` leaves that share of the episodes clean); the evaluation
+stays clean, and ``benchmarks/shift.py --checkpoint RUN/policy`` then measures what it retains under each
+shift.
 
 Resumable: a killed run continues from its last checkpoint. Time it alone (two heavy jobs on two cores
 slow each other severalfold).
@@ -81,7 +82,17 @@ def main() -> None:
     args = p.parse_args()
     if args.randomise and not (args.collect and not args.eval_only):
         p.error("--randomise applies to a collection: give --collect N (and not --eval-only)")
-    if args.clean_fraction and not args.randomise:
+    shift = None
+    if args.randomise:  # validated here, before any collection
+        from dataclasses import replace
+
+        from mmvla.training.recipes import DEMO_RANDOMISATION
+
+        try:
+            shift = replace(DEMO_RANDOMISATION, clean_fraction=args.clean_fraction)
+        except ValueError as e:
+            p.error(f"--clean-fraction: {e}")
+    elif args.clean_fraction:
         p.error("--clean-fraction applies to --randomise")
 
     from mmvla.core.paths import RunPaths
@@ -108,12 +119,7 @@ def main() -> None:
                 else None,
             }
         env: dict[str, Any] = {}
-        if args.randomise:
-            from dataclasses import replace
-
-            from mmvla.training.recipes import DEMO_RANDOMISATION
-
-            shift = replace(DEMO_RANDOMISATION, clean_fraction=args.clean_fraction)
+        if shift is not None:
             env = {"env_options": {"shift": shift}}
             result["randomisation"] = shift.to_dict()
         collect_step(
