@@ -61,11 +61,11 @@ def main() -> None:
         f"demo: {summary['total_s'] / 60:.1f} min (collect {summary['collect_s']:.0f} s, train "
         f"{summary['train_s']:.0f} s, eval {summary['eval_s']:.0f} s); success "
         + ", ".join(f"{k} {v:.0%}" for k, v in metrics["success"].items())
-        + (
-            "; held-out wordings "
-            + ", ".join(f"{k} {v:.0%}" for k, v in metrics["wordings"]["heldout"]["success"].items())
-            if "wordings" in metrics
-            else ""
+        + "".join(
+            f"; {name} wordings "
+            + ", ".join(f"{k} {v:.0%}" for k, v in metrics["wordings"][name]["success"].items())
+            for name in ("heldout", "heldout_fresh", "everyday")
+            if name in metrics.get("wordings", {})
         )
     )
     print(f"wrote {RESULTS / 'demo.json'}")

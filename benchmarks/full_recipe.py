@@ -147,7 +147,8 @@ def main() -> None:
     else:
         result["train"] = read_json(args.out).get("train") if Path(args.out).is_file() else None
     t1 = time.perf_counter()
-    # The same episodes worded canonically and with both held-out vocabularies, then the blind controls.
+    # The same episodes worded canonically, with both held-out vocabularies and everyday words, then the
+    # blind controls.
     metrics, controls = evaluate_step(
         run.policy,
         run.root,
@@ -159,7 +160,7 @@ def main() -> None:
         log=lambda line: None,
     )
     result["success"] = success_by_split(metrics)
-    for name in ("heldout", "heldout_fresh"):  # both held-out vocabularies, paired with canonical
+    for name in ("heldout", "heldout_fresh", "everyday"):  # paired with canonical
         result[f"{name}_wordings"] = success_by_split(metrics["wordings"][name]) | {
             "retained": metrics["wordings"][name]["retained"],
             "paired_vs_canonical": metrics["wordings"][name]["paired"],

@@ -49,12 +49,14 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
     from mmvla.policy.checkpoint import load_config
     from mmvla.policy.reading import InstructionReader
     from mmvla.sim.tabletop import wordings as W
+    from mmvla.sim.tabletop.everyday import everyday_wordings
 
     cfg, _ = load_config(policy_dir)
     sets = {
         "heldout": {k: list(v) for k, v in W.heldout_wordings().items()},
         "heldout_fresh": W.wording_set("heldout_fresh", W.HELDOUT_PER_TASK),
         "dev": W.wording_set("dev", W.HELDOUT_PER_TASK),
+        "everyday": {k: list(v) for k, v in everyday_wordings().items()},
     }
     vocabulary = cfg.vocabulary or W.training_vocabulary(cfg.instructions, W.TRAIN_PER_TASK)
     readers = {lex: InstructionReader(lex, vocabulary) for lex in LEXICONS}
@@ -158,6 +160,12 @@ def main() -> None:
                 + f" (read as the canonical instruction: {text['canonical']['wordnet_task']:.0%}); words "
                 + ", ".join(f"{k} {r['none']:.0%} -> {r['wordnet']:.0%}" for k, r in rows.items())
             )
+        every = checks["text"]["everyday"]
+        print(
+            "everyday       text "
+            + " -> ".join(f"{every[lex]:.0%}" for lex in LEXICONS)
+            + f" (read as the canonical instruction: {every['canonical']['wordnet_task']:.0%})"
+        )
         print(f"wrote {TEXT_RESULTS}")
         return
     out = Path(args.out)

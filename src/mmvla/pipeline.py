@@ -247,7 +247,7 @@ def evaluate_step(
     controls: int,
     *,
     workers: int = 1,
-    wordings: Sequence[str] = ("canonical", "heldout", "heldout_fresh"),
+    wordings: Sequence[str] = ("canonical", "heldout", "heldout_fresh", "everyday"),
     video_episodes: int = 3,
     progress: bool = False,
     log: Log = print,
@@ -283,8 +283,8 @@ def write_summary(
     controls: Mapping[str, Mapping[str, float]],
     timings: Mapping[str, float],
 ) -> Path:
-    """``summary.json`` (read by the report): design, steps, success per split (canonical and both held-out
-    wording sets), each control's success per split, and the stage timings in seconds; returns its path."""
+    """``summary.json`` (read by the report): design, steps, success per split (canonical, both held-out
+    wording sets and the everyday one), each control's success per split, and the stage timings in seconds; returns its path."""
     path = RunPaths(run_dir).summary
     atomic_write_json(
         path,
@@ -295,7 +295,7 @@ def write_summary(
             **{f"success_{k}": round(v, 3) for k, v in metrics["success"].items()},
             **{
                 f"success_{name}_wordings_{k}": round(v, 3)
-                for name in ("heldout", "heldout_fresh")
+                for name in ("heldout", "heldout_fresh", "everyday")
                 if name in metrics["wordings"]
                 for k, v in metrics["wordings"][name]["success"].items()
             },

@@ -43,7 +43,15 @@ ENV_NAMES: tuple[str, ...] = ("tabletop", "metaworld-mt10", "metaworld-mt50")
 SPLITS: tuple[str, ...] = ("train", "unseen")
 CONTROLS: tuple[str, ...] = ("none", "blank_images", "wrong_instruction", "instruction_swap")
 BLIND_CONTROLS: tuple[str, ...] = ("blank_images", "wrong_instruction")  # vision-blind, language-blind
-WORDING_SETS: tuple[str, ...] = ("canonical", "train", "heldout", "heldout_phrasing", "heldout_fresh", "dev")
+WORDING_SETS: tuple[str, ...] = (
+    "canonical",
+    "train",
+    "heldout",
+    "heldout_phrasing",
+    "heldout_fresh",
+    "dev",
+    "everyday",
+)
 
 # The context task: a camera failing partway through an episode (mmvla.sim.camera_failure), and what the
 # safety layer does while a camera has failed (mmvla.policy.safety.SafetyConfig.fallback).

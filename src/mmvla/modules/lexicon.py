@@ -139,6 +139,35 @@ STOP_WORDS: frozenset[str] = frozenset(
         "just",
     ]
 )
+# Adjectives of size and of a colour's shade: never rewritten, never a rewrite's target. WordNet relates
+# them to the wrong known words ("dark" and "big" to blue, "deep" to red); a reader skips them ("the dark
+# green cube" is the green cube).
+DESCRIPTIVE_WORDS: frozenset[str] = frozenset(
+    [
+        "small",
+        "little",
+        "big",
+        "large",
+        "tiny",
+        "huge",
+        "mini",
+        "giant",
+        "light",
+        "dark",
+        "pale",
+        "deep",
+        "bright",
+        "vivid",
+        "dull",
+        "pastel",
+        "neon",
+        "medium",
+        "rich",
+        "soft",
+        "muted",
+        "rectangular",
+    ]
+)
 # Words of the task language that name no colour, shape, direction or action: never a rewrite's target
 # ("flaxen" is glossed "of hair color; pale yellowish ...": yellow, not "colored").
 GENERIC_WORDS: frozenset[str] = frozenset(["color", "colour", "colored", "coloured", "side", "top", "thing"])
@@ -246,12 +275,17 @@ class LexicalGrounding:
     Args:
         vocabulary: the words the policy was trained on (any case; split on non-letters).
         min_score: the least evidence score a rewrite needs (default 0.6: a gloss genus suffices).
+        verbs: the known words that are verbs of the task language ("put", "move"): a word standing as
+            a noun or a modifier is never rewritten into one ("the table" is not "the set").
     """
 
-    def __init__(self, vocabulary: Iterable[str], min_score: float = 0.6) -> None:
+    def __init__(self, vocabulary: Iterable[str], min_score: float = 0.6, verbs: Iterable[str] = ()) -> None:
         words = {w for text in vocabulary for w in _WORD_RE.findall(text.lower())}
         self.known: frozenset[str] = frozenset(words)
-        self._candidates = tuple(sorted(w for w in words if w not in STOP_WORDS and len(w) > 2))
+        self.verbs: frozenset[str] = frozenset(verbs)
+        self._candidates = tuple(
+            sorted(w for w in words if w not in STOP_WORDS and w not in DESCRIPTIVE_WORDS and len(w) > 2)
+        )
         self._targets: tuple[str, ...] | None = None
         self.min_score = float(min_score)
         self._memo: dict[tuple[str, str | None], str | None] = {}
@@ -284,14 +318,21 @@ class LexicalGrounding:
             modifier = after not in STOP_WORDS and after not in _AFTER_NOUN and after not in _PARTICLES
             if (after in _OBJECT_START or after in _PARTICLES) and before not in _DETERMINERS:
                 role: str | None = "verb"
+            elif modifier and (before in _DETERMINERS or (i and before not in STOP_WORDS)):
+                role = "modifier"  # "the mint tube", "the red round block"
             else:
-                role = "modifier" if modifier and before in _DETERMINERS else "noun" if noun else None
+                role = "noun" if noun else None
             out.append(self.ground(w, role) or w)
         return " ".join(out)
 
     def unknown(self, word: str) -> bool:
         """``word`` is one grounding may rewrite: a word of letters, neither known nor a stop word."""
-        return word not in self.known and word not in STOP_WORDS and word.isalpha()
+        return (
+            word not in self.known
+            and word not in STOP_WORDS
+            and word not in DESCRIPTIVE_WORDS
+            and word.isalpha()
+        )
 
     def ground(self, word: str, role: str | None = None) -> str | None:
         """The known word ``word`` stands for, or None (known, a stop word, or no evidence); ``role``
@@ -332,6 +373,8 @@ class LexicalGrounding:
             return spelt
         best: dict[str, float] = {}
         for known, score, _ in self._evidence(word, role):
+            if role in ("noun", "modifier") and known in self.verbs:
+                continue  # a thing or a property is not an action ("the table" is not "the set")
             best[known] = max(best.get(known, 0.0), score)
         read = None
         if best:
@@ -430,4 +473,12 @@ class LexicalGrounding:
         return out
 
 
-__all__ = ["LEXICONS", "STOP_WORDS", "LexicalGrounding", "colour_names", "one_edit", "wordnet"]
+__all__ = [
+    "DESCRIPTIVE_WORDS",
+    "LEXICONS",
+    "STOP_WORDS",
+    "LexicalGrounding",
+    "colour_names",
+    "one_edit",
+    "wordnet",
+]

@@ -12,10 +12,19 @@
    task, read that task's canonical instruction. Unknown filler and phrasing ("kindly", "thanks", "the
    brick in ruby") then cannot move the sentence embedding. The arguments name the family (a direction:
    push; a second object: place; neither: pick) and outrank a grounded verb ("rest" read as "move"),
-   but not a verb the speaker used from the training vocabulary ("push the red cube" names no task),
+   but not a verb the speaker used from the training vocabulary ("push the red cube" names no task)
+   unless "on" or "onto" introduces the second object ("move the red cube onto the blue slab"),
    and a lone object is not read as a pick when a place or push verb says its base or direction went
-   unread. An instruction made of known words only (every training input) is never changed, and one
-   whose slots name no single task keeps its grounded words.
+   unread (but it is when that verb is a grounding and no word is left unread: "get the red cube" is
+   grounded as "move the red cube", and moves nothing anywhere). An instruction made of known words only
+   (every training input) is never changed when its slots name a task, and one whose slots name no
+   single task keeps its grounded words.
+
+Before the slots are read, everyday noun phrases are put in the training lexicon's form: a shade or size
+adjective is skipped ("the small dark green cube"), of two colour words in a row the last one names
+the colour ("navy blue", "cherry red"), a shape adjective names the shape ("the round block" is a
+cylinder, "the flat tile" a slab, "the square box" a cube) and of two shape words in a row, or joined by
+"shaped" ("the cylinder shaped block"), the first one does.
 """
 
 from __future__ import annotations
@@ -23,10 +32,55 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 from mmvla.modules.language import normalize_instruction
-from mmvla.modules.lexicon import LEXICONS, LexicalGrounding
-from mmvla.sim.tabletop.wordings import parse_wording, verb_families
+from mmvla.modules.lexicon import DESCRIPTIVE_WORDS, LEXICONS, LexicalGrounding
+from mmvla.sim.tabletop.wordings import parse_wording, relation_words, slot_words, verb_families
 
 READINGS_CACHE = 4096  # instructions whose reading is kept (bounded: a server reads arbitrary text)
+# Adjectives that name one of the tabletop's shapes (the canonical shape word they stand for).
+SHAPE_ADJECTIVES: dict[str, str] = {
+    "round": "cylinder",
+    "circular": "cylinder",
+    "cylindrical": "cylinder",
+    "flat": "slab",
+    "square": "cube",
+    "cubic": "cube",
+    "cubical": "cube",
+    "boxy": "cube",
+}
+SHAPE_JOINERS = frozenset(["shaped", "like", "looking"])  # "the cylinder shaped block"
+
+
+def shape_adjectives(words: Sequence[str], slots: dict[str, tuple[str, str]]) -> list[str]:
+    """``words`` with each shape adjective replaced by the shape word it names, when ``slots`` (see
+    :func:`everyday_phrases`) has that word: ["the", "flat", "tile"] -> ["the", "slab", "tile"]."""
+    shape_words = {value for w, (kind, value) in slots.items() if kind == "shape" and w == value}
+    return [SHAPE_ADJECTIVES[w] if SHAPE_ADJECTIVES.get(w) in shape_words else w for w in words]
+
+
+def everyday_phrases(words: Sequence[str], slots: dict[str, tuple[str, str]]) -> list[str]:
+    """``words`` with everyday noun phrases put in the training lexicon's form (see the module doc).
+
+    ``slots``: single-word colour and shape phrases -> ("colour" | "shape", value), e.g.
+    :func:`~mmvla.sim.tabletop.wordings.slot_words` of the training lexicon. A shape adjective becomes the
+    canonical shape word when that word is in ``slots``.
+    """
+    out = [w for w in shape_adjectives(words, slots) if w not in DESCRIPTIVE_WORDS]
+
+    def kind(i: int) -> str:
+        return slots.get(out[i], ("", ""))[0] if 0 <= i < len(out) else ""
+
+    i = 0
+    while i < len(out):
+        if kind(i) == "colour" and kind(i + 1) == "colour":  # "navy blue": the last names the colour
+            del out[i]
+            continue
+        if kind(i) == "shape":
+            j = i + 1 + (i + 1 < len(out) and out[i + 1] in SHAPE_JOINERS)
+            if kind(j) == "shape":  # "round tube", "cylinder shaped block": the first names the shape
+                del out[i + 1 : j + 1]
+                continue
+        i += 1
+    return out
 
 
 class InstructionReader:
@@ -41,7 +95,9 @@ class InstructionReader:
         if lexicon not in LEXICONS:
             raise ValueError(f"unknown lexicon {lexicon!r}; expected one of {LEXICONS}")
         self.lexicon = lexicon
-        self.grounding = LexicalGrounding(vocabulary) if lexicon != "none" else None
+        self._verbs = verb_families(("train",))
+        self.grounding = LexicalGrounding(vocabulary, verbs=self._verbs) if lexicon != "none" else None
+        self._slots = slot_words(("train",))
         self._readings: dict[str, str] = {}
         self._phrases: dict[str, tuple[str, str]] = {}
 
@@ -77,21 +133,29 @@ class InstructionReader:
         return self._phrases[text]
 
     def _read(self, text: str, grounding: LexicalGrounding) -> str:
-        grounded = grounding.rewrite(text)
-        if self.lexicon != "wordnet_task" or all(w in grounding.known for w in text.split()):
-            return grounded
+        if self.lexicon != "wordnet_task":
+            return grounding.rewrite(text)
+        if all(w in grounding.known for w in text.split()):
+            try:  # every training input: its slots name a task, and it reaches the encoder as it is
+                parse_wording(text, ("train",))
+                return text
+            except ValueError:
+                pass
+        grounded = grounding.rewrite(" ".join(shape_adjectives(text.split(), self._slots)))
+        words = everyday_phrases(grounded.split(), self._slots)
         try:
-            task = parse_wording(grounded, ("train",))
+            task = parse_wording(" ".join(words), ("train",))
         except ValueError:  # the slots name no single task: the grounded words as they are
             return grounded
-        verbs = verb_families(("train",))
-        said = {f for w in text.split() if w in grounding.known for f in verbs.get(w, ())}
-        read = {f for w in grounded.split() for f in verbs.get(w, ())}
-        if said and task.family not in said:  # "push the red cube": a known verb the arguments contradict
-            return grounded
-        if task.family == "pick" and read - {"pick"}:  # a place or push verb: its base or direction unread
-            return grounded
+        said = {f for w in text.split() if w in grounding.known for f in self._verbs.get(w, ())}
+        read = {f for w in words for f in self._verbs.get(w, ())}
+        onto = task.family == "place" and not relation_words(("train",)).isdisjoint(words)
+        if said and task.family not in said and not onto:  # "push the red cube": no direction given
+            return grounded  # ("move the red cube onto the blue slab" is a place)
+        unread = any(grounding.unknown(w) for w in words)
+        if task.family == "pick" and read - {"pick"} and (said or unread):
+            return grounded  # a place or push verb: its base or direction went unread
         return task.instruction
 
 
-__all__ = ["READINGS_CACHE", "InstructionReader"]
+__all__ = ["READINGS_CACHE", "SHAPE_ADJECTIVES", "InstructionReader", "everyday_phrases", "shape_adjectives"]

@@ -130,7 +130,8 @@ def wordings_html(section: Mapping[str, Any]) -> str:
     note = (
         f"<p>Same episodes (seeds) for every set; <i>kept</i> = success / success with {_e(names[0])} "
         "wordings; <i>paired p</i> = exact McNemar test against it. Held-out wordings use words no "
-        "training wording contains (mmvla.sim.tabletop.wordings).</p>"
+        "training wording contains (mmvla.sim.tabletop.wordings); everyday wordings put shades, sizes, "
+        "shape adjectives and common verbs around known words (mmvla.sim.tabletop.everyday).</p>"
     )
     return f"<table>{head}</tr>{''.join(rows)}</table>{note}"
 

@@ -9,6 +9,12 @@ import numpy as np
 import pytest
 
 from mmvla.modules.language import normalize_instruction
+from mmvla.sim.tabletop.everyday import (
+    EVERYDAY_FILE,
+    EVERYDAY_PER_TASK,
+    everyday_file_text,
+    everyday_wordings,
+)
 from mmvla.sim.tabletop.tasks import all_instructions, all_tasks
 from mmvla.sim.tabletop.wordings import (
     DEV,
@@ -93,6 +99,21 @@ def test_heldout_file_covers_every_task_and_matches_the_generator():
     text = (ROOT / "src" / "mmvla" / "sim" / "tabletop" / "data" / HELDOUT_FILE).read_text(encoding="utf-8")
     assert text == heldout_file_text(), "run scripts/make_wordings.py"
     assert set(heldout_wordings()) == set(all_instructions("all"))
+
+
+def test_everyday_file_covers_every_task_and_matches_the_generator():
+    text = (ROOT / "src" / "mmvla" / "sim" / "tabletop" / "data" / EVERYDAY_FILE).read_text(encoding="utf-8")
+    assert text == everyday_file_text(), "run scripts/make_wordings.py"
+    sets = everyday_wordings()
+    assert set(sets) == set(all_instructions("all"))
+    owner: dict[str, str] = {}
+    for canonical, wordings in sets.items():
+        assert len(set(wordings)) == EVERYDAY_PER_TASK
+        for w in wordings:  # each one names its task's objects and nothing else's: no wording of two tasks
+            key = normalize_instruction(w)
+            assert owner.setdefault(key, canonical) == canonical, f"{w!r} is a wording of two tasks"
+    task = parse_wording("put the red cube on the blue slab")
+    assert wording_for_episode(task.instruction, "everyday", 3) in sets[task.instruction]
 
 
 def test_training_pool_starts_with_the_canonical_instruction_and_is_reproducible():

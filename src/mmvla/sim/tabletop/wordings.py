@@ -374,14 +374,21 @@ TRAIN_PER_TASK = 32  # training wordings per task (TrainConfig.wordings_per_task
 @cache
 def heldout_wordings() -> dict[str, tuple[str, ...]]:
     """The shipped held-out set: canonical instruction -> its held-out wordings (package data)."""
-    text = resources.files("mmvla.sim.tabletop").joinpath("data", HELDOUT_FILE).read_text(encoding="utf-8")
+    return package_wordings(HELDOUT_FILE)
+
+
+@cache
+def package_wordings(filename: str) -> dict[str, tuple[str, ...]]:
+    """A wording file shipped in ``mmvla/sim/tabletop/data``: canonical instruction -> its wordings, from
+    ``canonical<TAB>wording`` lines (``#`` comments)."""
+    text = resources.files("mmvla.sim.tabletop").joinpath("data", filename).read_text(encoding="utf-8")
     out: dict[str, list[str]] = {}
     for n, line in enumerate(text.splitlines(), 1):
         if not line or line.startswith("#"):
             continue
         parts = line.split("\t")
         if len(parts) != 2:
-            raise ValueError(f"{HELDOUT_FILE}:{n}: expected 'canonical<TAB>wording', got {line!r}")
+            raise ValueError(f"{filename}:{n}: expected 'canonical<TAB>wording', got {line!r}")
         out.setdefault(parts[0], []).append(parts[1])
     return {k: tuple(v) for k, v in out.items()}
 
@@ -412,7 +419,9 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     shipped held-out wordings; "heldout_phrasing": one of 8 wordings with held-out verbs, fillers,
     directions and phrasings but training colour and shape words (a diagnostic: which part of the
     held-out set a policy cannot follow); "heldout_fresh": one of 8 wordings of the second held-out
-    vocabulary (:data:`HELDOUT_FRESH`); chosen by the episode ``seed`` so every policy sees the same words.
+    vocabulary (:data:`HELDOUT_FRESH`); "everyday": one of the shipped everyday wordings
+    (:mod:`mmvla.sim.tabletop.everyday`: shades, sizes, shape adjectives, common verbs); chosen by the
+    episode ``seed`` so every policy sees the same words.
     """
     if wordings not in WORDING_SETS:
         raise ValueError(f"unknown wording set {wordings!r}; expected one of {WORDING_SETS}")
@@ -420,6 +429,10 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
         return canonical
     if wordings == "heldout":
         pool = heldout_wordings().get(canonical, ())
+    elif wordings == "everyday":
+        from mmvla.sim.tabletop.everyday import everyday_wordings  # it reads this module's files
+
+        pool = everyday_wordings().get(canonical, ())
     else:
         pool = _episode_pool(canonical, wordings)
     if not pool:
@@ -455,7 +468,19 @@ _RELATIONS = ("on", "onto", "atop", "upon")  # words that can introduce a place 
 
 
 @cache
-def _relation_words(vocabularies: tuple[str, ...] | None = None) -> frozenset[str]:
+def slot_words(vocabularies: tuple[str, ...] | None = None) -> dict[str, tuple[str, str]]:
+    """Each one-word colour or shape phrase of the ``vocabularies`` lexicons (None: every one) ->
+    (``"colour"`` or ``"shape"``, its value): ``"navy"`` -> ``("colour", "blue")``."""
+    return {
+        phrase[0]: (kind, value)
+        for kind in ("colour", "shape")
+        for phrase, value in _phrase_table(kind, vocabularies)
+        if len(phrase) == 1
+    }
+
+
+@cache
+def relation_words(vocabularies: tuple[str, ...] | None = None) -> frozenset[str]:
     """The words that introduce a place task's base in the ``vocabularies`` lexicons (None: every one)."""
     lexicons = _lexicons(vocabularies)
     return frozenset(w for lex in lexicons for p in lex.place for w in split_plain(p) if w in _RELATIONS)
@@ -532,12 +557,12 @@ def parse_wording(text: str, vocabularies: Sequence[str] | None = None) -> TaskS
         raise ValueError(f"cannot parse wording {text!r}: colours {colours}, shapes {shapes}")
     combos = list(zip(colours, shapes, strict=True))
     directions = {v for _, v in found["direction"]}
-    if len(combos) == 1 and _relation_words(key).intersection(words):
+    if len(combos) == 1 and relation_words(key).intersection(words):
         raise ValueError(f"cannot parse wording {text!r}: a relation word but one object")
     if len(combos) == 2:
         if directions:
             raise ValueError(f"cannot parse wording {text!r}: two objects and a direction")
-        relations = _relation_words(key)
+        relations = relation_words(key)
         relation = [i for i, w in enumerate(words) if w in relations]
         after = [k for k, pos in enumerate(shape_pos) if relation and pos > relation[0]]
         if relation and not after:
@@ -565,7 +590,10 @@ __all__ = [
     "content_words",
     "generate_wording",
     "heldout_wordings",
+    "package_wordings",
     "parse_wording",
+    "relation_words",
+    "slot_words",
     "training_vocabulary",
     "verb_families",
     "wording_for_episode",
