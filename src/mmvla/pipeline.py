@@ -374,7 +374,7 @@ def run_demo(
 
     log(
         f"[3/4] evaluating {eval_episodes} episodes per split (train and unseen compositions), "
-        "worded canonically and with held-out words"
+        "worded canonically, with held-out words and with everyday ones"
     )
     t2 = time.perf_counter()
     metrics, blind = evaluate_step(
