@@ -19,13 +19,14 @@ training vocabulary, looks for a known word that WordNet relates to it:
 
 Senses are ranked by their SemCor frequency and each one's scores multiplied by ``1 - 0.05 * rank``;
 a sense of another part of speech than the word's place in the sentence suggests (a verb before an
-article, "it" or a particle, a noun after an article) counts 0.7 times; a known word is reached only
+article, "it" or a particle, a noun after an article) counts 0.7 times, and a noun or a modifier is never
+rewritten into a verb of the task language ("the table" is not "the set"); a known word is reached only
 through one of its own six most frequent senses. Rewrites only ever produce real words: a training
 word WordNet does not know (a typo the wording model put into a training wording) is never a target,
 and a real English word is read by its meaning, never as a misspelling ("heft" is not "left"). The best known word wins if it scores at least
 :attr:`LexicalGrounding.min_score`; otherwise the word is left as it is. Words already known are never
 touched, so a policy's training inputs pass through unchanged: grounding only changes what it has not
-seen. A misspelt unknown word is first corrected to the WordNet lemma one edit away ("cobatl" ->
+seen. Size and shade adjectives (:data:`DESCRIPTIVE_WORDS`) are never touched either. A misspelt unknown word is first corrected to the WordNet lemma one edit away ("cobatl" ->
 "cobalt"). A colour name WordNet relates to no known colour ("denim", "aubergine") is read by its hue in
 the xkcd colour survey: the known colour name of nearest hue (:meth:`LexicalGrounding.colour`).
 
@@ -295,10 +296,11 @@ class LexicalGrounding:
         """``text`` (a normalised instruction: lower case, single spaces) with unknown words grounded.
 
         Each word's place in the sentence hints at its part of speech: before an article or "it" (and not
-        after one: "the pipe that ...") it is read as a verb ("grasp the ..."), between an article and
-        another content word as a modifier ("the mint tube"), after an article, before a preposition or
-        last as a noun ("... plank on ..."); senses of the other parts of speech then count for less
-        (:data:`ROLE_PENALTY`). A colour name WordNet relates to no known colour is read by its hue
+        after one: "the pipe that ...") it is read as a verb ("grasp the ..."), between an article or a
+        content word and another content word as a modifier ("the mint tube", "the red round block"),
+        after an article, before a preposition or last as a noun ("... plank on ..."); senses of the
+        other parts of speech then count for less (:data:`ROLE_PENALTY`), and a noun or a modifier is
+        never rewritten into one of :attr:`verbs`. A colour name WordNet relates to no known colour is read by its hue
         (:meth:`colour`) unless it stands as a noun and WordNet reads it as another known word ("the ruby
         brick": a block, not a brick-red). Only the first :data:`MAX_GROUNDED_WORDS` unknown words are
         looked up (a served text of random words costs bounded time); later ones stay as given.

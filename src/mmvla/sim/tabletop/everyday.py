@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from mmvla.sim.tabletop.tasks import TaskSpec, all_tasks
-from mmvla.sim.tabletop.wordings import package_wordings
+from mmvla.sim.tabletop.wording_files import package_wordings
 
 EVERYDAY_FILE = "everyday_wordings.tsv"
 EVERYDAY_PER_TASK = 8

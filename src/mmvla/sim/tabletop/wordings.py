@@ -26,12 +26,13 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import cache
-from importlib import resources
 
 import numpy as np
 
 from mmvla.core.keys import WORDING_SETS
+from mmvla.sim.tabletop.everyday import everyday_wordings
 from mmvla.sim.tabletop.tasks import COLOURS, DIRECTIONS, SHAPES, TaskSpec, all_tasks, parse_instruction
+from mmvla.sim.tabletop.wording_files import package_wordings
 
 # Closed-class words shared by every wording: articles, pronouns, prepositions, auxiliaries, conjunctions.
 FUNCTION_WORDS: frozenset[str] = frozenset(
@@ -377,22 +378,6 @@ def heldout_wordings() -> dict[str, tuple[str, ...]]:
     return package_wordings(HELDOUT_FILE)
 
 
-@cache
-def package_wordings(filename: str) -> dict[str, tuple[str, ...]]:
-    """A wording file shipped in ``mmvla/sim/tabletop/data``: canonical instruction -> its wordings, from
-    ``canonical<TAB>wording`` lines (``#`` comments)."""
-    text = resources.files("mmvla.sim.tabletop").joinpath("data", filename).read_text(encoding="utf-8")
-    out: dict[str, list[str]] = {}
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split("\t")
-        if len(parts) != 2:
-            raise ValueError(f"{filename}:{n}: expected 'canonical<TAB>wording', got {line!r}")
-        out.setdefault(parts[0], []).append(parts[1])
-    return {k: tuple(v) for k, v in out.items()}
-
-
 def heldout_file_text(seed: int = 0) -> str:
     """The content of the shipped held-out file, as :func:`wording_set` generates it."""
     header = (
@@ -430,8 +415,6 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     if wordings == "heldout":
         pool = heldout_wordings().get(canonical, ())
     elif wordings == "everyday":
-        from mmvla.sim.tabletop.everyday import everyday_wordings  # it reads this module's files
-
         pool = everyday_wordings().get(canonical, ())
     else:
         pool = _episode_pool(canonical, wordings)
@@ -590,7 +573,6 @@ __all__ = [
     "content_words",
     "generate_wording",
     "heldout_wordings",
-    "package_wordings",
     "parse_wording",
     "relation_words",
     "slot_words",
