@@ -76,6 +76,7 @@ def test_no_reading_when_the_words_do_not_name_one_task(reader):
         ("get the red cube", "pick up the red cube"),  # grounded as "move": no direction, none unread
         ("carry the green tube", "pick up the green cylinder"),
         ("lift the red cube off the table", "pick up the red cube"),  # "table" is not the verb "set"
+        ("move the red cube onto the blue slab", "put the red cube on the blue slab"),  # known words only
     ],
 )
 def test_everyday_noun_phrases_and_verbs_are_read(reader, wording, task):

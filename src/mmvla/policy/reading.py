@@ -17,8 +17,9 @@
    and a lone object is not read as a pick when a place or push verb says its base or direction went
    unread (but it is when that verb is a grounding and no word is left unread: "get the red cube" is
    grounded as "move the red cube", and moves nothing anywhere). An instruction made of known words only
-   (every training input) is never changed when its slots name a task, and one whose slots name no
-   single task keeps its grounded words.
+   (every training input) is never changed when its slots and its verb name one task ("move the red
+   cube onto the blue slab" is read as the place it names), and one whose slots name no single task
+   keeps its grounded words.
 
 Before the slots are read, everyday noun phrases are put in the training lexicon's form: a shade or size
 adjective is skipped ("the small dark green cube"), of two colour words in a row the last one names
@@ -136,11 +137,13 @@ class InstructionReader:
         if self.lexicon != "wordnet_task":
             return grounding.rewrite(text)
         if all(w in grounding.known for w in text.split()):
-            try:  # every training input: its slots name a task, and it reaches the encoder as it is
-                parse_wording(text, ("train",))
-                return text
+            try:
+                known = parse_wording(text, ("train",))
             except ValueError:
-                pass
+                known = None
+            said_known = {f for w in text.split() for f in self._verbs.get(w, ())}
+            if known is not None and (not said_known or known.family in said_known):
+                return text  # every training input: its slots and verb name one task; read as it is
         grounded = grounding.rewrite(" ".join(shape_adjectives(text.split(), self._slots)))
         words = everyday_phrases(grounded.split(), self._slots)
         try:
