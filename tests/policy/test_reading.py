@@ -53,6 +53,7 @@ def test_no_reading_when_the_words_do_not_name_one_task(reader):
     g = reader.grounding
     # a known verb the arguments contradict (push without a direction): the grounded words stay
     assert reader.read("kindly push the red cube") == g.rewrite("kindly push the red cube")
+    assert reader.read("push the red cube") == "push the red cube"  # known words only, the same
     # a place verb with one readable object: its base went unread, so it is no pick
     text = "kindly put the red cube atop the zorblax"
     assert reader.read(text) == g.rewrite(text)

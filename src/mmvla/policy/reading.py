@@ -136,13 +136,13 @@ class InstructionReader:
     def _read(self, text: str, grounding: LexicalGrounding) -> str:
         if self.lexicon != "wordnet_task":
             return grounding.rewrite(text)
+        said = {f for w in text.split() if w in grounding.known for f in self._verbs.get(w, ())}
         if all(w in grounding.known for w in text.split()):
             try:
                 known = parse_wording(text, ("train",))
             except ValueError:
                 known = None
-            said_known = {f for w in text.split() for f in self._verbs.get(w, ())}
-            if known is not None and (not said_known or known.family in said_known):
+            if known is not None and (not said or known.family in said):
                 return text  # every training input: its slots and verb name one task; read as it is
         grounded = grounding.rewrite(" ".join(shape_adjectives(text.split(), self._slots)))
         words = everyday_phrases(grounded.split(), self._slots)
@@ -150,7 +150,6 @@ class InstructionReader:
             task = parse_wording(" ".join(words), ("train",))
         except ValueError:  # the slots name no single task: the grounded words as they are
             return grounded
-        said = {f for w in text.split() if w in grounding.known for f in self._verbs.get(w, ())}
         read = {f for w in words for f in self._verbs.get(w, ())}
         onto = task.family == "place" and not relation_words(("train",)).isdisjoint(words)
         if said and task.family not in said and not onto:  # "push the red cube": no direction given

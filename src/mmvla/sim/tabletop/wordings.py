@@ -372,7 +372,6 @@ HELDOUT_PER_TASK = 8
 TRAIN_PER_TASK = 32  # training wordings per task (TrainConfig.wordings_per_task's default)
 
 
-@cache
 def heldout_wordings() -> dict[str, tuple[str, ...]]:
     """The shipped held-out set: canonical instruction -> its held-out wordings (package data)."""
     return package_wordings(HELDOUT_FILE)
