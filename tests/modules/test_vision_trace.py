@@ -3,12 +3,14 @@ size (one graph per image shape), and training or autograd calls never reach a g
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from test_vision import CASES, _ids  # same directory (rootdir-relative imports)
 
 from mmvla.modules.vision import VisionConfig, VisionOutput, build_vision_encoder
-from mmvla.modules.vision_trace import VisionTrace
+from mmvla.modules.vision_trace import MIN_SPLIT_IMAGES, VisionTrace
 
 
 def _assert_identical(a: VisionOutput, b: VisionOutput) -> None:
@@ -89,3 +91,42 @@ def test_prepare_traces_and_checks_every_batch_size_ahead() -> None:
     images, cond = torch.rand(4, 3, 64, 64), torch.randn(4, 32)
     with torch.no_grad():
         _assert_identical(trace(images, cond), enc(images, cond))
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+@pytest.mark.parametrize("condition", [False, True])
+def test_threads_split_a_large_batch_into_slices_computed_at_once(threads: int, condition: bool) -> None:
+    torch.manual_seed(0)
+    enc = build_vision_encoder(VisionConfig(kind="cnn", dim=32, num_keypoints=4, condition=condition)).eval()
+    trace = VisionTrace(enc, threads=threads)
+    B = MIN_SPLIT_IMAGES + 3
+    images = torch.rand(B, 3, 64, 64)
+    cond = torch.randn(B, 32) if condition else None
+    bounds = [B * k // threads for k in range(threads + 1)]
+    for mode in (torch.inference_mode, torch.no_grad):
+        with mode():
+            out = trace(images, cond)
+            # Exactly the eager encoder on each slice, concatenated; and the whole batch's values.
+            parts = [
+                enc(images[a:b], None if cond is None else cond[a:b]) for a, b in itertools.pairwise(bounds)
+            ]
+            whole = enc(images, cond)
+        assert torch.equal(out.pooled, torch.cat([p.pooled for p in parts]))
+        assert torch.equal(out.tokens, torch.cat([p.tokens for p in parts]))
+        assert out.keypoints is not None and whole.keypoints is not None
+        assert torch.equal(out.keypoints, torch.cat([p.keypoints for p in parts]))  # type: ignore[misc]
+        torch.testing.assert_close(out.pooled, whole.pooled, rtol=1e-5, atol=1e-6)
+        assert out.grids == whole.grids and not out.pooled.requires_grad
+    # Every slice ran through a graph (one per image shape), checked at its own batch size.
+    assert all(g is not None for g in trace._graphs.values())
+    assert {k[0] for k in trace._checked} == {b - a for a, b in itertools.pairwise(bounds)}
+
+
+def test_small_batches_stay_in_one_slice_and_threads_are_validated() -> None:
+    enc = build_vision_encoder(VisionConfig(kind="cnn", dim=32)).eval()
+    trace = VisionTrace(enc, threads=2)
+    with torch.no_grad():
+        trace(torch.rand(MIN_SPLIT_IMAGES - 1, 3, 64, 64))
+    assert {k[0] for k in trace._checked} == {MIN_SPLIT_IMAGES - 1}
+    with pytest.raises(ValueError, match="threads must be >= 1"):
+        VisionTrace(enc, threads=0)

@@ -35,10 +35,15 @@ def _slow_next_batch(srv: PolicyServer, seconds: float) -> None:
     srv._run_batch = slow  # type: ignore[method-assign]
 
 
-def test_concurrent_connections_are_batched_and_keep_their_own_state(checkpoint, local_policy):
+@pytest.mark.parametrize("vision_threads", [1, 2])  # 2: a batch's images split into slices computed at once
+def test_concurrent_connections_are_batched_and_keep_their_own_state(
+    checkpoint, local_policy, vision_threads
+):
     n, steps = 8, 4
     streams = [[make_obs(np.random.default_rng(200 + i)) for _ in range(steps)] for i in range(n)]
-    with PolicyServer.from_checkpoint(checkpoint, port=0, batch_wait_ms=20) as srv:
+    with PolicyServer.from_checkpoint(
+        checkpoint, port=0, batch_wait_ms=20, vision_threads=vision_threads
+    ) as srv:
         clients = [PolicyClient(srv.url, timeout=60) for _ in range(n)]
         results: dict[int, list[np.ndarray]] = {i: [] for i in range(n)}
         barrier = threading.Barrier(n)

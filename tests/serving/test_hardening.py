@@ -20,6 +20,7 @@ import torch
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from mmvla.cli.main import main as cli_main
+from mmvla.cli.serve import default_vision_threads
 from mmvla.policy.observation import observation_to_batch
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.client import PolicyClient, open_connection
@@ -445,3 +446,28 @@ def test_mmvla_serve_refuses_a_non_positive_switch_interval(checkpoint, capsys):
     assert cli_main(["serve", "--checkpoint", str(checkpoint), "--switch-interval-ms", "0"]) == 2
     assert "--switch-interval-ms must be > 0" in capsys.readouterr().err
     assert sys.getswitchinterval() == before  # refused before anything process-wide was changed
+
+
+def test_mmvla_serve_refuses_negative_thread_counts_before_changing_torch(checkpoint, capsys):
+    before = torch.get_num_threads()
+    for flag in ("--threads", "--vision-threads"):
+        assert cli_main(["serve", "--checkpoint", str(checkpoint), flag, "-1"]) == 2
+        assert "--threads and --vision-threads must be >= 0" in capsys.readouterr().err
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="vision_threads must be >= 1"):
+        PolicyServer.from_checkpoint(checkpoint, port=0, vision_threads=0)
+
+
+def test_default_vision_threads_use_a_second_core_only_beside_one_torch_thread(monkeypatch):
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        monkeypatch.setattr(os, "cpu_count", lambda: 2)
+        assert default_vision_threads() == 2
+        monkeypatch.setattr(os, "cpu_count", lambda: 1)
+        assert default_vision_threads() == 1
+        monkeypatch.setattr(os, "cpu_count", lambda: 8)
+        torch.set_num_threads(2)
+        assert default_vision_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -6,11 +6,19 @@ wait: on 2 cores, a batch of 8 requests took 11.6 ms inside the server against ~
 graph runs the encoder's ~40 ops in one call into the TorchScript interpreter. The ops and kernels are
 the same, so outputs are bit-identical; each new batch size is checked against the eager encoder once
 and falls back to eager on any difference. Inference only: training (or autograd) uses the encoder.
+
+A graph call holds the GIL only to enter and leave, so ``threads > 1`` splits a large batch into that many
+slices computed at once, one per thread (the caller's and ``threads - 1`` helpers). With one torch
+thread per process this is what uses a second core: torch's own intra-op threads spin-wait against the
+server's network thread (measured on 2 cores: 2 torch threads halved a single client's throughput).
 """
 
 from __future__ import annotations
 
+import concurrent.futures
+import itertools
 import logging
+import threading
 import warnings
 from collections.abc import Iterable
 from typing import Any
@@ -21,6 +29,9 @@ from torch import Tensor, nn
 from mmvla.modules.vision import VisionEncoder, VisionOutput
 
 logger = logging.getLogger(__name__)
+
+# Fewer images than this run in one slice: below it a split costs more in hand-overs than it saves.
+MIN_SPLIT_IMAGES = 8
 
 
 class _AsTuple(nn.Module):
@@ -42,21 +53,57 @@ class VisionTrace:
 
     A plain object, not a module: it holds no weights of its own. The graphs share the encoder's
     parameter storage, so in-place updates (``load_state_dict``, optimiser steps) reach them; a move to
-    another device (new storage) traces anew.
+    another device (new storage) traces anew. ``threads``: a batch of at least ``MIN_SPLIT_IMAGES``
+    images runs as that many slices at once (same outputs: each slice's graph is checked like any other).
     """
 
-    def __init__(self, encoder: VisionEncoder) -> None:
+    def __init__(self, encoder: VisionEncoder, threads: int = 1) -> None:
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
         self.encoder = encoder
+        self.threads = int(threads)
         self._first_weight = next(encoder.parameters())  # a move (.to) gives it new storage
         self._graphs: dict[tuple[Any, ...], Any] = {}  # (C, H, W, dtype, cond?, weights) -> graph or None
         self._checked: set[tuple[Any, ...]] = set()  # (B, *key) compared with eager once
+        self._lock = threading.Lock()  # tracing and checking: first uses from several threads
+        self._helpers = (
+            concurrent.futures.ThreadPoolExecutor(threads - 1, thread_name_prefix="mmvla-vision")
+            if threads > 1
+            else None
+        )
 
     def __call__(self, images: Tensor, cond: Tensor | None = None) -> VisionOutput:
         if self.encoder.training or torch.is_grad_enabled():
             return self.encoder(images, cond)
+        B = images.shape[0]
+        if self._helpers is None or B < MIN_SPLIT_IMAGES:
+            return self._run(images, cond)
+        bounds = [B * k // self.threads for k in range(self.threads + 1)]
+        slices = [slice(a, b) for a, b in itertools.pairwise(bounds)]
+        inference = torch.is_inference_mode_enabled()  # grad modes are per thread: the helpers copy it
+
+        def helper(sl: slice) -> VisionOutput:
+            with torch.inference_mode() if inference else torch.no_grad():
+                return self._run(images[sl], None if cond is None else cond[sl])
+
+        futures = [self._helpers.submit(helper, sl) for sl in slices[1:]]
+        parts = [self._run(images[slices[0]], None if cond is None else cond[slices[0]])]
+        parts += [f.result() for f in futures]
+        keypoints = [p.keypoints for p in parts]
+        return VisionOutput(
+            tokens=torch.cat([p.tokens for p in parts]),
+            pooled=torch.cat([p.pooled for p in parts]),
+            grids=parts[0].grids,
+            keypoints=None if keypoints[0] is None else torch.cat(keypoints),  # type: ignore[arg-type]
+        )
+
+    def _run(self, images: Tensor, cond: Tensor | None) -> VisionOutput:
+        """One slice through its shape's graph (traced, and checked against eager, on first use)."""
         key = (*images.shape[1:], images.dtype, cond is not None, self._first_weight.data_ptr())
         if key not in self._graphs:
-            self._graphs[key] = self._trace(images, cond)
+            with self._lock:
+                if key not in self._graphs:
+                    self._graphs[key] = self._trace(images, cond)
         graph = self._graphs[key]
         if graph is None:
             return self.encoder(images, cond)
@@ -68,11 +115,14 @@ class VisionTrace:
             keypoints=out[2] if len(out) > 2 else None,
         )
         if (images.shape[0], *key) not in self._checked:
-            self._checked.add((images.shape[0], *key))
-            if not _same(traced, self.encoder(images, cond)):
-                logger.warning("traced vision encoder differs from eager for input %s: eager from now", key)
-                self._graphs[key] = None
-                return self.encoder(images, cond)
+            with self._lock:
+                self._checked.add((images.shape[0], *key))
+                if not _same(traced, self.encoder(images, cond)):
+                    logger.warning(
+                        "traced vision encoder differs from eager for input %s: eager from now", key
+                    )
+                    self._graphs[key] = None
+                    return self.encoder(images, cond)
         return traced
 
     def prepare(self, image_size: tuple[int, int], batch_sizes: Iterable[int], cond_dim: int | None) -> None:

@@ -128,11 +128,12 @@ class VLAPolicy(nn.Module):
         self.set_lexicon(cfg.lexicon)
         self.vision_trace: VisionTrace | None = None  # see trace_vision()
 
-    def trace_vision(self, enabled: bool = True) -> None:
+    def trace_vision(self, enabled: bool = True, threads: int = 1) -> None:
         """Run the vision encoder as TorchScript graphs at inference (eval mode, no autograd): same
-        outputs bit for bit, without leaving Python between ops (:mod:`mmvla.modules.vision_trace`).
-        The policy server turns it on; training and ``torch.enable_grad`` calls stay eager."""
-        self.vision_trace = VisionTrace(self.vision) if enabled else None
+        outputs bit for bit, without leaving Python between ops (:mod:`mmvla.modules.vision_trace`);
+        ``threads`` > 1 computes a large image batch as that many slices at once. The policy server
+        turns it on; training and ``torch.enable_grad`` calls stay eager."""
+        self.vision_trace = VisionTrace(self.vision, threads) if enabled else None
 
     def prepare_vision_trace(self, max_batch: int) -> None:
         """Trace (and check against eager) the vision encoder for every image batch a forward of 1 ..

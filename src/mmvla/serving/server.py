@@ -306,6 +306,8 @@ class PolicyServer:
             ``MIN_GROUP_BATCH`` (or every active connection); it takes every waiting request up to
             ``max_batch``. 1: a batch waits for every active connection.
         max_instruction_chars: longer instructions are refused before tokenising.
+        vision_threads: a batch's vision pass runs as this many slices at once (threads); 2 uses a second
+            core when torch runs one thread (``mmvla serve`` picks it then).
         protocol: "auto" (per connection, from the first frame), "mmvla" or "openpi".
         openpi_keys: openpi observation key -> policy key (a camera, "state", "instruction", "timestamp"
             or "-" to ignore it); default :func:`default_openpi_keys`.
@@ -332,6 +334,7 @@ class PolicyServer:
         batch_wait_ms: float = 2.0,
         batch_groups: int = 2,
         max_instruction_chars: int = 512,
+        vision_threads: int = 1,
         protocol: str = "auto",
         openpi_keys: Mapping[str, str] | None = None,
     ) -> None:
@@ -355,17 +358,17 @@ class PolicyServer:
             raise ValueError(
                 f"reclaim_idle_s and batch_wait_ms must be >= 0, got {reclaim_idle_s}, {batch_wait_ms}"
             )
-        if max_batch < 1 or batch_groups < 1 or max_instruction_chars < 1:
+        if min(max_batch, batch_groups, max_instruction_chars, vision_threads) < 1:
             raise ValueError(
-                "max_batch, batch_groups and max_instruction_chars must be >= 1, got "
-                f"{max_batch}, {batch_groups}, {max_instruction_chars}"
+                "max_batch, batch_groups, max_instruction_chars and vision_threads must be >= 1, got "
+                f"{max_batch}, {batch_groups}, {max_instruction_chars}, {vision_threads}"
             )
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         if token is not None and len(token) < 8:
             raise ValueError("token must be at least 8 characters (or None for no authentication)")
         self.policy = policy.eval()
-        policy.trace_vision()  # one graph call per batch instead of a GIL hand-over per op
+        policy.trace_vision(threads=vision_threads)  # one graph call per slice, not a GIL hand-over per op
         cams = tuple(policy.cfg.cameras)
         self.openpi_keys = dict(openpi_keys) if openpi_keys is not None else default_openpi_keys(cams)
         allowed = {*cams, "state", "instruction", "timestamp", _DROP, *(f"{c}_timestamp" for c in cams)}
