@@ -37,7 +37,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--shift",
         metavar="SPEC",
         help="collect with this distribution shift ('randomised': the recipe's domain randomisation, every "
-        "axis but language up to medium; or a spec like camera=strong,lighting=mild,randomise)",
+        "axis but language up to medium, half the episodes clean; or a spec like camera=strong,lighting=mild,randomise)",
     )
     p.add_argument("--quiet", action="store_true")
 
