@@ -125,6 +125,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=5, help="rounds of training steps then products (medians)")
     ap.add_argument("--act-steps", type=int, default=300, help="timed policy steps")
     args = ap.parse_args()
+    if args.rounds < 1 or args.steps < args.rounds:
+        ap.error(f"--rounds must be >= 1 and --steps >= --rounds, got {args.rounds}, {args.steps}")
 
     tmp = tempfile.TemporaryDirectory()
     data = Path(args.data) if args.data else Path(tmp.name) / "data"
@@ -195,13 +197,15 @@ def main() -> None:
 
     for i in range(3):  # warm-up
         train_step(i)
-    per_round = max(1, args.steps // max(1, args.rounds))
+    per_round = args.steps // args.rounds
     times: list[float] = []
     rounds = []
-    for r in range(max(1, args.rounds)):  # alternating, so that a slow spell of the machine hits both
+    ceilings = []
+    for r in range(args.rounds):  # alternating, so that a slow spell of the machine hits both
         step_times = [train_step(3 + r * per_round + k) for k in range(per_round)]
         times += step_times
         ceiling_r = sgemm_ceiling(threads, reps=3)
+        ceilings.append(ceiling_r)
         achieved_r = train_flops / statistics.median(step_times)
         rounds.append(
             {"step_s_median": statistics.median(step_times), "sgemm_flops": ceiling_r["flops"],
@@ -211,9 +215,9 @@ def main() -> None:
     sps = train_cfg.batch_size / step_s
     peak = cpu_fp32_peak(threads)
     ceiling = {
-        "flops": statistics.median(r["sgemm_flops"] for r in rounds),
-        "n": 2048,
-        "reps_per_round": 3,
+        "flops": statistics.median(c["flops"] for c in ceilings),
+        "n": ceilings[0]["n"],
+        "reps_per_round": ceilings[0]["reps"],
         "threads": threads,
     }
     mfu = statistics.median(r["mfu_vs_sgemm"] for r in rounds)

@@ -44,6 +44,12 @@ def test_concurrent_connections_are_batched_and_keep_their_own_state(
     with PolicyServer.from_checkpoint(
         checkpoint, port=0, batch_wait_ms=20, vision_threads=vision_threads
     ) as srv:
+        trace = srv.policy.vision_trace
+        assert trace is not None and trace.threads == vision_threads
+        slices: list[int] = []  # the helper's slices while serving (start-up's preparation is done)
+        if trace._helpers is not None:
+            submit = trace._helpers.submit
+            trace._helpers.submit = lambda fn, sl: slices.append(sl.stop - sl.start) or submit(fn, sl)  # type: ignore[method-assign]
         clients = [PolicyClient(srv.url, timeout=60) for _ in range(n)]
         results: dict[int, list[np.ndarray]] = {i: [] for i in range(n)}
         barrier = threading.Barrier(n)
@@ -62,6 +68,7 @@ def test_concurrent_connections_are_batched_and_keep_their_own_state(
             c.close()
         assert srv.stats["batched_requests"] == n * steps
         assert srv.stats["batches"] < n * steps / 2  # requests really shared forward passes
+        assert (len(slices) > 0) == (vision_threads > 1)  # a second thread really computed slices
     for i in range(n):
         local_policy.reset()
         for got, obs in zip(results[i], streams[i], strict=True):

@@ -20,12 +20,11 @@ import torch
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from mmvla.cli.main import main as cli_main
-from mmvla.cli.serve import default_vision_threads
 from mmvla.policy.observation import observation_to_batch
 from mmvla.policy.safety import SafetyConfig
 from mmvla.serving.client import PolicyClient, open_connection
 from mmvla.serving.protocol import MAX_REASON_CHARS, pack, unpack
-from mmvla.serving.server import PolicyServer
+from mmvla.serving.server import PolicyServer, default_vision_threads
 
 from .conftest import make_obs
 

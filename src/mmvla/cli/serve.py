@@ -99,12 +99,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     arg("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING", "ERROR"))
 
 
-def default_vision_threads() -> int:
-    """2 when torch computes on one thread and a second core exists (the server's batches then use it),
-    else 1 (torch's own threads already use the cores)."""
-    return 2 if torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2 else 1
-
-
 def run(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=args.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -120,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--switch-interval-ms must be > 0, got {args.switch_interval_ms}")
     if args.threads > 0:
         torch.set_num_threads(args.threads)
-    vision_threads = args.vision_threads or default_vision_threads()
     sys.setswitchinterval(args.switch_interval_ms / 1e3)  # process-wide: this command owns the process
     safety: SafetyConfig | bool = not args.no_safety and SafetyConfig(
         max_frame_age_s=args.max_frame_age,
@@ -131,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         args.checkpoint,
         **flags(args, *same, "batch_wait_ms", "batch_groups", "max_instruction_chars", "protocol"),
         safety=safety,
-        vision_threads=vision_threads,
+        vision_threads=args.vision_threads or None,  # 0: the server's default
         max_message_bytes=int(args.max_message_mb * 2**20),
         token=args.token if args.token is not None else os.environ.get(TOKEN_ENV) or None,
         idle_timeout_s=args.idle_timeout,

@@ -139,6 +139,12 @@ def resize_image(image: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
+def default_vision_threads() -> int:
+    """2 when torch computes on one thread and a second core exists (a batch's vision slices then use
+    it), else 1 (torch's own threads already use the cores)."""
+    return 2 if torch.get_num_threads() == 1 and (os.cpu_count() or 1) >= 2 else 1
+
+
 class _LogLimiter:
     """A token bucket shared by every connection: at most ``rate`` lines/s (bursts of ``burst``)."""
 
@@ -306,8 +312,8 @@ class PolicyServer:
             ``MIN_GROUP_BATCH`` (or every active connection); it takes every waiting request up to
             ``max_batch``. 1: a batch waits for every active connection.
         max_instruction_chars: longer instructions are refused before tokenising.
-        vision_threads: a batch's vision pass runs as this many slices at once (threads); 2 uses a second
-            core when torch runs one thread (``mmvla serve`` picks it then).
+        vision_threads: a batch's vision pass runs as this many slices at once (threads); None:
+            :func:`default_vision_threads` when the server is built.
         protocol: "auto" (per connection, from the first frame), "mmvla" or "openpi".
         openpi_keys: openpi observation key -> policy key (a camera, "state", "instruction", "timestamp"
             or "-" to ignore it); default :func:`default_openpi_keys`.
@@ -334,7 +340,7 @@ class PolicyServer:
         batch_wait_ms: float = 2.0,
         batch_groups: int = 2,
         max_instruction_chars: int = 512,
-        vision_threads: int = 1,
+        vision_threads: int | None = None,
         protocol: str = "auto",
         openpi_keys: Mapping[str, str] | None = None,
     ) -> None:
@@ -358,6 +364,8 @@ class PolicyServer:
             raise ValueError(
                 f"reclaim_idle_s and batch_wait_ms must be >= 0, got {reclaim_idle_s}, {batch_wait_ms}"
             )
+        if vision_threads is None:
+            vision_threads = default_vision_threads()
         if min(max_batch, batch_groups, max_instruction_chars, vision_threads) < 1:
             raise ValueError(
                 "max_batch, batch_groups, max_instruction_chars and vision_threads must be >= 1, got "
