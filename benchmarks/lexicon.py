@@ -56,6 +56,7 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
         "heldout": {k: list(v) for k, v in W.heldout_wordings().items()},
         "heldout_fresh": W.wording_set("heldout_fresh", W.HELDOUT_PER_TASK),
         "dev": W.wording_set("dev", W.HELDOUT_PER_TASK),
+        "heldout_blind": W.wording_set("heldout_blind", W.HELDOUT_PER_TASK),
         "everyday": {k: list(v) for k, v in everyday_wordings().items()},
     }
     vocabulary = cfg.vocabulary or W.training_vocabulary(cfg.instructions, W.TRAIN_PER_TASK)
@@ -105,7 +106,7 @@ def word_check(policy_dir: Path) -> dict[str, Any]:
 
     train = classes(W.TRAIN)
     out: dict[str, Any] = {}
-    for name in ("dev", "heldout", "heldout_fresh"):
+    for name in ("dev", "heldout", "heldout_fresh", "heldout_blind"):
         rows: dict[str, Any] = {}
         for kind, table in classes(W.LEXICONS[name]).items():
             role = {"colour": "noun", "shape": "noun", "verb": "verb"}.get(kind)

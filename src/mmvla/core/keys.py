@@ -51,6 +51,7 @@ WORDING_SETS: tuple[str, ...] = (
     "heldout_fresh",
     "dev",
     "everyday",
+    "heldout_blind",
 )
 
 # The context task: a camera failing partway through an episode (mmvla.sim.camera_failure), and what the

@@ -20,6 +20,7 @@ from mmvla.sim.tabletop.wordings import (
     DEV,
     FUNCTION_WORDS,
     HELDOUT,
+    HELDOUT_BLIND,
     HELDOUT_FILE,
     HELDOUT_FRESH,
     TRAIN,
@@ -72,18 +73,28 @@ def test_development_vocabulary_shares_no_content_word_with_any_other():
     assert not content_words(DEV) & others, sorted(content_words(DEV) & others)
 
 
+def test_blind_heldout_vocabulary_shares_no_content_word_with_any_other(train_set):
+    """The third held-out set is unseen by training and by whoever tuned the reader on the others."""
+    others = content_words(TRAIN) | content_words(HELDOUT) | content_words(HELDOUT_FRESH) | content_words(DEV)
+    assert not content_words(HELDOUT_BLIND) & others, sorted(content_words(HELDOUT_BLIND) & others)
+    blind = _words(w for ws in wording_set("heldout_blind", 8).values() for w in ws) - FUNCTION_WORDS
+    train_words = _words(w for ws in train_set.values() for w in ws) - FUNCTION_WORDS
+    assert blind and blind.isdisjoint(train_words), sorted(blind & train_words)
+
+
 def test_canonical_words_are_training_words():
     canonical = _words(all_instructions("all")) - FUNCTION_WORDS
     assert canonical <= content_words(TRAIN)
 
 
-@pytest.mark.parametrize("vocabulary", ["train", "heldout", "heldout_fresh", "dev"])
+@pytest.mark.parametrize("vocabulary", ["train", "heldout", "heldout_fresh", "dev", "heldout_blind"])
 def test_every_wording_parses_back_to_its_task_and_no_two_tasks_share_one(vocabulary, train_set):
     sets = {
         "train": train_set,
         "heldout": {k: list(v) for k, v in heldout_wordings().items()},
         "heldout_fresh": wording_set("heldout_fresh", 8),
         "dev": wording_set("dev", 8),
+        "heldout_blind": wording_set("heldout_blind", 8),
     }[vocabulary]
     owner: dict[str, str] = {}
     for canonical, wordings in sets.items():
@@ -141,7 +152,7 @@ def test_generated_wordings_fit_the_environment_charset():
 
     rng = np.random.default_rng(0)
     for task in all_tasks("all")[::5]:
-        for vocabulary in ("train", "heldout", "heldout_fresh"):
+        for vocabulary in ("train", "heldout", "heldout_fresh", "heldout_blind"):
             w = generate_wording(task, vocabulary, rng)
             assert len(w) <= INSTRUCTION_MAX_LENGTH
             assert set(w.lower()) <= set(INSTRUCTION_CHARSET), w

@@ -213,6 +213,34 @@ DEV = Lexicon(
     fillers=("{x}", "{x}", "you should {x}", "time to {x}"),
 )
 
+# A third held-out vocabulary, written in stop 44 before that stop changed the reader and never used to
+# tune it (HELDOUT's, HELDOUT_FRESH's and DEV's words had all been looked at by then). It shares no
+# content word with any other vocabulary.
+HELDOUT_BLIND = Lexicon(
+    pick=("yank {np}", "catch {np}", "acquire {np}", "hold {np} aloft", "obtain {np}", "{np}, yank it"),
+    push=("poke {np} {dir}", "budge {np} {dir}", "jostle {np} {dir}", "{np}, poke it {dir}"),
+    place=(
+        "perch {np} on {base}",
+        "lower {np} onto {base}",
+        "stick {np} on {base}",
+        "{np}, perch it on {base}",
+    ),
+    colours={
+        "red": ("burgundy", "tomato"),
+        "green": ("pistachio", "avocado"),
+        "blue": ("cornflower", "ocean"),
+        "yellow": ("banana", "butter"),
+        "purple": ("mulberry", "heather"),
+    },
+    shapes={"cube": ("carton", "hexahedron"), "cylinder": ("jar", "pillar"), "slab": ("pad", "mat")},
+    directions={
+        "left": ("leftways", "to nine o'clock", "larboard"),
+        "right": ("rightways", "to three o'clock"),
+    },
+    noun_phrases=("the {c} {s}", "a {c} {s}", "the {s} that's {c}", "the {c}-hued {s}"),
+    fillers=("{x}", "{x}", "okay, {x}", "let's {x}", "try to {x}", "{x}, cheers"),
+)
+
 # A diagnostic, not a held-out set: HELDOUT's verbs, fillers, directions and phrasings around TRAIN's
 # colour and shape words. Set beside "heldout", it separates unseen phrasing from unseen object words.
 HELDOUT_PHRASING = replace(HELDOUT, colours=TRAIN.colours, shapes=TRAIN.shapes)
@@ -222,6 +250,7 @@ LEXICONS: dict[str, Lexicon] = {
     "heldout_phrasing": HELDOUT_PHRASING,
     "heldout_fresh": HELDOUT_FRESH,
     "dev": DEV,
+    "heldout_blind": HELDOUT_BLIND,
 }
 _SLOTS = ("pick", "push", "place", "noun_phrases", "fillers")
 
@@ -403,7 +432,8 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     shipped held-out wordings; "heldout_phrasing": one of 8 wordings with held-out verbs, fillers,
     directions and phrasings but training colour and shape words (a diagnostic: which part of the
     held-out set a policy cannot follow); "heldout_fresh": one of 8 wordings of the second held-out
-    vocabulary (:data:`HELDOUT_FRESH`); "everyday": one of the shipped everyday wordings
+    vocabulary (:data:`HELDOUT_FRESH`); "heldout_blind": one of 8 wordings of the third (:data:`HELDOUT_BLIND`);
+    "dev": one of 8 wordings of the development vocabulary; "everyday": one of the shipped everyday wordings
     (:mod:`mmvla.sim.tabletop.everyday`: shades, sizes, shape adjectives, common verbs); chosen by the
     episode ``seed`` so every policy sees the same words.
     """
@@ -563,6 +593,7 @@ __all__ = [
     "DIRECTIONS",
     "FUNCTION_WORDS",
     "HELDOUT",
+    "HELDOUT_BLIND",
     "HELDOUT_FRESH",
     "SHAPES",
     "TRAIN",
