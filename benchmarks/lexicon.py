@@ -3,21 +3,21 @@
 For each lexicon (``none``: words as given; ``wordnet``: every word outside the policy's training
 vocabulary rewritten into the known word WordNet relates it to, mmvla.modules.lexicon;
 ``wordnet_task``: grounded, then read as the task its slots name, mmvla.policy.reading) the checkpoint
-is evaluated on the same episodes worded three ways: canonically, with the shipped held-out set and
-with the second held-out vocabulary (``heldout_fresh``, written before the grounding was built and
-never used to tune it). Also, per lexicon: the wrong-instruction control and the instruction swap
+is evaluated on the same episodes worded four ways: canonically, with the shipped held-out set, with
+the second held-out vocabulary (``heldout_fresh``, written before the grounding was built) and with the
+third (``heldout_blind``, written before stop 44's reader changes: compass words, gloss reading). Also, per lexicon: the wrong-instruction control and the instruction swap
 worded with held-out words (another object becomes the target: does the gripper go to it?).
 
 Writes benchmarks/results/lexicon.json: success per lexicon, wording set and split (Wilson 95%),
 held-out success as a fraction of canonical, exact McNemar tests (each lexicon against the one before
 it on the same episodes; each wording set vs canonical), a text-level check (per lexicon, the share of
-wordings whose reading the training lexicon alone parses back to its own task, and the share read as
-exactly the canonical instruction) and a word-level check (the share of each vocabulary's colour,
+wordings whose reading the training lexicon alone parses back to its own task, the share read as
+exactly the canonical instruction and the share read as another task's) and a word-level check (the share of each vocabulary's colour,
 shape and verb words and direction phrases grounded to training words of the same meaning; ``dev`` is
 the vocabulary the grounding's rules were developed on, not a held-out one).
 ``--text-only`` runs the two checks alone (seconds) and writes benchmarks/results/lexicon_text.json.
 
-    .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy   # ~15 min on 2 cores
+    .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy   # ~20 min on 2 cores
     .venv/bin/python benchmarks/lexicon.py --checkpoint runs/demo/policy --text-only
 """
 
@@ -39,19 +39,21 @@ RESULTS = ROOT / "benchmarks" / "results" / "lexicon.json"
 TEXT_RESULTS = ROOT / "benchmarks" / "results" / "lexicon_text.json"
 os.environ.setdefault("MUJOCO_GL", "egl")
 LEXICONS = ("none", "wordnet", "wordnet_task")
-WORDINGS = ("canonical", "heldout", "heldout_fresh")
+WORDINGS = ("canonical", "heldout", "heldout_fresh", "heldout_blind")
 
 
 def text_check(policy_dir: Path) -> dict[str, Any]:
     """Per lexicon, the share of each held-out set's wordings whose reading (what the encoder reads)
-    parses with the training lexicon alone to its own task, and the share read as exactly the
-    canonical instruction."""
+    parses with the training lexicon alone to its own task, the share read as exactly the canonical
+    instruction, and the share read as another task's canonical instruction (a confident wrong reading)."""
     from mmvla.policy.checkpoint import load_config
     from mmvla.policy.reading import InstructionReader
     from mmvla.sim.tabletop import wordings as W
     from mmvla.sim.tabletop.everyday import everyday_wordings
+    from mmvla.sim.tabletop.tasks import all_instructions
 
     cfg, _ = load_config(policy_dir)
+    instructions = set(all_instructions("all"))
     sets = {
         "heldout": {k: list(v) for k, v in W.heldout_wordings().items()},
         "heldout_fresh": W.wording_set("heldout_fresh", W.HELDOUT_PER_TASK),
@@ -65,12 +67,14 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
     for name, table in sets.items():
         parsed = dict.fromkeys(LEXICONS, 0)
         exact = dict.fromkeys(LEXICONS, 0)
+        wrong = dict.fromkeys(LEXICONS, 0)
         total = 0
         for canonical, ws in table.items():
             for w in ws:
                 for lex, reader in readers.items():
                     text = reader.read(w)
                     exact[lex] += text == canonical
+                    wrong[lex] += text != canonical and text in instructions
                     with contextlib.suppress(ValueError):  # unparsable: not its task
                         parsed[lex] += W.parse_wording(text, ("train",)).instruction == canonical
                 total += 1
@@ -78,6 +82,7 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
             "wordings": total,
             **{k: v / total for k, v in parsed.items()},
             "canonical": {k: v / total for k, v in exact.items()},
+            "wrong": {k: v / total for k, v in wrong.items()},
         }
     return out
 
@@ -158,7 +163,8 @@ def main() -> None:
             print(
                 f"{name:<14} text "
                 + " -> ".join(f"{text[lex]:.0%}" for lex in LEXICONS)
-                + f" (read as the canonical instruction: {text['canonical']['wordnet_task']:.0%}); words "
+                + f" (read as the canonical instruction: {text['canonical']['wordnet_task']:.0%}, as another"
+                + f" task's: {text['wrong']['wordnet_task']:.0%}); words "
                 + ", ".join(f"{k} {r['none']:.0%} -> {r['wordnet']:.0%}" for k, r in rows.items())
             )
         every = checks["text"]["everyday"]

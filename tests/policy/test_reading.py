@@ -15,16 +15,6 @@ from mmvla.sim.tabletop.everyday import everyday_wordings
 from mmvla.sim.tabletop.tasks import all_instructions
 
 
-@pytest.fixture(scope="module")
-def vocabulary():
-    return W.training_vocabulary(all_instructions("train"), W.TRAIN_PER_TASK)
-
-
-@pytest.fixture(scope="module")
-def reader(vocabulary):
-    return InstructionReader("wordnet_task", vocabulary)
-
-
 def test_training_inputs_are_read_as_given(reader):
     """Every training wording (typos included) is made of known words: only normalised, never
     canonicalised, so training with this lexicon sees exactly what it saw before."""

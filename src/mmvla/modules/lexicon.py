@@ -172,19 +172,38 @@ DESCRIPTIVE_WORDS: frozenset[str] = frozenset(
 # Words of the task language that name no colour, shape, direction or action: never a rewrite's target
 # ("flaxen" is glossed "of hair color; pale yellowish ...": yellow, not "colored").
 GENERIC_WORDS: frozenset[str] = frozenset(["color", "colour", "colored", "coloured", "side", "top", "thing"])
+# Words that name left or right by another frame of reference than the speaker's own hands: the compass
+# (seen from above, as a map is drawn), a ship's sides and the Latin-rooted adjectives. WordNet relates
+# none of them to "left" or "right" ("west" is glossed as 270 degrees of the compass), so they are listed:
+# a closed class, like the stop words. Derived forms are read through :data:`SUFFIXES` ("westward",
+# "easterly", "sinistrally").
+DIRECTION_WORDS: dict[str, str] = {
+    "west": "left",
+    "east": "right",
+    "port": "left",
+    "larboard": "left",
+    "starboard": "right",
+    "sinistral": "left",
+    "dextral": "right",
+    "sinister": "left",
+    "dexter": "right",
+}
 SYNONYM, HEAD, SISTER, GLOSS, COMPOUND = 0.95, 0.85, 0.62, 0.60, 0.70
+# WordNet's lexicographer files of nouns that name things one can pick up: made things, natural
+# objects, shapes and food ("board" is first a committee, then "a stout length of sawn timber").
+THING_LEXNAMES = frozenset(["noun.artifact", "noun.object", "noun.shape", "noun.food"])
 # A colour name WordNet leaves unread is read by its colour: the known colour name of nearest hue.
 MIN_SATURATION, MIN_VALUE = 0.25, 0.15  # HSV: below either, a colour has no hue to read (grey, black)
 MAX_HUE_GAP = 45.0  # degrees: a colour name farther than this from every known colour name stays as is
 HYPERNYM_DEPTH = 3
 RANK_DECAY = 0.05  # per sense, senses ranked by their SemCor frequency
 DOMINANT_SENSES = 6  # a known word is reached only through one of its most frequent senses
-SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ly", "y")
+SUFFIXES = ("s", "es", "ed", "ing", "ish", "ward", "wards", "ways", "wise", "erly", "ern", "ly", "y")
 MAX_GROUNDED_WORDS = 16  # unknown words looked up per text (~1.5 ms a real word, ~4 a non-word, here)
 MEMO_SIZE = 65536  # (word, role) readings kept
 ROLE_PENALTY = 0.7  # a sense of another part of speech than the word's place suggests
-_DETERMINERS = frozenset(["the", "a", "an", "this", "that", "these", "those", "my", "your", "some"])
-_OBJECT_START = _DETERMINERS | {"it"}  # a verb's object starts here: "grasp the ...", "lift it"
+DETERMINERS = frozenset(["the", "a", "an", "this", "that", "these", "those", "my", "your", "some"])
+_OBJECT_START = DETERMINERS | {"it"}  # a verb's object starts here: "grasp the ...", "lift it"
 _PARTICLES = frozenset(["up", "down", "out", "off", "away", "over"])  # "scoop up ...": a phrasal verb
 # ... and a noun phrase ends at the sentence's end, a preposition or a relative pronoun.
 _AFTER_NOUN = frozenset(
@@ -316,11 +335,11 @@ class LexicalGrounding:
                     continue
             after = words[i + 1] if i + 1 < len(words) else ""
             before = words[i - 1] if i else ""
-            noun = before in _DETERMINERS or after in _AFTER_NOUN
+            noun = before in DETERMINERS or after in _AFTER_NOUN
             modifier = after not in STOP_WORDS and after not in _AFTER_NOUN and after not in _PARTICLES
-            if (after in _OBJECT_START or after in _PARTICLES) and before not in _DETERMINERS:
+            if (after in _OBJECT_START or after in _PARTICLES) and before not in DETERMINERS:
                 role: str | None = "verb"
-            elif modifier and (before in _DETERMINERS or (i and before not in STOP_WORDS)):
+            elif modifier and (before in DETERMINERS or (i and before not in STOP_WORDS)):
                 role = "modifier"  # "the mint tube", "the red round block"
             else:
                 role = "noun" if noun else None
@@ -369,10 +388,19 @@ class LexicalGrounding:
                 return hits[0]
         return next((k for k in _stems(word) if k in self.targets), None)
 
+    def direction(self, word: str) -> str | None:
+        """The known direction word ``word`` names by :data:`DIRECTION_WORDS`, itself or a derived form
+        ("westward" -> "left", "starboard" -> "right"), or None."""
+        named = next((DIRECTION_WORDS[w] for w in [word, *_stems(word)] if w in DIRECTION_WORDS), None)
+        return named if named in self.known else None
+
     def _nearest(self, word: str, role: str | None) -> str | None:
         spelt = self._spelling_of_known(word)
         if spelt is not None:
             return spelt
+        named = self.direction(word)
+        if named is not None:
+            return named
         best: dict[str, float] = {}
         for known, score, _ in self._evidence(word, role):
             if role in ("noun", "modifier") and known in self.verbs:
@@ -384,7 +412,7 @@ class LexicalGrounding:
             read = known if score >= self.min_score else None
         if role == "verb" or (read is not None and (read in colour_names() or role == "noun")):
             return read  # WordNet's colour, or a thing WordNet names where a noun stands
-        return self.colour(word) or read
+        return self.colour(word) or self.colour(self._lemma(word)[0]) or read
 
     def colour(self, word: str) -> str | None:
         """The known colour name nearest in hue to colour name ``word`` ("denim" -> "blue"), or None
@@ -408,6 +436,31 @@ class LexicalGrounding:
 
         return sorted(synsets, key=lambda s: -count(s))
 
+    def _lemma(self, word: str) -> tuple[str, list[Any]]:
+        """The WordNet lemma ``word`` stands for and its senses, most frequent first: the word itself, a
+        derived form's stem ("sinistrally" -> "sinistral") or a misspelling's lemma one edit away
+        ("pank" -> "plank"); ``(word, [])`` when WordNet knows none."""
+        senses = self._senses(word)
+        if not senses:
+            stem = next((w for w in _stems(word) if wordnet().synsets(w)), None)
+            if stem is not None:
+                return stem, self._senses(stem)
+        if not senses and len(word) >= 4:
+            fixed = next((w for w in sorted(one_edit(word)) if wordnet().synsets(w)), None)
+            if fixed is not None:
+                return fixed, self._senses(fixed)
+        return word, senses
+
+    def noun_gloss(self, word: str) -> str | None:
+        """``"lemma: definition"`` of the most frequent noun sense of the lemma ``word`` stands for (see
+        :meth:`_lemma`) that names a thing one can hold (:data:`THING_LEXNAMES`; else its most frequent
+        noun sense): ``"board: a stout length of sawn timber ..."``, not "a committee having supervisory
+        powers". None when it has no noun sense."""
+        lemma, senses = self._lemma(word)
+        nouns = [s for s in senses if s.pos() == "n"]
+        noun = next((s for s in nouns if s.lexname() in THING_LEXNAMES), nouns[0] if nouns else None)
+        return None if noun is None else f"{lemma}: {noun.definition()}"
+
     def _dominant_senses(self, known: str) -> frozenset[str]:
         if known not in self._dominant:
             self._dominant[known] = frozenset(s.name() for s in self._senses(known)[:DOMINANT_SENSES])
@@ -420,15 +473,7 @@ class LexicalGrounding:
 
     def _evidence(self, word: str, role: str | None = None) -> list[tuple[str, float, str]]:
         wn = wordnet()
-        senses = self._senses(word)
-        if not senses:  # a derived form WordNet lists by its stem ("sinistrally" -> "sinistral")
-            stem = next((w for w in _stems(word) if wn.synsets(w)), None)
-            if stem is not None:
-                word, senses = stem, self._senses(stem)
-        if not senses and len(word) >= 4:  # a misspelt word WordNet knows one edit away
-            fixed = next((w for w in sorted(one_edit(word)) if wn.synsets(w)), None)
-            if fixed is not None:
-                word, senses = fixed, self._senses(fixed)
+        word, senses = self._lemma(word)
         if role is not None:  # frequency ranks the senses of the part of speech the word's place suggests
             senses = sorted(senses, key=lambda s: (s.pos() == "v") != (role == "verb"))
         targets = set(self.targets)
@@ -477,6 +522,8 @@ class LexicalGrounding:
 
 __all__ = [
     "DESCRIPTIVE_WORDS",
+    "DETERMINERS",
+    "DIRECTION_WORDS",
     "LEXICONS",
     "STOP_WORDS",
     "LexicalGrounding",

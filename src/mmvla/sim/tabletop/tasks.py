@@ -33,6 +33,22 @@ FAMILIES: tuple[str, ...] = ("pick", "push", "place")
 DIRECTIONS: tuple[str, ...] = ("left", "right")
 SPLITS: tuple[str, ...] = ("train", "unseen", "all")
 # Shapes that can carry another object on top (the base of a "place" task).
+# What each shape looks like, in the words a dictionary would use (a reader matches an unknown noun's
+# dictionary gloss against these: mmvla.modules.gloss). Only training words name examples.
+SHAPE_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
+    "cube": (
+        "an object shaped like a cube, with six square faces",
+        "a box-shaped block, as tall as it is wide",
+    ),
+    "cylinder": (
+        "an object shaped like a cylinder: round, with circular ends",
+        "a long round object, like a tube",
+    ),
+    "slab": (
+        "a flat, thin, wide piece, like a slab or a tile",
+        "a thin flat rectangular piece lying on the table",
+    ),
+}
 PLACE_BASES: tuple[str, ...] = ("cube", "slab")
 
 # One held-out composition per shape and per colour it uses: each colour and each shape is still seen
