@@ -21,6 +21,11 @@
    cube onto the blue slab" is read as the place it names), and one whose slots name no single task
    keeps its grounded words.
 
+When the slots name no task, an unknown head noun is read as the shape its dictionary gloss describes
+(:class:`~mmvla.modules.gloss.GlossClassifier` against :data:`~mmvla.sim.tabletop.tasks.SHAPE_DESCRIPTIONS`:
+"plank", "a stout length of sawn timber", is a slab), when that reading is clear and makes the slots
+name one task (:meth:`InstructionReader._gloss_shapes`).
+
 Before the slots are read, everyday noun phrases are put in the training lexicon's form: a shade or size
 adjective is skipped ("the small dark green cube"), of two colour words in a row the last one names
 the colour ("navy blue", "cherry red"), a shape adjective names the shape ("the round block" is a
@@ -179,7 +184,7 @@ class InstructionReader:
         return task.instruction
 
     def _kind(self, word: str) -> str:
-        """ "colour" or "shape" for a one-word slot phrase of the training lexicon, else ""."""
+        """The slot ``word`` fills as a one-word phrase of the training lexicon: "colour", "shape" or ""."""
         return self._slots.get(word, ("", ""))[0]
 
     def _gloss_shapes(
@@ -191,9 +196,9 @@ class InstructionReader:
 
         A head noun is an unknown word of ``given`` that grounding did not read as a verb, within
         :data:`MAX_COLOUR_GAP` words after a determiner and of a colour word (every object is named with
-        its colour), neither followed by a colour or shape word ("the mint
-        tube": "mint" modifies) nor following a direction ("at the left end"), whose gloss reading is
-        clear (:data:`MIN_GLOSS_SIMILARITY`, :data:`MIN_GLOSS_MARGIN`). Readings are tried fewest first;
+        its colour), neither followed by a colour or shape word ("the mint tube": "mint" modifies) nor
+        following a direction ("at the left end"), whose gloss reading is clear
+        (:data:`MIN_GLOSS_SIMILARITY`, :data:`MIN_GLOSS_MARGIN`). Readings are tried fewest first;
         those that overwrite no colour grounding are tried before those that do ("the plum brick":
         brick-red is a colour, but the brick is what the phrase names), then those whose nouns stand
         nearest a colour word, then by gloss similarity.
