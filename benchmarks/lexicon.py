@@ -3,9 +3,10 @@
 For each lexicon (``none``: words as given; ``wordnet``: every word outside the policy's training
 vocabulary rewritten into the known word WordNet relates it to, mmvla.modules.lexicon;
 ``wordnet_task``: grounded, then read as the task its slots name, mmvla.policy.reading) the checkpoint
-is evaluated on the same episodes worded four ways: canonically, with the shipped held-out set, with
-the second held-out vocabulary (``heldout_fresh``, written before the grounding was built) and with the
-third (``heldout_blind``, written before stop 44's reader changes: compass words, gloss reading). Also, per lexicon: the wrong-instruction control and the instruction swap
+is evaluated on the same episodes worded five ways: canonically, with the shipped held-out set, with
+the second held-out vocabulary (``heldout_fresh``, written before the grounding was built), with the
+third (``heldout_blind``, written before stop 44's compass words and gloss reading) and with the fourth
+(``heldout_blind2``, written before the gloss began checking weak WordNet readings). Also, per lexicon: the wrong-instruction control and the instruction swap
 worded with held-out words (another object becomes the target: does the gripper go to it?).
 
 Writes benchmarks/results/lexicon.json: success per lexicon, wording set and split (Wilson 95%),
@@ -39,7 +40,7 @@ RESULTS = ROOT / "benchmarks" / "results" / "lexicon.json"
 TEXT_RESULTS = ROOT / "benchmarks" / "results" / "lexicon_text.json"
 os.environ.setdefault("MUJOCO_GL", "egl")
 LEXICONS = ("none", "wordnet", "wordnet_task")
-WORDINGS = ("canonical", "heldout", "heldout_fresh", "heldout_blind")
+WORDINGS = ("canonical", "heldout", "heldout_fresh", "heldout_blind", "heldout_blind2")
 
 
 def text_check(policy_dir: Path) -> dict[str, Any]:
@@ -59,6 +60,7 @@ def text_check(policy_dir: Path) -> dict[str, Any]:
         "heldout_fresh": W.wording_set("heldout_fresh", W.HELDOUT_PER_TASK),
         "dev": W.wording_set("dev", W.HELDOUT_PER_TASK),
         "heldout_blind": W.wording_set("heldout_blind", W.HELDOUT_PER_TASK),
+        "heldout_blind2": W.wording_set("heldout_blind2", W.HELDOUT_PER_TASK),
         "everyday": {k: list(v) for k, v in everyday_wordings().items()},
     }
     vocabulary = cfg.vocabulary or W.training_vocabulary(cfg.instructions, W.TRAIN_PER_TASK)
@@ -111,7 +113,7 @@ def word_check(policy_dir: Path) -> dict[str, Any]:
 
     train = classes(W.TRAIN)
     out: dict[str, Any] = {}
-    for name in ("dev", "heldout", "heldout_fresh", "heldout_blind"):
+    for name in ("dev", "heldout", "heldout_fresh", "heldout_blind", "heldout_blind2"):
         rows: dict[str, Any] = {}
         for kind, table in classes(W.LEXICONS[name]).items():
             role = {"colour": "noun", "shape": "noun", "verb": "verb"}.get(kind)

@@ -70,8 +70,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="comma-separated built-in wording sets: canonical, train, heldout (words training never "
         "used), heldout_fresh (a second such vocabulary), heldout_phrasing, dev (the lexical grounding's "
         "development words: not held out), everyday (shades, sizes, shape adjectives and common verbs "
-        "around known words), heldout_blind (a third vocabulary, written before the reader's latest "
-        "rules); several sets run the same "
+        "around known words), heldout_blind and heldout_blind2 (a third and a fourth, each written "
+        "before a round of the reader's rules); several sets run the same "
         "episodes each and are compared with the first (paired test)",
     )
     p.add_argument(

@@ -52,6 +52,7 @@ WORDING_SETS: tuple[str, ...] = (
     "dev",
     "everyday",
     "heldout_blind",
+    "heldout_blind2",
 )
 
 # The context task: a camera failing partway through an episode (mmvla.sim.camera_failure), and what the

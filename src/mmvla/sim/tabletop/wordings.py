@@ -241,6 +241,32 @@ HELDOUT_BLIND = Lexicon(
     fillers=("{x}", "{x}", "okay, {x}", "let's {x}", "try to {x}", "{x}, cheers"),
 )
 
+# A fourth held-out vocabulary, written in stop 44 after HELDOUT_BLIND's first measurement and before the
+# reader's second round of changes (readings of weak WordNet evidence checked against the gloss); never
+# used to tune them. It shares no content word with any other vocabulary, nor with the development
+# noun list the gloss thresholds were chosen on.
+HELDOUT_BLIND2 = Lexicon(
+    pick=("gather {np}", "secure {np}", "clasp {np}", "pocket {np}", "{np}, gather it"),
+    push=("sweep {np} {dir}", "steer {np} {dir}", "glide {np} {dir}", "{np}, sweep it {dir}"),
+    place=(
+        "park {np} on {base}",
+        "balance {np} on {base}",
+        "mount {np} onto {base}",
+        "{np}, park it on {base}",
+    ),
+    colours={
+        "red": ("cranberry", "garnet"),
+        "green": ("fern", "shamrock"),
+        "blue": ("lapis", "sky"),
+        "yellow": ("sunflower", "dandelion"),
+        "purple": ("eggplant", "iris"),
+    },
+    shapes={"cube": ("cubelet", "chunk"), "cylinder": ("spool", "beaker"), "slab": ("shingle", "flagstone")},
+    directions={"left": ("westerly", "leftmost"), "right": ("easterly", "rightmost")},
+    noun_phrases=("the {c} {s}", "a {c} {s}", "the {s} in a {c} shade", "the {c} toned {s}"),
+    fillers=("{x}", "{x}", "would you {x}", "{x} if possible", "next, {x}"),
+)
+
 # A diagnostic, not a held-out set: HELDOUT's verbs, fillers, directions and phrasings around TRAIN's
 # colour and shape words. Set beside "heldout", it separates unseen phrasing from unseen object words.
 HELDOUT_PHRASING = replace(HELDOUT, colours=TRAIN.colours, shapes=TRAIN.shapes)
@@ -251,6 +277,7 @@ LEXICONS: dict[str, Lexicon] = {
     "heldout_fresh": HELDOUT_FRESH,
     "dev": DEV,
     "heldout_blind": HELDOUT_BLIND,
+    "heldout_blind2": HELDOUT_BLIND2,
 }
 _SLOTS = ("pick", "push", "place", "noun_phrases", "fillers")
 
@@ -432,7 +459,8 @@ def wording_for_episode(canonical: str, wordings: str, seed: int) -> str:
     shipped held-out wordings; "heldout_phrasing": one of 8 wordings with held-out verbs, fillers,
     directions and phrasings but training colour and shape words (a diagnostic: which part of the
     held-out set a policy cannot follow); "heldout_fresh": one of 8 wordings of the second held-out
-    vocabulary (:data:`HELDOUT_FRESH`); "heldout_blind": one of 8 wordings of the third (:data:`HELDOUT_BLIND`);
+    vocabulary (:data:`HELDOUT_FRESH`); "heldout_blind" / "heldout_blind2": one of 8 wordings of the third / fourth
+    (:data:`HELDOUT_BLIND`, :data:`HELDOUT_BLIND2`);
     "dev": one of 8 wordings of the development vocabulary; "everyday": one of the shipped everyday wordings
     (:mod:`mmvla.sim.tabletop.everyday`: shades, sizes, shape adjectives, common verbs); chosen by the
     episode ``seed`` so every policy sees the same words.
@@ -594,6 +622,7 @@ __all__ = [
     "FUNCTION_WORDS",
     "HELDOUT",
     "HELDOUT_BLIND",
+    "HELDOUT_BLIND2",
     "HELDOUT_FRESH",
     "SHAPES",
     "TRAIN",
