@@ -145,10 +145,10 @@ def main() -> None:
             "final_loss": round(r.final_loss, 4),
             "resumed": step.resumed_from is not None,
         }
-    else:  # keep what the finished run recorded (collection, randomisation, training); re-evaluate
-        recorded = read_json(args.out) if Path(args.out).is_file() else {}
-        result = recorded | {k: v for k, v in result.items() if k != "data" or "data" not in recorded}
-        result.setdefault("train", None)
+    elif Path(args.out).is_file():  # keep the finished run's record (its config, data, collection,
+        result = read_json(args.out) | {"machine": result["machine"]}  # training); re-evaluate it here
+    else:
+        result["train"] = None
     t1 = time.perf_counter()
     # The same episodes worded canonically, with the three held-out vocabularies and everyday words, then
     # the blind controls.

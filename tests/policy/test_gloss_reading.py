@@ -8,7 +8,7 @@ import torch
 
 from mmvla.modules import gloss
 from mmvla.modules.gloss import GlossClassifier
-from mmvla.modules.lexicon import DIRECTION_WORDS, LexicalGrounding
+from mmvla.modules.lexicon import DIRECTION_WORDS, THING_LEXNAMES, LexicalGrounding
 from mmvla.policy.reading import InstructionReader
 from mmvla.sim.tabletop import wordings as W
 from mmvla.sim.tabletop.tasks import SHAPE_DESCRIPTIONS
@@ -112,6 +112,15 @@ def test_minilm_reads_a_nouns_gloss_as_the_shape_it_describes(vocabulary, noun, 
     assert GlossClassifier(SHAPE_DESCRIPTIONS).classify(text)[0] == shape
 
 
+def test_noun_gloss_takes_the_first_sense_that_names_a_thing(vocabulary):
+    g = LexicalGrounding(vocabulary)
+    first = next(s for s in g._senses("board") if s.pos() == "n")
+    assert first.lexname() == "noun.group"  # "a committee having supervisory powers"
+    text = g.noun_gloss("board")
+    thing = next(s for s in g._senses("board") if s.pos() == "n" and s.lexname() in THING_LEXNAMES)
+    assert text == f"board: {thing.definition()}" and thing.definition() != first.definition()
+
+
 def test_noun_gloss_follows_stems_and_has_none_for_words_without_a_noun_sense(vocabulary):
     g = LexicalGrounding(vocabulary)
     definition = g.noun_gloss("wafer").split(": ", 1)[1]
@@ -143,6 +152,20 @@ def test_an_unread_head_noun_is_read_as_the_shape_its_gloss_names(vocabulary):
     assert "end" not in shapes.asked
     # a modifier ("the wafer tube") is not a head noun; with no head left the words stay grounded
     text = "shunt the blue wafer tube"
+    assert r.read(text) == r.grounding.rewrite(text)
+
+
+def test_gloss_readings_need_a_clear_margin_a_noun_phrase_and_no_verb(vocabulary):
+    text = "plant the red wafer on the blue cube"
+    unclear = InstructionReader("wordnet_task", vocabulary, shapes=_Fixed({"wafer": ("slab", 0.3, 0.01)}))
+    assert unclear.read(text) == unclear.grounding.rewrite(text)  # margin below MIN_GLOSS_MARGIN
+    # "plant" is grounded as the verb "place": never an object, however clear its gloss reading
+    shapes = _Fixed({"wafer": ("slab", 0.3, 0.1), "plant": ("cylinder", 0.9, 0.5)})
+    r = InstructionReader("wordnet_task", vocabulary, shapes=shapes)
+    assert r.read(text) == "put the red slab on the blue cube"
+    assert "plant" not in shapes.asked
+    # a noun with no determiner before it is no object: "wafer red cube" names no task
+    text = "grip wafer red"
     assert r.read(text) == r.grounding.rewrite(text)
 
 

@@ -401,8 +401,9 @@ class LexicalGrounding:
         named = self.direction(word)
         if named is not None:
             return named
+        lemma, senses = self._lemma(word)
         best: dict[str, float] = {}
-        for known, score, _ in self._evidence(word, role):
+        for known, score, _ in self._evidence_of(lemma, senses, role):
             if role in ("noun", "modifier") and known in self.verbs:
                 continue  # a thing or a property is not an action ("the table" is not "the set")
             best[known] = max(best.get(known, 0.0), score)
@@ -412,7 +413,7 @@ class LexicalGrounding:
             read = known if score >= self.min_score else None
         if role == "verb" or (read is not None and (read in colour_names() or role == "noun")):
             return read  # WordNet's colour, or a thing WordNet names where a noun stands
-        return self.colour(word) or self.colour(self._lemma(word)[0]) or read
+        return self.colour(word) or self.colour(lemma) or read
 
     def colour(self, word: str) -> str | None:
         """The known colour name nearest in hue to colour name ``word`` ("denim" -> "blue"), or None
@@ -472,8 +473,11 @@ class LexicalGrounding:
         return [k for k in self.targets if k in names and synset.name() in self._dominant_senses(k)]
 
     def _evidence(self, word: str, role: str | None = None) -> list[tuple[str, float, str]]:
+        return self._evidence_of(*self._lemma(word), role)
+
+    def _evidence_of(self, word: str, senses: list[Any], role: str | None) -> list[tuple[str, float, str]]:
+        """(known word, score, evidence) for the lemma ``word`` and its ``senses`` (:meth:`_lemma`)."""
         wn = wordnet()
-        word, senses = self._lemma(word)
         if role is not None:  # frequency ranks the senses of the part of speech the word's place suggests
             senses = sorted(senses, key=lambda s: (s.pos() == "v") != (role == "verb"))
         targets = set(self.targets)
@@ -526,6 +530,7 @@ __all__ = [
     "DIRECTION_WORDS",
     "LEXICONS",
     "STOP_WORDS",
+    "THING_LEXNAMES",
     "LexicalGrounding",
     "colour_names",
     "one_edit",

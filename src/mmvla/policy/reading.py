@@ -58,13 +58,14 @@ SHAPE_ADJECTIVES: dict[str, str] = {
 }
 SHAPE_JOINERS = frozenset(["shaped", "like", "looking"])  # "the cylinder shaped block"
 MAX_GLOSS_NOUNS = 6  # unknown head nouns of one instruction read by their gloss
+MAX_GLOSS_SHAPES = 2  # of them, at most this many read as shapes at once (a place task names two objects)
+MAX_COLOUR_GAP = 3  # words between an object's noun and its colour ("the tube which is red": 3)
 # A gloss reading is taken only when it is clear: on a development list of 29 shape nouns and 35 other
-# nouns (none from a wording set), these thresholds kept 16 right readings of the 29 and no wrong one,
-# where taking every reading gave 21 right and 8 wrong.
+# nouns (none from a wording set), these thresholds kept 16 right readings of the 29 and no wrong one
+# (taking every reading: 21 right, 8 wrong); 6 of the 35 other nouns pass them too, so the position
+# guards of InstructionReader._gloss_shapes decide which words are objects.
 MIN_GLOSS_SIMILARITY = 0.15  # cosine to the nearest description
 MIN_GLOSS_MARGIN = 0.06  # over the next shape's
-MAX_COLOUR_GAP = 3  # words between an object's noun and its colour ("the tube which is red": 3)
-MAX_GLOSS_SHAPES = 2  # of them, at most this many read as shapes at once (a place task names two objects)
 
 
 def shape_adjectives(words: Sequence[str], slots: dict[str, tuple[str, str]]) -> list[str]:
@@ -119,7 +120,6 @@ class InstructionReader:
         self._verbs = verb_families(("train",))
         self.grounding = LexicalGrounding(vocabulary, verbs=self._verbs) if lexicon != "none" else None
         self._slots = slot_words(("train",))
-        self._directions = frozenset(DIRECTIONS)
         self._readings: dict[str, str] = {}
         self._phrases: dict[str, tuple[str, str]] = {}
 
@@ -218,7 +218,7 @@ class InstructionReader:
                 and DETERMINERS.intersection(grounded[max(0, i - MAX_COLOUR_GAP) : i])  # in a noun phrase
                 and colour_gap(i) <= MAX_COLOUR_GAP
                 and after not in self._slots
-                and before not in self._directions
+                and before not in DIRECTIONS
                 and self._kind(grounded[i]) != "shape"
             ):
                 gloss = grounding.noun_gloss(w)

@@ -32,7 +32,6 @@ SHAPES: tuple[str, ...] = ("cube", "cylinder", "slab")
 FAMILIES: tuple[str, ...] = ("pick", "push", "place")
 DIRECTIONS: tuple[str, ...] = ("left", "right")
 SPLITS: tuple[str, ...] = ("train", "unseen", "all")
-# Shapes that can carry another object on top (the base of a "place" task).
 # What each shape looks like, in the words a dictionary would use (a reader matches an unknown noun's
 # dictionary gloss against these: mmvla.modules.gloss). Only training words name examples.
 SHAPE_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
@@ -49,6 +48,7 @@ SHAPE_DESCRIPTIONS: dict[str, tuple[str, ...]] = {
         "a thin flat rectangular piece lying on the table",
     ),
 }
+# Shapes that can carry another object on top (the base of a "place" task).
 PLACE_BASES: tuple[str, ...] = ("cube", "slab")
 
 # One held-out composition per shape and per colour it uses: each colour and each shape is still seen
